@@ -1,0 +1,3 @@
+from zonemesh.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `zonemesh` command line: the control plane, the data plane, and a REST client."""

@@ -1,0 +1,66 @@
+"""Entry point of the `zonemesh` console script."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from zonemesh import __version__
+from zonemesh.config import ConfigError, load_config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zonemesh")
+def cli() -> None:
+    """zonemesh: a multi-zone control plane for Envoy (Kuma's MeshMultiZoneService)."""
+
+
+@cli.group()
+def cp() -> None:
+    """The control plane."""
+
+
+@cp.command("run")
+@click.option("--mode", type=click.Choice(["global", "zone"]), help="[env KUMA_MODE]")
+@click.option("--zone", help="This zone's name [env KUMA_MULTIZONE_ZONE_NAME]")
+@click.option(
+    "--global-address",
+    help="grpc://HOST:PORT of global's KDS "
+    "[env KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS]; none = standalone",
+)
+@click.option("--address", help="Host every listener binds (default 127.0.0.1)")
+@click.option("--api-port", type=int, help="HTTP API port (default 5681)")
+@click.option("--xds-port", type=int, help="xDS (ADS) port (default 5678)")
+@click.option("--kds-port", type=int, help="KDS port on global (default 5685)")
+@click.option("--store", type=click.Choice(["memory", "sqlite"]), help="[env KUMA_STORE_TYPE]")
+@click.option("--data-dir", help="Directory of the SQLite file")
+@click.option("--config", "config_file", type=click.Path(), help="YAML configuration file")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+def cp_run(config_file: str | None, log_level: str, **flags: object) -> None:
+    """Run a control plane (global, federated zone, or standalone zone)."""
+    _setup_logging(log_level)
+    try:
+        config = load_config(config_file, flags=flags)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    from zonemesh.cp.run import ControlPlane
+
+    try:
+        asyncio.run(ControlPlane(config).run_until_signalled())
+    except OSError as e:  # e.g. a port already in use
+        raise click.ClickException(f"control plane could not start: {e}") from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main() -> None:
+    cli()

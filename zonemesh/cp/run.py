@@ -1,0 +1,79 @@
+"""Assemble and run a control plane: open the store, start components, stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from zonemesh.config import CpConfig
+from zonemesh.cp.runtime import Component, Runtime
+from zonemesh.store.base import Store
+
+log = logging.getLogger("zonemesh.cp")
+
+
+def open_store(config: CpConfig) -> Store:
+    if config.store.type == "memory":
+        from zonemesh.store.memory import MemoryStore
+
+        return MemoryStore()
+    from zonemesh.store.sqlite import SqliteStore
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(config.data_dir / "zonemesh.db")
+
+
+def build_components(runtime: Runtime) -> list[Component]:
+    """In start order; stopped in reverse. The API comes last so /ready means ready."""
+    from zonemesh.api.server import ApiServer
+    from zonemesh.state.component import ComputedState
+
+    components: list[Component] = [ComputedState(runtime)]
+    if not runtime.config.is_global:
+        from zonemesh.xds.component import XdsServer
+
+        components.append(XdsServer(runtime))
+    components.append(ApiServer(runtime))
+    return components
+
+
+class ControlPlane:
+    def __init__(self, config: CpConfig) -> None:
+        self.runtime = Runtime(config=config, store=open_store(config))
+        self.components = build_components(self.runtime)
+        self._started: list[Component] = []
+
+    async def start(self) -> None:
+        cfg = self.runtime.config
+        log.info(
+            "starting control plane mode=%s zone=%s store=%s instance=%s",
+            cfg.mode,
+            cfg.zone_name or "-",
+            cfg.store.type,
+            self.runtime.instance_id,
+        )
+        for component in self.components:
+            await component.start()
+            self._started.append(component)
+
+    async def stop(self) -> None:
+        while self._started:
+            component = self._started.pop()
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("stopping %s failed", component.name)
+        await self.runtime.store.close()
+        log.info("control plane stopped")
+
+    async def run_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            await self.stop()

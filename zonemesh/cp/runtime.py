@@ -1,0 +1,41 @@
+"""What every control-plane component is given: configuration, store, and shared views."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+
+from zonemesh.config import CpConfig
+from zonemesh.state.health import InstanceHealth
+from zonemesh.store.base import Store
+
+
+class Component(Protocol):
+    """A long-running part of the control plane, started and stopped in order."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Runtime:
+    config: CpConfig
+    store: Store
+    health: InstanceHealth = field(default_factory=InstanceHealth)
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # Components publish views for the API here by name (e.g. "xds" -> proxy registry),
+    # so the API can show them without importing the component.
+    views: dict[str, Any] = field(default_factory=dict)
+    # Human-readable state of sub-systems for `GET /` (e.g. the KDS client's connection).
+    status: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def zone(self) -> str:
+        return self.config.zone_name

@@ -1,0 +1,1 @@
+"""Spec and status models, one module per resource type."""

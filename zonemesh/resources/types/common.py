@@ -1,0 +1,88 @@
+"""Pieces shared by several types: conditions, VIPs, addresses, selectors, checks."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Literal
+
+from zonemesh.resources.base import Model
+from zonemesh.resources.errors import Violations
+
+APP_PROTOCOLS = ("grpc", "http", "http2", "tcp")
+AppProtocol = str  # validated in validate_app_protocol so the message matches Kuma's
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def validate_port(value: int, path: str, errors: Violations) -> None:
+    if not 1 <= value <= 65535:
+        errors.add(path, "must be in inclusive range [1, 65535]")
+
+
+def validate_app_protocol(value: str, path: str, errors: Violations) -> None:
+    if value not in APP_PROTOCOLS:
+        errors.add(path, "appProtocol must be one of: " + ", ".join(APP_PROTOCOLS))
+
+
+def validate_address(value: str, path: str, errors: Violations, *, allow_hostname: bool) -> None:
+    """An IP address, or (where Kuma allows it) a DNS name."""
+    if not value:
+        errors.add(path, "cannot be empty")
+        return
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    if allow_hostname and is_dns_name(value):
+        return
+    errors.add(path, "must be a valid IP address" + (" or hostname" if allow_hostname else ""))
+
+
+def is_dns_name(value: str) -> bool:
+    """RFC 1123 hostname: dot-separated labels, each 1-63 of [a-z0-9-], 253 characters at most."""
+    if not value or len(value) > 253:
+        return False
+    return all(_DNS_LABEL.match(label) for label in value.split("."))
+
+
+class Condition(Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+
+
+class VIP(Model):
+    ip: str
+
+
+class HostnameGeneratorRef(Model):
+    core_name: str
+
+
+class Address(Model):
+    hostname: str
+    origin: str = "HostnameGenerator"
+    hostname_generator_ref: HostnameGeneratorRef | None = None
+
+
+class HostnameGeneratorStatus(Model):
+    hostname_generator_ref: HostnameGeneratorRef
+    conditions: list[Condition] = []
+
+
+class LabelSelector(Model):
+    match_labels: dict[str, str] | None = None
+
+
+class TargetRef(Model):
+    kind: str
+    name: str | None = None
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+    section_name: str | None = None
+    mesh: str | None = None
+    tags: dict[str, str] | None = None
+    proxy_types: list[str] | None = None

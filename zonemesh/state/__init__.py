@@ -1,0 +1,1 @@
+"""Computed state: what a zone control plane derives from the stored resources."""

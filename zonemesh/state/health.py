@@ -1,0 +1,68 @@
+"""Which Dataplanes are healthy right now: fed by the xDS server, read by computed state.
+
+An instance registered over xDS is healthy while its ADS stream lives and its readiness
+(reported by `zonemesh dp run`) is ready. An instance applied through the API, of which
+nothing is known, is healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from zonemesh.resources.base import ResourceKey
+
+
+@dataclass
+class ProxyHealth:
+    connected: bool = False
+    ready: bool = True
+    not_ready_inbounds: tuple[int, ...] = ()  # inbound ports whose app is down
+
+
+class InstanceHealth:
+    def __init__(self) -> None:
+        self._proxies: dict[ResourceKey, ProxyHealth] = {}
+        self._changed = asyncio.Event()
+        self.version = 0  # bumps on every change; consumers compare to skip work
+
+    def set_connected(self, key: ResourceKey, connected: bool) -> None:
+        health = self._proxies.setdefault(key, ProxyHealth())
+        if health.connected != connected:
+            health.connected = connected
+            self._notify()
+
+    def set_readiness(self, key: ResourceKey, not_ready_inbounds: tuple[int, ...]) -> None:
+        health = self._proxies.setdefault(key, ProxyHealth())
+        ready = not not_ready_inbounds
+        if (health.ready, health.not_ready_inbounds) != (ready, not_ready_inbounds):
+            health.ready, health.not_ready_inbounds = ready, not_ready_inbounds
+            self._notify()
+
+    def forget(self, key: ResourceKey) -> None:
+        if self._proxies.pop(key, None) is not None:
+            self._notify()
+
+    def known(self, key: ResourceKey) -> bool:
+        return key in self._proxies
+
+    def get(self, key: ResourceKey) -> ProxyHealth | None:
+        return self._proxies.get(key)
+
+    def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
+        health = self._proxies.get(key)
+        if health is None:
+            return True  # applied through the API, no health information
+        if not health.connected:
+            return False
+        if inbound_port is not None:
+            return inbound_port not in health.not_ready_inbounds
+        return health.ready
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+        self._changed.clear()
+
+    def _notify(self) -> None:
+        self.version += 1
+        self._changed.set()

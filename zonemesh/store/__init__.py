@@ -1,0 +1,21 @@
+"""Persistence of resources behind one small interface (`Store`), with change events."""
+
+from zonemesh.store.base import (
+    AlreadyExistsError,
+    ConflictError,
+    EventKind,
+    NotFoundError,
+    ResourceEvent,
+    Store,
+    StoreError,
+)
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConflictError",
+    "EventKind",
+    "NotFoundError",
+    "ResourceEvent",
+    "Store",
+    "StoreError",
+]
