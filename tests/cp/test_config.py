@@ -101,7 +101,7 @@ def test_cp_run_stops_with_a_clear_message_on_an_invalid_cidr(tmp_path: Path) ->
 def test_unreadable_config_file_is_reported(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("mode: [zone")
-    with pytest.raises(ConfigError, match="bad.yaml"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml"):
         load_config(bad, env={})
     bad.write_text("mode: zone\nbogus: 1\n")
     with pytest.raises(ConfigError, match="bogus"):
