@@ -54,6 +54,29 @@ def cp_run(config_file: str | None, log_level: str, **flags: object) -> None:
         raise click.ClickException(f"control plane could not start: {e}") from None
 
 
+@cli.command("echo")
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=1027, show_default=True)
+@click.option("--zone", default="default", show_default=True, help="Zone named in every answer")
+@click.option(
+    "--instance", default="echo", show_default=True, help="Instance named in every answer"
+)
+def echo(address: str, port: int, zone: str, instance: str) -> None:
+    """Run the echo app: every request gets 200 naming the zone and instance.
+
+    \b
+    Example:
+      zonemesh echo --address 127.0.1.11 --port 1027 --zone zone1 --instance echo-z1-a
+      curl -H 'Accept: text/plain' http://127.0.1.11:1027/
+    """
+    from zonemesh.apps.echo import run_echo
+
+    try:
+        asyncio.run(run_echo(address, port, zone, instance))
+    except OSError as e:
+        raise click.ClickException(f"echo could not listen on {address}:{port}: {e}") from None
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),

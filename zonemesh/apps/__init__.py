@@ -1,0 +1,1 @@
+"""Small applications that run inside the mesh for demos and tests."""
