@@ -9,6 +9,7 @@ import sys
 import click
 
 from zonemesh import __version__
+from zonemesh.cli.resources import apply_cmd, delete_cmd, get_cmd, inspect_cmd
 from zonemesh.config import ConfigError, load_config
 
 
@@ -47,10 +48,11 @@ def cp_run(config_file: str | None, log_level: str, **flags: object) -> None:
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     from zonemesh.cp.run import ControlPlane
+    from zonemesh.store.base import StoreError
 
     try:
         asyncio.run(ControlPlane(config).run_until_signalled())
-    except OSError as e:  # e.g. a port already in use
+    except (OSError, StoreError) as e:  # a port in use, a data directory held by another CP
         raise click.ClickException(f"control plane could not start: {e}") from None
 
 
@@ -83,6 +85,12 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+cli.add_command(apply_cmd)
+cli.add_command(get_cmd)
+cli.add_command(delete_cmd)
+cli.add_command(inspect_cmd)
 
 
 def main() -> None:

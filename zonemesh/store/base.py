@@ -1,6 +1,6 @@
 """The store interface every backend implements, and the change events it publishes.
 
-Rules every backend follows (checked by `tests/store/test_conformance.py`):
+Rules every backend follows (checked by `tests/store/test_store_conformance.py`):
 - `create` sets version 1 and both timestamps; `update` needs `resource.version` equal to the
   stored version (else `ConflictError`), then stores version + 1 and a new modification time.
 - `delete(key, version=None)` checks the version only when one is given.
