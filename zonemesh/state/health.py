@@ -24,6 +24,7 @@ class InstanceHealth:
     def __init__(self) -> None:
         self._proxies: dict[ResourceKey, ProxyHealth] = {}
         self._changed = asyncio.Event()
+        self._waiters: set[asyncio.Future[None]] = set()
         self.version = 0  # bumps on every change; consumers compare to skip work
 
     def set_connected(self, key: ResourceKey, connected: bool) -> None:
@@ -63,6 +64,21 @@ class InstanceHealth:
         await self._changed.wait()
         self._changed.clear()
 
+    async def wait_newer(self, seen: int) -> int:
+        """Wait until `version` is past `seen`; returns it. Unlike `wait_changed`, nothing is
+        cleared, so any number of consumers can wait without taking a change from another."""
+        while self.version <= seen:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.add(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.discard(waiter)
+        return self.version
+
     def _notify(self) -> None:
         self.version += 1
         self._changed.set()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -1,0 +1,184 @@
+"""MeshServices generated from the Dataplane inbounds of this zone, grouped by `kuma.io/service`.
+
+A generated MeshService carries a marker label, so the generator only ever changes or deletes
+what it created: a MeshService applied by hand, or one synced in from another zone, is never
+touched. The same index also counts the proxies behind any local MeshService's selector.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from zonemesh.resources import labels
+from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.registry import MESH_SERVICE
+from zonemesh.resources.types.common import APP_PROTOCOLS
+from zonemesh.resources.types.dataplane import DataplaneSpec
+from zonemesh.resources.types.mesh import MeshSpec
+from zonemesh.resources.types.meshservice import (
+    STATE_AVAILABLE,
+    STATE_UNAVAILABLE,
+    DataplaneProxies,
+    Identity,
+    MeshServicePort,
+    MeshServiceSelector,
+    MeshServiceSpec,
+)
+from zonemesh.state.health import InstanceHealth
+
+# Marks a MeshService as owned by the generator (Kuma marks its own with a managed-by label).
+GENERATED_BY = "zonemesh.io/generated-by"
+GENERATOR = "meshservice-generator"
+
+# The rule resource names follow in the API (see resources/codec.py).
+_VALID_NAME = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
+
+
+def is_generated(resource: Resource) -> bool:
+    return resource.labels.get(GENERATED_BY) == GENERATOR
+
+
+def is_synced(resource: Resource) -> bool:
+    """Arrived from global (another zone's MeshService, or anything global owns)."""
+    return resource.labels.get(labels.ORIGIN) == labels.ORIGIN_GLOBAL
+
+
+def is_local(resource: Resource, zone: str) -> bool:
+    """Belongs to this zone: not synced in, and not labelled with another zone."""
+    return not is_synced(resource) and resource.labels.get(labels.ZONE, zone) == zone
+
+
+@dataclass(frozen=True)
+class _InboundRef:
+    dataplane: ResourceKey
+    tags: dict[str, str]
+    connected: bool
+    healthy: bool
+
+
+@dataclass
+class _ServiceGroup:
+    ports: dict[int, MeshServicePort] = field(default_factory=dict)
+    inbounds: list[_InboundRef] = field(default_factory=list)
+    cached_counts: DataplaneProxies | None = None
+
+    def counts(self) -> DataplaneProxies:
+        if self.cached_counts is None:
+            self.cached_counts = _count(self.inbounds)
+        return self.cached_counts
+
+
+class DataplaneIndex:
+    """The inbounds of this zone's Dataplanes, with health, indexed for selector lookups."""
+
+    def __init__(self, dataplanes: Iterable[Resource], zone: str, health: InstanceHealth) -> None:
+        self.zone = zone
+        self.services: dict[tuple[str, str], _ServiceGroup] = defaultdict(_ServiceGroup)
+        self._by_mesh: dict[str, list[_InboundRef]] = defaultdict(list)
+        self._by_dataplane: dict[ResourceKey, list[_InboundRef]] = defaultdict(list)
+        for dp in sorted(dataplanes, key=lambda r: r.key):
+            if is_local(dp, zone):
+                self._add(dp, health)
+
+    def _add(self, dp: Resource, health: InstanceHealth) -> None:
+        spec = dp.spec
+        assert isinstance(spec, DataplaneSpec)
+        proxy = health.get(dp.key)
+        connected = proxy is not None and proxy.connected
+        for inbound in spec.networking.inbound:
+            if inbound.state == "Ignored" or not inbound.service:
+                continue
+            healthy = inbound.state != "NotReady" and health.is_healthy(dp.key, inbound.port)
+            ref = _InboundRef(dp.key, inbound.tags, connected, healthy)
+            self._by_mesh[dp.mesh].append(ref)
+            self._by_dataplane[dp.key].append(ref)
+            group = self.services[(dp.mesh, inbound.service)]
+            group.inbounds.append(ref)
+            port = inbound.effective_service_port
+            if port not in group.ports:
+                protocol = inbound.protocol if inbound.protocol in APP_PROTOCOLS else "tcp"
+                group.ports[port] = MeshServicePort.model_construct(
+                    port=port, target_port=inbound.port, app_protocol=protocol
+                )
+
+    def proxies(self, mesh: str, selector: MeshServiceSelector) -> DataplaneProxies | None:
+        """Counts of the proxies a local MeshService selects; None if it selects none by rule."""
+        if selector.dataplane_ref is not None:
+            refs = self._by_dataplane.get(
+                ResourceKey("Dataplane", mesh, selector.dataplane_ref.name), []
+            )
+        elif selector.dataplane_tags:
+            wanted = selector.dataplane_tags
+            service = wanted.get(labels.SERVICE_TAG)
+            if service is not None:
+                group = self.services.get((mesh, service))
+                if group is not None and len(wanted) == 1:
+                    return group.counts()  # the generator's own selector: the whole group
+                candidates = group.inbounds if group else []
+            else:
+                candidates = self._by_mesh.get(mesh, [])
+            refs = [r for r in candidates if all(r.tags.get(k) == v for k, v in wanted.items())]
+        else:
+            return None
+        return _count(refs)
+
+
+def _count(refs: list[_InboundRef]) -> DataplaneProxies:
+    connected: dict[ResourceKey, bool] = {}
+    healthy: dict[ResourceKey, bool] = {}
+    for ref in refs:
+        connected[ref.dataplane] = connected.get(ref.dataplane, False) or ref.connected
+        healthy[ref.dataplane] = healthy.get(ref.dataplane, False) or ref.healthy
+    return DataplaneProxies.model_construct(
+        connected=sum(connected.values()), healthy=sum(healthy.values()), total=len(connected)
+    )
+
+
+def generated_mesh_services(
+    index: DataplaneIndex, meshes: Iterable[Resource]
+) -> dict[ResourceKey, Resource]:
+    """The MeshServices this zone's inbounds call for (not yet reconciled with the store).
+
+    Meshes that switch MeshServices off (`meshServices.mode: Disabled`) get none. Service
+    names that cannot be resource names are skipped.
+    """
+    disabled = {
+        m.name
+        for m in meshes
+        if isinstance(m.spec, MeshSpec)
+        and m.spec.mesh_services is not None
+        and m.spec.mesh_services.mode == "Disabled"
+    }
+    out: dict[ResourceKey, Resource] = {}
+    for (mesh, service), group in index.services.items():
+        if mesh in disabled or len(service) > 253 or not _VALID_NAME.match(service):
+            continue
+        counts = group.counts()
+        # Built from values checked here, so construction skips re-validation (this runs for
+        # every service on every pass).
+        spec = MeshServiceSpec.model_construct(
+            selector=MeshServiceSelector.model_construct(
+                dataplane_tags={labels.SERVICE_TAG: service}
+            ),
+            ports=[group.ports[p] for p in sorted(group.ports)],
+            identities=[Identity.model_construct(type="ServiceTag", value=service)],
+            state=STATE_AVAILABLE if counts.healthy else STATE_UNAVAILABLE,
+        )
+        resource = Resource(
+            type=MESH_SERVICE.name,
+            name=service,
+            mesh=mesh,
+            spec=spec,
+            labels={
+                labels.DISPLAY_NAME: service,
+                labels.ZONE: index.zone,
+                labels.MESH: mesh,
+                labels.ORIGIN: labels.ORIGIN_ZONE,
+                GENERATED_BY: GENERATOR,
+            },
+        )
+        out[ResourceKey(MESH_SERVICE.name, mesh, service)] = resource
+    return out
