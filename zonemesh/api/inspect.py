@@ -1,0 +1,187 @@
+"""Overviews for `zonemesh inspect` (resource + what the xDS server knows of it) and `/xds`.
+
+Registered before the generic `{name}` routes: `_overview` can never be a resource name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from zonemesh.api.errors import ApiError
+from zonemesh.api.listing import filter_resources, page
+from zonemesh.api.resources import not_found, runtime_of
+from zonemesh.api.wire import render
+from zonemesh.cp.insights import ProxyInsight, XdsView
+from zonemesh.cp.runtime import Runtime
+from zonemesh.resources.base import Resource, ResourceKey, ResourceType
+from zonemesh.resources.codec import resource_to_wire
+from zonemesh.resources.registry import DATAPLANE, ZONE, ZONE_EGRESS, ZONE_INGRESS
+
+router = APIRouter()
+
+ONLINE = "Online"
+OFFLINE = "Offline"
+DEGRADED = "Partially degraded"
+
+
+def xds_view(runtime: Runtime) -> XdsView | None:
+    view: XdsView | None = runtime.views.get("xds")
+    return view
+
+
+def _insights(runtime: Runtime) -> dict[ResourceKey, ProxyInsight]:
+    view = xds_view(runtime)
+    return {} if view is None else {i.key: i for i in view.insights()}
+
+
+def _time(value: Any) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def insight_to_wire(insight: ProxyInsight) -> dict[str, Any]:
+    return {
+        "proxyType": insight.proxy_type,
+        "online": insight.online,
+        "lastConnected": _time(insight.last_connected),
+        "lastDisconnected": _time(insight.last_disconnected),
+        "responsesSent": insight.responses_sent,
+        "acks": insight.acks,
+        "nacks": insight.nacks,
+        "lastNack": insight.last_nack,
+        "ready": insight.ready,
+        "notReadyInbounds": list(insight.not_ready_inbounds),
+        "envoyVersion": insight.envoy_version,
+    }
+
+
+def proxy_status(
+    insight: ProxyInsight | None, inbound_ports: Sequence[int]
+) -> tuple[str, list[str]]:
+    """Online / Offline / Partially degraded, and notes saying why (Kuma's rule)."""
+    if insight is None:
+        return OFFLINE, ["never connected to this control plane"]
+    notes = [f"inbound[port={p}] is not ready" for p in insight.not_ready_inbounds]
+    if insight.last_nack:
+        notes.append(f"last NACK: {insight.last_nack}")
+    if not insight.online:
+        return OFFLINE, notes
+    not_ready = set(insight.not_ready_inbounds)
+    if not insight.ready and (
+        not not_ready or not inbound_ports or set(inbound_ports) <= not_ready
+    ):
+        if not notes:
+            notes.append("the data plane reports it is not ready")
+        return OFFLINE, notes
+    if not_ready:
+        return DEGRADED, notes
+    return ONLINE, notes
+
+
+def _proxy_overview(
+    resource: Resource, rtype: ResourceType, insight: ProxyInsight | None
+) -> dict[str, Any]:
+    field = rtype.name[0].lower() + rtype.name[1:]  # dataplane, zoneIngress, zoneEgress
+    networking = getattr(resource.spec, "networking", None)
+    inbounds = getattr(networking, "inbound", []) if networking is not None else []
+    status, notes = proxy_status(insight, [i.port for i in inbounds])
+    item: dict[str, Any] = {"type": f"{rtype.name}Overview"}
+    if rtype.mesh_scoped:
+        item["mesh"] = resource.mesh
+    item.update(
+        {
+            "name": resource.name,
+            field: render(resource, rtype),
+            f"{field}Insight": None if insight is None else insight_to_wire(insight),
+            "status": status,
+            "notes": notes,
+        }
+    )
+    return item
+
+
+async def _proxy_overviews(
+    request: Request, rtype: ResourceType, mesh: str | None
+) -> dict[str, Any]:
+    runtime = runtime_of(request)
+    found = filter_resources(request, await runtime.store.list(rtype.name, mesh))
+    insights = _insights(runtime)
+    return page(request, found, lambda r: _proxy_overview(r, rtype, insights.get(r.key)))
+
+
+@router.get("/meshes/{mesh}/dataplanes/_overview", tags=["inspect"])
+async def dataplanes_overview(request: Request, mesh: str) -> dict[str, Any]:
+    """Dataplanes of a mesh with their xDS status."""
+    return await _proxy_overviews(request, DATAPLANE, mesh)
+
+
+@router.get("/dataplanes/_overview", tags=["inspect"])
+async def all_dataplanes_overview(request: Request) -> dict[str, Any]:
+    """Dataplanes of every mesh with their xDS status."""
+    return await _proxy_overviews(request, DATAPLANE, None)
+
+
+@router.get("/zoneingresses/_overview", tags=["inspect"])
+async def zone_ingresses_overview(request: Request) -> dict[str, Any]:
+    return await _proxy_overviews(request, ZONE_INGRESS, None)
+
+
+@router.get("/zoneegresses/_overview", tags=["inspect"])
+async def zone_egresses_overview(request: Request) -> dict[str, Any]:
+    return await _proxy_overviews(request, ZONE_EGRESS, None)
+
+
+@router.get("/zones/_overview", tags=["inspect"])
+async def zones_overview(request: Request) -> dict[str, Any]:
+    """Zones with the connection status the federation code keeps in their `status`."""
+    runtime = runtime_of(request)
+    found = filter_resources(request, await runtime.store.list(ZONE.name, None))
+
+    def overview(zone: Resource) -> dict[str, Any]:
+        status = zone.status.to_wire() if zone.status is not None else None
+        connected = bool(status and status.get("connected"))
+        return {
+            "type": "ZoneOverview",
+            "name": zone.name,
+            "zone": resource_to_wire(zone, ZONE),
+            "zoneInsight": status,
+            "status": ONLINE if connected else OFFLINE,
+        }
+
+    return page(request, found, overview)
+
+
+async def _config_dump(request: Request, key: ResourceKey) -> JSONResponse:
+    runtime = runtime_of(request)
+    view = xds_view(runtime)
+    if view is None:
+        raise ApiError(
+            404,
+            "this control plane serves no xDS (a global control plane has no proxies)",
+            title="Not Found",
+        )
+    dump = view.config_dump(key)
+    if dump is None:
+        error = not_found(key)
+        error.detail += ": no proxy of that name has connected to this control plane"
+        raise error
+    return JSONResponse(dump)
+
+
+@router.get("/meshes/{mesh}/dataplanes/{name}/xds", tags=["inspect"])
+async def dataplane_xds(request: Request, mesh: str, name: str) -> JSONResponse:
+    """The Envoy resources this control plane serves the proxy, per type URL."""
+    return await _config_dump(request, ResourceKey(DATAPLANE.name, mesh, name))
+
+
+@router.get("/zoneingresses/{name}/xds", tags=["inspect"])
+async def zone_ingress_xds(request: Request, name: str) -> JSONResponse:
+    return await _config_dump(request, ResourceKey(ZONE_INGRESS.name, "", name))
+
+
+@router.get("/zoneegresses/{name}/xds", tags=["inspect"])
+async def zone_egress_xds(request: Request, name: str) -> JSONResponse:
+    return await _config_dump(request, ResourceKey(ZONE_EGRESS.name, "", name))
