@@ -2,89 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from api_helpers import MMZS_PATH, assert_error, dataplane, mmzs
-
-ZONEMESH = str(Path(sys.executable).parent / "zonemesh")
-
-pytestmark = pytest.mark.skipif(
-    any(
-        importlib.util.find_spec(m) is None
-        for m in ("zonemesh.state.component", "zonemesh.xds.component")
-    ),
-    reason="cp run needs the computed-state and xDS components",
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class CpProcess:
-    def __init__(self, tmp: Path) -> None:
-        self.api_port = free_port()
-        self.url = f"http://127.0.0.1:{self.api_port}"
-        self.log = tmp / "cp.log"
-        self._log_file = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [
-                ZONEMESH,
-                "cp",
-                "run",
-                "--store",
-                "memory",
-                "--api-port",
-                str(self.api_port),
-                "--xds-port",
-                str(free_port()),
-            ],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"cp run exited early:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"cp run did not become ready:\n{self.log.read_text()}")
-
-    def terminate(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        finally:
-            self._log_file.close()
+from support.processes import ZONEMESH, CpProcess
 
 
 @pytest.fixture(scope="module")
 def cp_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CpProcess]:
-    cp = CpProcess(tmp_path_factory.mktemp("cp"))
+    cp = CpProcess(tmp_path_factory.mktemp("cp"), store="memory").start()
     try:
-        cp.wait_ready()
         yield cp
     finally:
         code = cp.terminate()

@@ -1,0 +1,124 @@
+"""Real zonemesh processes for tests: a control plane as users start it, on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ZONEMESH = str(Path(sys.executable).parent / "zonemesh")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class CpProcess:
+    """`zonemesh cp run` in a subprocess; logs to `<workdir>/<name>.log`.
+
+    Ports are chosen once, so a restart (`start()` again after `kill()`/`terminate()`)
+    comes back on the same addresses with the same data directory.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *args: str,
+        name: str = "cp",
+        store: str = "sqlite",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.name = name
+        self.api_port = free_port()
+        self.xds_port = free_port()
+        self.kds_port = free_port()
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self.data_dir = workdir / f"{name}-data"
+        self.log = workdir / f"{name}.log"
+        self.args = [
+            "cp",
+            "run",
+            "--store",
+            store,
+            "--data-dir",
+            str(self.data_dir),
+            "--api-port",
+            str(self.api_port),
+            "--xds-port",
+            str(self.xds_port),
+            "--kds-port",
+            str(self.kds_port),
+            *args,
+        ]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def kds_address(self) -> str:
+        return f"grpc://127.0.0.1:{self.kds_port}"
+
+    def start(self, wait: bool = True) -> CpProcess:
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(
+                [ZONEMESH, *self.args], stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not become ready:\n{self.log.read_text()}")
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, f"{self.url}{path}", timeout=10, **kwargs)
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM and wait: the exit code of a clean shutdown is 0."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL: nothing gets to clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_for(predicate: Any, timeout: float = 10, interval: float = 0.1, message: str = "") -> Any:
+    """Poll until `predicate()` returns something truthy; return it (or fail with `message`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message or "condition not met in time")
+        time.sleep(interval)
