@@ -23,7 +23,6 @@ class ProxyHealth:
 class InstanceHealth:
     def __init__(self) -> None:
         self._proxies: dict[ResourceKey, ProxyHealth] = {}
-        self._changed = asyncio.Event()
         self._waiters: set[asyncio.Future[None]] = set()
         self.version = 0  # bumps on every change; consumers compare to skip work
 
@@ -60,13 +59,9 @@ class InstanceHealth:
             return inbound_port not in health.not_ready_inbounds
         return health.ready
 
-    async def wait_changed(self) -> None:
-        await self._changed.wait()
-        self._changed.clear()
-
     async def wait_newer(self, seen: int) -> int:
-        """Wait until `version` is past `seen`; returns it. Unlike `wait_changed`, nothing is
-        cleared, so any number of consumers can wait without taking a change from another."""
+        """Wait until `version` is past `seen`; returns it. Nothing is cleared, so any number
+        of consumers can wait without taking a change from one another."""
         while self.version <= seen:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.add(waiter)
@@ -78,7 +73,6 @@ class InstanceHealth:
 
     def _notify(self) -> None:
         self.version += 1
-        self._changed.set()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)

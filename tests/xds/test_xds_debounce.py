@@ -1,0 +1,37 @@
+"""Debounced pushes: a burst of changes becomes one generation pass."""
+
+from __future__ import annotations
+
+from test_xds_harness import eventually, mesh_service_doc, running_xds
+
+from zonemesh.resources.base import ResourceKey
+from zonemesh.translate.generator import CLUSTER
+from zonemesh.xds.component import Debouncer
+
+
+def test_push_waits_for_quiet_but_not_longer_than_the_maximum() -> None:
+    d = Debouncer(quiet_s=0.1, max_s=1.0)
+    assert d.due_in(0.0) is None  # nothing changed
+    d.change(0.0)
+    assert d.due_in(0.0) == 0.1
+    d.change(0.05)
+    assert abs(d.due_in(0.05) - 0.1) < 1e-9  # a new change restarts the quiet period
+    for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+        d.change(t)  # a steady trickle ...
+    assert abs(d.due_in(0.95) - 0.05) < 1e-9  # ... is still pushed 1 s after the first
+    d.reset()
+    assert d.due_in(2.0) is None
+
+
+async def test_a_burst_of_changes_is_one_generation_pass() -> None:
+    async with running_xds() as h:
+        c, _ = await h.connect_sotw("dp-1")
+        key = ResourceKey("Dataplane", "default", "dp-1")
+        await eventually(lambda: h.server.generations >= 1, "initial pass")
+        passes = h.server.generations
+        for i in range(50):  # no await yields to the server between these writes
+            await h.apply(mesh_service_doc(f"svc-{i}"))
+        update = await c.recv_type(CLUSTER)
+        assert len(update.resources) == 51  # all 50 services and the local cluster at once
+        assert h.server.generations == passes + 1
+        assert h.server.cache.get(key) is not None

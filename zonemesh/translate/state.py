@@ -1,0 +1,133 @@
+"""`MeshState`: one consistent, immutable snapshot of everything the generators read.
+
+Built once per debounced change and shared by every proxy's generation, so anything derived
+from it that is the same for many proxies (a service's ClusterLoadAssignment, say) can be
+computed once with `MeshState.memo` and reused — the xDS cache then serializes it only once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.registry import (
+    DATAPLANE,
+    MESH,
+    MESH_LOAD_BALANCING_STRATEGY,
+    MESH_MULTI_ZONE_SERVICE,
+    MESH_SERVICE,
+    ZONE_EGRESS,
+    ZONE_INGRESS,
+)
+from zonemesh.state.health import InstanceHealth
+from zonemesh.store.base import Store
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    """A proxy's health frozen at state-build time (`InstanceHealth` entries are mutable)."""
+
+    connected: bool
+    ready: bool
+    not_ready_inbounds: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class MeshState:
+    version: int  # increases with every build; generators may use it in memo keys
+    zone: str
+    meshes: Mapping[str, Resource]
+    dataplanes: Mapping[ResourceKey, Resource]
+    mesh_services: Mapping[ResourceKey, Resource]
+    mesh_multi_zone_services: Mapping[ResourceKey, Resource]
+    zone_ingresses: Mapping[ResourceKey, Resource]
+    zone_egresses: Mapping[ResourceKey, Resource]
+    mesh_load_balancing_strategies: Mapping[ResourceKey, Resource]
+    # Only proxies the health tracker knows; absent means "applied through the API: healthy".
+    health: Mapping[ResourceKey, HealthSnapshot] = field(default_factory=dict)
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
+        """Same rule as `InstanceHealth.is_healthy`, on the frozen copy."""
+        health = self.health.get(key)
+        if health is None:
+            return True
+        if not health.connected:
+            return False
+        if inbound_port is not None:
+            return inbound_port not in health.not_ready_inbounds
+        return health.ready
+
+    def memo(self, key: Any, build: Callable[[], T]) -> T:
+        """Compute a derived value once per state; later callers get the same object."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = build()
+            return value
+
+    def dataplanes_in(self, mesh: str) -> list[Resource]:
+        return self._by_mesh("dataplanes", self.dataplanes).get(mesh, [])
+
+    def mesh_services_in(self, mesh: str) -> list[Resource]:
+        return self._by_mesh("mesh_services", self.mesh_services).get(mesh, [])
+
+    def mesh_multi_zone_services_in(self, mesh: str) -> list[Resource]:
+        return self._by_mesh("mmzs", self.mesh_multi_zone_services).get(mesh, [])
+
+    def _by_mesh(
+        self, label: str, items: Mapping[ResourceKey, Resource]
+    ) -> dict[str, list[Resource]]:
+        def build() -> dict[str, list[Resource]]:
+            grouped: dict[str, list[Resource]] = defaultdict(list)
+            for key in sorted(items):
+                grouped[key.mesh].append(items[key])
+            return dict(grouped)
+
+        return self.memo(("state.by_mesh", label), build)
+
+    def proxy_resource(self, key: ResourceKey) -> Resource | None:
+        """The Dataplane, ZoneIngress or ZoneEgress behind a proxy key."""
+        if key.type == DATAPLANE.name:
+            return self.dataplanes.get(key)
+        if key.type == ZONE_INGRESS.name:
+            return self.zone_ingresses.get(key)
+        if key.type == ZONE_EGRESS.name:
+            return self.zone_egresses.get(key)
+        return None
+
+
+async def build_mesh_state(
+    store: Store, health: InstanceHealth, *, version: int, zone: str
+) -> MeshState:
+    """Read the store once and freeze health for every proxy resource found."""
+
+    async def by_key(type_name: str) -> dict[ResourceKey, Resource]:
+        return {r.key: r for r in await store.list(type_name)}
+
+    meshes = {r.name: r for r in await store.list(MESH.name)}
+    dataplanes = await by_key(DATAPLANE.name)
+    ingresses = await by_key(ZONE_INGRESS.name)
+    egresses = await by_key(ZONE_EGRESS.name)
+    frozen: dict[ResourceKey, HealthSnapshot] = {}
+    for key in (*dataplanes, *ingresses, *egresses):
+        h = health.get(key)
+        if h is not None:
+            frozen[key] = HealthSnapshot(h.connected, h.ready, tuple(h.not_ready_inbounds))
+    return MeshState(
+        version=version,
+        zone=zone,
+        meshes=meshes,
+        dataplanes=dataplanes,
+        mesh_services=await by_key(MESH_SERVICE.name),
+        mesh_multi_zone_services=await by_key(MESH_MULTI_ZONE_SERVICE.name),
+        zone_ingresses=ingresses,
+        zone_egresses=egresses,
+        mesh_load_balancing_strategies=await by_key(MESH_LOAD_BALANCING_STRATEGY.name),
+        health=frozen,
+    )

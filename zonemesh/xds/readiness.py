@@ -1,0 +1,76 @@
+"""Readiness reports from data planes, on the xDS port: one unary gRPC method, JSON body.
+
+`/zonemesh.dp.v1.Readiness/Report` takes
+`{"nodeId": "<mesh>.<name>", "proxyType": "dataplane", "notReadyInboundPorts": [21027]}`
+and answers `{}`. Only a proxy with an open ADS stream may report: health of a proxy nobody
+is connected for is not the reporter's to change. Defined with a generic handler so no
+.proto needs compiling; JSON keeps the data-plane side a few lines.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import struct_pb2
+
+from zonemesh.xds.registry import META_PROXY_TYPE, RegistrationError, parse_node
+
+if TYPE_CHECKING:
+    from zonemesh.xds.component import XdsServer
+
+SERVICE = "zonemesh.dp.v1.Readiness"
+METHOD = f"/{SERVICE}/Report"
+
+
+class _BadReport(Exception):
+    pass
+
+
+def _parse(body: bytes) -> tuple[str, str, tuple[int, ...]]:
+    try:
+        doc = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _BadReport(f"body must be JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise _BadReport("body must be a JSON object")
+    node_id = doc.get("nodeId")
+    if not isinstance(node_id, str) or not node_id:
+        raise _BadReport("nodeId: cannot be empty")
+    proxy_type = doc.get("proxyType", "dataplane")
+    if not isinstance(proxy_type, str):
+        raise _BadReport("proxyType: must be a string")
+    ports = doc.get("notReadyInboundPorts", [])
+    if not isinstance(ports, list) or not all(
+        isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in ports
+    ):
+        raise _BadReport("notReadyInboundPorts: must be a list of ports")
+    return node_id, proxy_type, tuple(ports)
+
+
+def readiness_handler(xds: XdsServer) -> grpc.GenericRpcHandler:
+    async def report(body: bytes, context: Any) -> bytes:
+        try:
+            node_id, proxy_type, ports = _parse(body)
+            metadata = struct_pb2.Struct()
+            metadata.update({META_PROXY_TYPE: proxy_type})
+            key = parse_node(base_pb2.Node(id=node_id, metadata=metadata)).key
+        except _BadReport as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except RegistrationError as e:
+            await context.abort(e.code, e.message)
+        if xds.registry.connection(key) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{key} has no open xDS stream")
+        xds.registry.set_readiness(key, ports)
+        return b"{}"
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Report": grpc.unary_unary_rpc_method_handler(
+                report, request_deserializer=None, response_serializer=None
+            )
+        },
+    )

@@ -1,0 +1,334 @@
+"""Which proxies are connected: identity from the node, registration, stream lifecycle.
+
+`node.id` is `<mesh>.<name>` (split at the first dot). Zone ingresses and egresses are
+global-scoped, so their key has mesh "" whatever the id's prefix; `dataplane.proxyType` in
+the node metadata decides. A proxy whose resource is not in the store is created from
+`dataplane.resource` in the metadata, stamped as written in this zone.
+
+Connecting and disconnecting are events: the registry updates `runtime.health` and calls its
+subscribers (`subscribe`). A second stream for the same proxy replaces the first, which is
+told to close.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format
+
+from zonemesh.cp.insights import ProxyInsight
+from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.codec import parse_documents, resource_from_wire
+from zonemesh.resources.errors import ValidationError
+from zonemesh.resources.origin import stamp_origin
+from zonemesh.resources.registry import DATAPLANE, MESH, ZONE_EGRESS, ZONE_INGRESS
+from zonemesh.store.base import AlreadyExistsError
+from zonemesh.translate.generator import ProxyType
+
+if TYPE_CHECKING:
+    from zonemesh.cp.runtime import Runtime
+
+log = logging.getLogger("zonemesh.xds")
+
+META_PROXY_TYPE = "dataplane.proxyType"
+META_RESOURCE = "dataplane.resource"
+_KIND_OF = {
+    ProxyType.DATAPLANE: DATAPLANE.name,
+    ProxyType.INGRESS: ZONE_INGRESS.name,
+    ProxyType.EGRESS: ZONE_EGRESS.name,
+}
+
+
+class RegistrationError(Exception):
+    """The proxy cannot be served; the stream ends with this gRPC status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    key: ResourceKey
+    proxy_type: ProxyType
+    node_id: str
+    resource_doc: dict[str, Any] | None  # from `dataplane.resource`, not yet validated
+    envoy_version: str = ""
+
+
+def _metadata(node: base_pb2.Node) -> dict[str, Any]:
+    meta = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    nested = meta.get("dataplane")
+    if isinstance(nested, dict):  # accept {"dataplane": {"proxyType": ...}} too
+        for k, v in nested.items():
+            meta.setdefault(f"dataplane.{k}", v)
+    return meta
+
+
+def parse_node(node: base_pb2.Node | None) -> NodeIdentity:
+    """The proxy's key and type from `node`; raises `RegistrationError` (INVALID_ARGUMENT)."""
+    if node is None or not node.id:
+        raise RegistrationError(
+            grpc.StatusCode.INVALID_ARGUMENT, "node.id is required in the first request"
+        )
+    meta = _metadata(node)
+    raw_type = meta.get(META_PROXY_TYPE) or ProxyType.DATAPLANE.value
+    try:
+        proxy_type = ProxyType(raw_type)
+    except ValueError:
+        raise RegistrationError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{META_PROXY_TYPE}: must be one of: dataplane, ingress, egress (got {raw_type!r})",
+        ) from None
+    doc: dict[str, Any] | None = None
+    raw_resource = meta.get(META_RESOURCE)
+    if raw_resource:
+        if isinstance(raw_resource, dict):
+            doc = dict(raw_resource)
+        else:
+            try:
+                docs = parse_documents(str(raw_resource), source=META_RESOURCE)
+            except ValidationError as e:
+                raise RegistrationError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+            if len(docs) != 1:
+                raise RegistrationError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{META_RESOURCE}: must hold one resource"
+                )
+            doc = docs[0]
+    mesh, dot, name = node.id.partition(".")
+    if not dot:
+        mesh, name = "", node.id
+    if proxy_type is ProxyType.DATAPLANE:
+        if not mesh or not name:
+            raise RegistrationError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f'node.id "{node.id}" must be "<mesh>.<name>" for a dataplane',
+            )
+    else:
+        mesh = ""
+        if doc and isinstance(doc.get("name"), str) and doc["name"]:
+            name = doc["name"]  # the resource knows its name; the id prefix is decoration
+    version = node.user_agent_build_version
+    envoy_version = (
+        f"{version.version.major_number}.{version.version.minor_number}.{version.version.patch}"
+        if node.HasField("user_agent_build_version")
+        else node.user_agent_version
+    )
+    return NodeIdentity(
+        key=ResourceKey(_KIND_OF[proxy_type], mesh, name),
+        proxy_type=proxy_type,
+        node_id=node.id,
+        resource_doc=doc,
+        envoy_version=envoy_version,
+    )
+
+
+class ProxyEventKind(StrEnum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True)
+class ProxyEvent:
+    kind: ProxyEventKind
+    key: ResourceKey
+    proxy_type: ProxyType
+    node_id: str
+
+
+@dataclass
+class ProxyRecord:
+    """Per-proxy counters since this CP started (the insight's source)."""
+
+    key: ResourceKey
+    proxy_type: ProxyType
+    node_id: str = ""
+    online: bool = False
+    last_connected: datetime | None = None
+    last_disconnected: datetime | None = None
+    requests: int = 0  # every request read, stale and unknown types included
+    responses_sent: int = 0
+    acks: int = 0
+    nacks: int = 0
+    last_nack: str | None = None
+    envoy_version: str = ""
+
+
+@dataclass(eq=False)
+class Connection:
+    """One live stream of one proxy; `close` asks the stream to end."""
+
+    key: ResourceKey
+    proxy_type: ProxyType
+    node_id: str
+    record: ProxyRecord
+    on_close: Callable[[grpc.StatusCode, str], None] = field(repr=False)
+
+    def close(self, code: grpc.StatusCode, reason: str) -> None:
+        self.on_close(code, reason)
+
+
+ProxyListener = Callable[[ProxyEvent], None]
+
+
+class ProxyRegistry:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._connections: dict[ResourceKey, Connection] = {}
+        self._records: dict[ResourceKey, ProxyRecord] = {}
+        self._listeners: list[ProxyListener] = []
+
+    # --- events -------------------------------------------------------------------------
+
+    def subscribe(self, listener: ProxyListener) -> Callable[[], None]:
+        """Call `listener` on every connect/disconnect; returns the unsubscribe."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, kind: ProxyEventKind, conn: Connection) -> None:
+        event = ProxyEvent(kind, conn.key, conn.proxy_type, conn.node_id)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("proxy event listener failed on %s", event)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def connect(
+        self, node: base_pb2.Node | None, on_close: Callable[[grpc.StatusCode, str], None]
+    ) -> Connection:
+        """Identify, register if needed, and make this stream the proxy's current one."""
+        identity = parse_node(node)
+        await self._ensure_registered(identity)
+        key = identity.key
+        record = self._records.get(key)
+        if record is None:
+            record = self._records[key] = ProxyRecord(key, identity.proxy_type)
+        record.node_id, record.proxy_type = identity.node_id, identity.proxy_type
+        record.envoy_version = identity.envoy_version or record.envoy_version
+        record.online, record.last_connected = True, datetime.now(UTC)
+        conn = Connection(key, identity.proxy_type, identity.node_id, record, on_close)
+        previous = self._connections.get(key)
+        self._connections[key] = conn
+        if previous is not None:
+            log.info("proxy %s: a new stream replaces the previous one", key)
+            previous.close(grpc.StatusCode.ABORTED, "replaced by a newer stream of the same proxy")
+        self._runtime.health.set_connected(key, True)
+        log.info("proxy %s (%s) connected", key, identity.proxy_type.value)
+        self._emit(ProxyEventKind.CONNECTED, conn)
+        return conn
+
+    def disconnect(self, conn: Connection) -> None:
+        """The stream ended; only the proxy's current stream marks it offline."""
+        if self._connections.get(conn.key) is not conn:
+            return
+        del self._connections[conn.key]
+        conn.record.online, conn.record.last_disconnected = False, datetime.now(UTC)
+        self._runtime.health.set_connected(conn.key, False)
+        log.info("proxy %s disconnected", conn.key)
+        self._emit(ProxyEventKind.DISCONNECTED, conn)
+
+    def close_all(self, code: grpc.StatusCode, reason: str) -> None:
+        for conn in list(self._connections.values()):
+            conn.close(code, reason)
+
+    def set_readiness(self, key: ResourceKey, not_ready_inbound_ports: tuple[int, ...]) -> None:
+        """Readiness reported by the data plane: the inbound ports whose app is down."""
+        self._runtime.health.set_readiness(key, tuple(sorted(set(not_ready_inbound_ports))))
+
+    # --- queries ------------------------------------------------------------------------
+
+    def connection(self, key: ResourceKey) -> Connection | None:
+        return self._connections.get(key)
+
+    def connections(self) -> list[Connection]:
+        return list(self._connections.values())
+
+    def record(self, key: ResourceKey) -> ProxyRecord | None:
+        return self._records.get(key)
+
+    def insights(self) -> list[ProxyInsight]:
+        health = self._runtime.health
+        out = []
+        for key in sorted(self._records):
+            r = self._records[key]
+            h = health.get(key)
+            out.append(
+                ProxyInsight(
+                    key=key,
+                    proxy_type=r.proxy_type.value,
+                    online=r.online,
+                    last_connected=r.last_connected,
+                    last_disconnected=r.last_disconnected,
+                    responses_sent=r.responses_sent,
+                    acks=r.acks,
+                    nacks=r.nacks,
+                    last_nack=r.last_nack,
+                    ready=h.ready if h is not None else True,
+                    not_ready_inbounds=tuple(h.not_ready_inbounds) if h is not None else (),
+                    envoy_version=r.envoy_version,
+                )
+            )
+        return out
+
+    # --- registration -------------------------------------------------------------------
+
+    async def _ensure_registered(self, identity: NodeIdentity) -> None:
+        store = self._runtime.store
+        key = identity.key
+        if identity.proxy_type is ProxyType.DATAPLANE and (
+            await store.find(ResourceKey(MESH.name, "", key.mesh)) is None
+        ):
+            raise RegistrationError(
+                grpc.StatusCode.FAILED_PRECONDITION, f"mesh {key.mesh} not found"
+            )
+        resource = self._from_metadata(identity) if identity.resource_doc is not None else None
+        if await store.find(key) is not None:
+            return
+        if resource is None:
+            raise RegistrationError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{key} is not in the store and node metadata carries no {META_RESOURCE}",
+            )
+        try:
+            await store.create(resource)
+            log.info("registered %s from node metadata", key)
+        except AlreadyExistsError:
+            pass  # a concurrent stream of the same proxy registered it first
+
+    def _from_metadata(self, identity: NodeIdentity) -> Resource:
+        doc = dict(identity.resource_doc or {})
+        key = identity.key
+        expected = _KIND_OF[identity.proxy_type]
+        doc.setdefault("type", expected)
+        doc.setdefault("name", key.name)
+        if key.mesh:
+            doc.setdefault("mesh", key.mesh)
+        bad = None
+        if doc["type"] != expected:
+            bad = f'type "{doc["type"]}" does not match proxy type "{identity.proxy_type}"'
+        elif doc["name"] != key.name:
+            bad = f'name "{doc["name"]}" does not match node.id "{identity.node_id}"'
+        elif key.mesh and doc["mesh"] != key.mesh:
+            bad = f'mesh "{doc["mesh"]}" does not match node.id "{identity.node_id}"'
+        if bad:
+            raise RegistrationError(grpc.StatusCode.INVALID_ARGUMENT, f"{META_RESOURCE}: {bad}")
+        try:
+            resource = resource_from_wire(doc)
+        except ValidationError as e:
+            raise RegistrationError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{META_RESOURCE}: {e}"
+            ) from None
+        zone = self._runtime.zone
+        if identity.proxy_type is not ProxyType.DATAPLANE:
+            resource = resource.with_(spec=resource.spec.model_copy(update={"zone": zone}))
+        return stamp_origin(resource, is_global=False, zone=zone)
