@@ -9,6 +9,7 @@ from zonemesh.resources.types.mesh import MeshSpec
 from zonemesh.resources.types.meshservice import MeshServiceSpec, MeshServiceStatus
 from zonemesh.resources.types.mlbs import MeshLoadBalancingStrategySpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec, MeshMultiZoneServiceStatus
+from zonemesh.resources.types.secret import SecretSpec
 from zonemesh.resources.types.zone import ZoneSpec, ZoneStatus
 from zonemesh.resources.types.zone_proxies import ZoneEgressSpec, ZoneIngressSpec
 
@@ -104,6 +105,17 @@ MESH_LOAD_BALANCING_STRATEGY = ResourceType(
     global_owned=True,
 )
 
+SECRET = ResourceType(
+    "Secret",
+    "secrets",
+    "secret",
+    Scope.MESH,
+    SecretSpec,
+    flat=True,
+    sync=_DOWN,
+    global_owned=True,
+)
+
 ALL_TYPES: tuple[ResourceType, ...] = (
     MESH,
     ZONE,
@@ -114,6 +126,7 @@ ALL_TYPES: tuple[ResourceType, ...] = (
     MESH_MULTI_ZONE_SERVICE,
     HOSTNAME_GENERATOR,
     MESH_LOAD_BALANCING_STRATEGY,
+    SECRET,
 )
 
 _BY_KIND = {t.name: t for t in ALL_TYPES}
