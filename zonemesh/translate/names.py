@@ -1,0 +1,85 @@
+"""Names shared by every generator and by the data plane: Envoy resource names, SNIs, identities.
+
+One place, so that the cluster a sidecar dials, the SNI a zone ingress routes by, and the
+secret an SDS request names can never drift apart.
+"""
+
+from __future__ import annotations
+
+# --- identities and secrets (SDS over ADS) -----------------------------------------------
+
+
+def spiffe_id(mesh: str, service: str) -> str:
+    """The identity of every instance of `service`: `spiffe://<mesh>/<service>`."""
+    return f"spiffe://{mesh}/{service}"
+
+
+def identity_secret(mesh: str) -> str:
+    """The proxy's own certificate and key (SANs: one SPIFFE ID per inbound service)."""
+    return f"identity_cert:secret:{mesh}"
+
+
+def ca_secret(mesh: str) -> str:
+    """The mesh CA's certificate, to validate peers."""
+    return f"mesh_ca:secret:{mesh}"
+
+
+# --- SNIs through zone ingress / egress (contract §xDS) ----------------------------------
+
+
+def mmzs_sni(mesh: str, name: str, port: int | str) -> str:
+    return f"sni.mzsvc.{mesh}.{name}.{port}"
+
+
+def mesh_service_sni(mesh: str, name: str, port: int | str) -> str:
+    return f"sni.msvc.{mesh}.{name}.{port}"
+
+
+# --- sidecar resources -------------------------------------------------------------------
+
+
+def inbound_listener(address: str, port: int) -> str:
+    return f"inbound:{address}:{port}"
+
+
+def local_app_cluster(address: str, port: int) -> str:
+    """The app behind an inbound, reached directly by the sidecar."""
+    return f"localhost:{address}:{port}"
+
+
+def outbound_listener(address: str, port: int) -> str:
+    return f"outbound:{address}:{port}"
+
+
+def mmzs_cluster(mesh: str, name: str, port: int) -> str:
+    """A MeshMultiZoneService port: local instances at priority 0, other zones at priority 1."""
+    return f"{mesh}_{name}__mzsvc_{port}"
+
+
+def mesh_service_cluster(mesh: str, name: str, zone: str, port: int) -> str:
+    """A MeshService port of one zone (local instances only)."""
+    return f"{mesh}_{name}_{zone}_msvc_{port}"
+
+
+# --- zone ingress --------------------------------------------------------------------------
+
+
+def ingress_listener(address: str, port: int) -> str:
+    return f"ingress:{address}:{port}"
+
+
+def ingress_cluster(sni: str) -> str:
+    """What a zone ingress forwards one SNI to: this zone's instances only, never another ingress."""
+    return f"ingress:{sni}"
+
+
+# --- zone egress ---------------------------------------------------------------------------
+
+
+def egress_listener(address: str, port: int) -> str:
+    return f"egress:{address}:{port}"
+
+
+def egress_cluster(zone: str) -> str:
+    """A remote zone's ingress, reached through this zone's egress."""
+    return f"egress:zone:{zone}"
