@@ -34,6 +34,14 @@ def build_components(runtime: Runtime) -> list[Component]:
         from zonemesh.xds.component import XdsServer
 
         components.append(XdsServer(runtime))
+    if runtime.config.is_global:
+        from zonemesh.federation.server import KdsServer
+
+        components.append(KdsServer(runtime))
+    elif runtime.config.federated_zone:
+        from zonemesh.federation.client import KdsClient
+
+        components.append(KdsClient(runtime))
     components.append(ApiServer(runtime))
     return components
 

@@ -1,0 +1,324 @@
+"""A federated zone's side of KDS: dial global, keep the stream up, sync both ways.
+
+The zone uploads only what it owns (types flagged `zone_to_global`, not labelled
+`kuma.io/origin: global`), so nothing global sent is ever echoed back, and stores what global
+sends with `kuma.io/origin: global`. Losing global never deletes anything: the zone keeps
+serving with what it has and converges on the snapshot exchanged at the next connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from zonemesh import __version__
+from zonemesh.cp.runtime import Runtime
+from zonemesh.federation import mapping
+from zonemesh.federation.mapping import Entry
+from zonemesh.federation.proto import kds_pb2 as pb
+from zonemesh.federation.proto import kds_pb2_grpc as pb_grpc
+from zonemesh.federation.protocol import (
+    CHANNEL_OPTIONS,
+    HANDSHAKE_TIMEOUT_S,
+    PROTOCOL,
+    PROTOCOL_VERSION,
+    AddressError,
+    parse_global_address,
+)
+from zonemesh.federation.sync import Inbox, InboxPolicy, Outbox, Rejected
+from zonemesh.resources import labels
+from zonemesh.resources.base import Resource, ResourceKey, ResourceType
+from zonemesh.resources.registry import ALL_TYPES, by_kind
+from zonemesh.store.base import Store
+
+log = logging.getLogger("zonemesh.kds")
+
+UP_TYPES = tuple(t for t in ALL_TYPES if t.sync.zone_to_global)
+DOWN_TYPES = tuple(t for t in ALL_TYPES if t.sync.global_to_zones or t.sync.zone_to_zones)
+BACKOFF_START_S = 0.1
+BACKOFF_CAP_S = 5.0
+STATUS_KEY = "global"
+REJECTED_KEY = "global_rejected"
+
+
+class SyncRefused(Exception):
+    """Global (or whatever answered) refused or does not speak KDS: retry later."""
+
+
+class ZoneInboxPolicy(InboxPolicy):
+    """What a zone accepts from global: everything global sends down, labelled origin global."""
+
+    peer = "global"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def accepts_type(self, rtype: ResourceType) -> bool:
+        return rtype.sync.global_to_zones or rtype.sync.zone_to_zones
+
+    def to_local(self, resource: Resource) -> Resource:
+        if resource.labels.get(labels.ORIGIN) != labels.ORIGIN_GLOBAL:
+            raise Rejected("resources from global must be labelled kuma.io/origin: global")
+        return resource
+
+    def local_key(self, key: ResourceKey) -> ResourceKey | None:
+        return key
+
+    def owns(self, existing: Resource) -> bool:
+        return existing.labels.get(labels.ORIGIN) == labels.ORIGIN_GLOBAL
+
+    def may_replace(self, existing: Resource) -> bool:
+        # A zone that was standalone before may hold its own Mesh, MMZS...: global's win.
+        return by_kind(existing.type).global_owned
+
+    async def owned(self) -> list[Resource]:
+        return [r for t in DOWN_TYPES for r in await self.store.list(t.name) if self.owns(r)]
+
+
+def describe_rpc_error(error: grpc.aio.AioRpcError, *, lost: bool = False) -> str:
+    """Why a call to global failed, in words an operator can act on."""
+    code = error.code()
+    details = error.details() or ""
+    if lost:
+        return f"lost the stream: {code.name}: {details}"
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return "not a zonemesh global control plane (it does not serve KDS)"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"does not answer: {details}"
+    return f"refused: {code.name}: {details}"
+
+
+@dataclass
+class KdsClient:
+    """Keeps a federated zone connected to global, retrying with capped exponential backoff."""
+
+    runtime: Runtime
+    name: str = "kds-client"
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    attempts: int = 0  # since the last successful handshake
+    last_error: str = ""
+    inbox: Inbox | None = None
+    outbox: Outbox | None = None
+    _task: asyncio.Task[None] | None = None
+    _stopping: bool = False
+    _rejected: dict[ResourceKey, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return self.runtime.config.multizone.zone.global_address
+
+    async def start(self) -> None:
+        self.runtime.views["kds"] = self  # e.g. for readiness: `connected`, `inbox.snapshot_done`
+        self._set_status(f"connecting to {self.address}")
+        self._task = asyncio.create_task(self._run_forever())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        task = self._task
+        # gRPC can turn a cancellation that races a failing call into an RpcError; cancel
+        # until the task is really gone (the loop also checks `_stopping`).
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and task.done() and not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.result()
+        self._set_status(f"stopped (was syncing with {self.address})")
+
+    def _set_status(self, text: str) -> None:
+        self.runtime.status[STATUS_KEY] = text
+
+    async def _run_forever(self) -> None:
+        delay = BACKOFF_START_S
+        try:
+            target = parse_global_address(self.address)
+        except AddressError as e:
+            log.error("%s: not syncing with global", e)
+            self._set_status(f"not syncing: {e}")
+            return
+        while True:
+            self.attempts += 1
+            self._set_status(
+                f"connecting to {self.address} (attempt {self.attempts})"
+                + (f": {self.last_error}" if self.last_error else "")
+            )
+            try:
+                await self._session(target)
+                reason = "global closed the stream"
+            except grpc.aio.AioRpcError as e:
+                reason = describe_rpc_error(e, lost=self.connected.is_set())
+            except SyncRefused as e:
+                reason = str(e)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.exception("KDS stream to %s failed", self.address)
+                reason = f"{type(e).__name__}: {e}"
+            if self._stopping:
+                return
+            self.last_error = reason
+            if self.connected.is_set():  # it worked for a while: start the backoff over
+                self.connected.clear()
+                self.attempts = 0
+                delay = BACKOFF_START_S
+                log.warning("KDS: %s: %s; reconnecting in %.1fs", self.address, reason, delay)
+            else:
+                log.log(
+                    logging.ERROR if "already connected" in reason else logging.WARNING,
+                    "KDS: attempt %d to %s failed: %s; retrying in %.1fs",
+                    self.attempts,
+                    self.address,
+                    reason,
+                    delay,
+                )
+            self._set_status(
+                f"connecting to {self.address} (attempt {self.attempts + 1}): {reason}"
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_CAP_S)
+
+    async def _session(self, target: str) -> None:
+        """One stream, from handshake to its end."""
+        runtime = self.runtime
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+            call = pb_grpc.KDSStub(channel).Sync()
+            await call.write(
+                pb.ZoneMessage(
+                    hello=pb.Hello(
+                        protocol=PROTOCOL,
+                        protocol_version=PROTOCOL_VERSION,
+                        zone=runtime.zone,
+                        instance_id=runtime.instance_id,
+                        cp_version=__version__,
+                    )
+                )
+            )
+            try:
+                async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                    first = await call.read()
+            except TimeoutError:
+                call.cancel()
+                raise SyncRefused(
+                    f"no answer within {HANDSHAKE_TIMEOUT_S:g}s: "
+                    "is it a zonemesh global control plane?"
+                ) from None
+            if first is grpc.aio.EOF:
+                code = await call.code()
+                raise SyncRefused(f"refused: {code.name}: {await call.details()}")
+            welcome = first.welcome if first.WhichOneof("message") == "welcome" else None
+            if welcome is None or welcome.protocol != PROTOCOL:
+                call.cancel()
+                raise SyncRefused("not a zonemesh global control plane (no KDS Welcome)")
+            if welcome.protocol_version != PROTOCOL_VERSION:
+                call.cancel()
+                raise SyncRefused(
+                    f"global speaks {PROTOCOL} version {welcome.protocol_version}, "
+                    f"this zone speaks {PROTOCOL_VERSION}"
+                )
+            await self._stream(call, welcome)
+
+    async def _stream(self, call: grpc.aio.StreamStreamCall, welcome: pb.Welcome) -> None:
+        write_lock = asyncio.Lock()
+
+        async def write(message: pb.ZoneMessage) -> None:
+            async with write_lock:
+                await call.write(message)
+
+        async def send_changes(changes: pb.Changes) -> None:
+            for upsert in changes.upserts:
+                self._rejected.pop(ResourceKey(upsert.type, upsert.mesh, upsert.name), None)
+            for delete in changes.deletes:
+                self._rejected.pop(ResourceKey(delete.type, delete.mesh, delete.name), None)
+            await write(pb.ZoneMessage(changes=changes))
+
+        self.inbox = Inbox(self.runtime.store, ZoneInboxPolicy(self.runtime.store))
+        self.outbox = Outbox(self.runtime.store, UP_TYPES, self._entry_for, send_changes)
+        self.connected.set()
+        self.attempts = 0
+        self.last_error = ""
+        self._set_status(f"connected to {self.address} (global instance {welcome.instance_id})")
+        log.info(
+            'KDS: connected to %s as zone "%s" (global instance %s, zonemesh %s)',
+            self.address,
+            self.runtime.zone,
+            welcome.instance_id,
+            welcome.cp_version or "?",
+        )
+        sending = asyncio.create_task(self.outbox.run())
+        receiving = asyncio.create_task(self._receive(call, write))
+        try:
+            done, _ = await asyncio.wait({sending, receiving}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in (sending, receiving):
+                task.cancel()
+            await asyncio.gather(sending, receiving, return_exceptions=True)
+            call.cancel()
+
+    async def _receive(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        write: Callable[[pb.ZoneMessage], Awaitable[None]],
+    ) -> None:
+        assert self.inbox is not None
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                code = await call.code()
+                if code != grpc.StatusCode.OK:
+                    raise SyncRefused(f"lost the stream: {code.name}: {await call.details()}")
+                return
+            kind = message.WhichOneof("message")
+            if kind == "changes":
+                rejected = await self.inbox.apply(message.changes)
+                await write(
+                    pb.ZoneMessage(ack=pb.Ack(batch=message.changes.batch, rejected=rejected))
+                )
+                if message.changes.snapshot_complete:
+                    stats = self.inbox.stats
+                    log.info(
+                        "KDS: global's snapshot applied (%d written, %d unchanged, %d refused)",
+                        stats.applied,
+                        stats.unchanged,
+                        stats.rejected,
+                    )
+            elif kind == "ack":
+                self._note_rejections(message.ack.rejected)
+            else:
+                log.warning("KDS: unexpected message from global (%s): ignored", kind or "empty")
+
+    def _note_rejections(self, rejected: list[pb.Rejection]) -> None:
+        for rejection in rejected:
+            key = ResourceKey(rejection.ref.type, rejection.ref.mesh, rejection.ref.name)
+            self._rejected[key] = rejection.reason
+            log.warning("KDS: global refused %s: %s", key, rejection.reason)
+        if self._rejected:
+            shown = "; ".join(f"{k}: {r}" for k, r in sorted(self._rejected.items())[:5])
+            more = len(self._rejected) - 5
+            self.runtime.status[REJECTED_KEY] = (
+                f"{len(self._rejected)} refused by global: {shown}"
+                + (f" (and {more} more)" if more > 0 else "")
+            )
+        else:
+            self.runtime.status.pop(REJECTED_KEY, None)
+
+    def _entry_for(self, resource: Resource) -> Entry | None:
+        rtype = by_kind(resource.type)
+        if not rtype.sync.zone_to_global:
+            return None
+        if resource.labels.get(labels.ORIGIN) == labels.ORIGIN_GLOBAL:
+            return None  # came from global: never echoed back
+        zone = resource.labels.get(labels.ZONE)
+        if zone and zone != self.runtime.zone:
+            return None
+        return mapping.entry(resource)
+
+    @property
+    def rejected(self) -> dict[ResourceKey, str]:
+        return dict(self._rejected)
