@@ -287,3 +287,13 @@ async def test_stop_lets_a_running_request_finish() -> None:
         await stopping
     assert response.status_code == 200
     assert response.json()["total"] == 0
+
+
+async def test_federated_zone_is_ready_only_after_its_first_sync(api_factory: ApiFactory) -> None:
+    api = await api_factory(FEDERATED_ZONE)
+    default_mesh = await api.runtime.store.get(ResourceKey("Mesh", "", "default"))
+    await api.runtime.store.delete(default_mesh.key)  # a zone that never heard from global
+    body = assert_error(await api.client.get("/ready"), 503)
+    assert body["detail"] == "waiting for the first sync from the global control plane"
+    await api.runtime.store.create(default_mesh.with_(version=0))  # what sync writes
+    assert (await api.client.get("/ready")).status_code == 200

@@ -14,7 +14,6 @@ from zonemesh.api.errors import ApiError, install_error_handlers
 from zonemesh.api.middleware import BodyLimitMiddleware, RequestCounterMiddleware, request_counter
 from zonemesh.api.openapi import openapi_document
 from zonemesh.cp.runtime import Runtime
-from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.registry import MESH
 
 
@@ -84,11 +83,17 @@ def _add_system_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.get("/ready", tags=["system"])
     async def ready(request: Request) -> dict[str, str]:
-        """Ready once the API listens and the store answers; 503 before and while stopping."""
+        """Ready once the API listens and the store answers; 503 before and while stopping.
+
+        A federated zone is ready once it holds what global gave it: Meshes only arrive
+        through sync there, so none means it has never synced (writes would fail on them).
+        """
         if not request.app.state.serving:
             raise ApiError(503, "the API server is not serving yet (or is stopping)")
         try:
-            await runtime.store.find(ResourceKey(MESH.name, "", "default"))
+            meshes = await runtime.store.list(MESH.name)
         except Exception as e:
             raise ApiError(503, f"the store does not answer: {e}") from None
+        if runtime.config.federated_zone and not meshes:
+            raise ApiError(503, "waiting for the first sync from the global control plane")
         return {"status": "ready"}
