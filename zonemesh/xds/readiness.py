@@ -2,7 +2,7 @@
 
 `/zonemesh.dp.v1.Readiness/Report` takes
 `{"nodeId": "<mesh>.<name>", "proxyType": "dataplane", "notReadyInboundPorts": [21027]}`
-and answers `{}`. Only a proxy with an open ADS stream may report: health of a proxy nobody
+and answers `{"zone": "<this CP's zone>"}` (the data plane logs which zone it joined). Only a proxy with an open ADS stream may report: health of a proxy nobody
 is connected for is not the reporter's to change. Defined with a generic handler so no
 .proto needs compiling; JSON keeps the data-plane side a few lines.
 """
@@ -64,7 +64,7 @@ def readiness_handler(xds: XdsServer) -> grpc.GenericRpcHandler:
         if xds.registry.connection(key) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{key} has no open xDS stream")
         xds.registry.set_readiness(key, ports)
-        return b"{}"
+        return json.dumps({"zone": xds.runtime.zone}).encode()
 
     return grpc.method_handlers_generic_handler(
         SERVICE,

@@ -1,0 +1,209 @@
+"""`zonemesh dp run` as users run it: real CP, real Envoy, real app."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support.processes import ZONEMESH, CpProcess, free_port, wait_for
+
+DATAPLANE = """\
+type: Dataplane
+mesh: default
+name: echo-a
+networking:
+  address: 127.0.1.11
+  inbound:
+  - port: {inbound}
+    servicePort: {app}
+    tags: {{kuma.io/service: echo, kuma.io/protocol: http}}
+"""
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:
+        return subprocess.Popen([ZONEMESH, *args], stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+@pytest.fixture
+def cp(tmp_path: Path) -> Iterator[CpProcess]:
+    process = CpProcess(tmp_path, store="memory").start()
+    yield process
+    assert process.terminate() == 0
+
+
+def test_bad_dataplane_file_names_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "dp.yaml"
+    bad.write_text(DATAPLANE.format(inbound=70000, app=1027))
+    result = subprocess.run(
+        [ZONEMESH, "dp", "run", "--cp-address", "grpc://127.0.0.1:1", "--dataplane-file", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert (
+        f"{bad}: networking.inbound[0].port: must be in inclusive range [1, 65535]" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    wrong_type = subprocess.run(
+        [
+            ZONEMESH,
+            "dp",
+            "run",
+            "--cp-address",
+            "grpc://127.0.0.1:1",
+            "--dataplane-file",
+            str(bad),
+            "--proxy-type",
+            "ingress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "type: must be ZoneIngress for --proxy-type ingress" in wrong_type.stderr
+
+
+def test_bootstrap_carries_identity_and_cp(tmp_path: Path) -> None:
+    file = tmp_path / "dp.yaml"
+    file.write_text(DATAPLANE.format(inbound=21027, app=1027))
+    result = subprocess.run(
+        [
+            ZONEMESH,
+            "dp",
+            "bootstrap",
+            "--cp-address",
+            "grpc://127.0.0.1:5678",
+            "--dataplane-file",
+            str(file),
+            "--admin-port",
+            "9902",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    bootstrap = json.loads(result.stdout)
+    assert bootstrap["node"]["id"] == "default.echo-a"
+    assert bootstrap["node"]["metadata"]["dataplane.proxyType"] == "dataplane"
+    assert json.loads(bootstrap["node"]["metadata"]["dataplane.resource"])["name"] == "echo-a"
+    assert bootstrap["admin"]["address"]["socket_address"]["port_value"] == 9902
+
+
+def test_waits_for_an_absent_cp_and_stops_cleanly(tmp_path: Path) -> None:
+    file = tmp_path / "dp.yaml"
+    file.write_text(DATAPLANE.format(inbound=21027, app=1027))
+    log = tmp_path / "dp.log"
+    proc = start(
+        [
+            "dp",
+            "run",
+            "--cp-address",
+            f"grpc://127.0.0.1:{free_port()}",
+            "--dataplane-file",
+            str(file),
+            "--admin-port",
+            "0",
+        ],
+        log,
+    )
+    wait_for(
+        lambda: "not reachable (attempt 2)" in log.read_text(), timeout=20, message=log.read_text()
+    )
+    assert stop(proc) == 0
+
+
+def test_traffic_readiness_and_clean_shutdown(tmp_path: Path, cp: CpProcess) -> None:
+    app_port, inbound_port = free_port(), free_port()
+    file = tmp_path / "dp.yaml"
+    file.write_text(DATAPLANE.format(inbound=inbound_port, app=app_port))
+    echo = start(
+        ["echo", "--address", "127.0.1.11", "--port", str(app_port), "--instance", "echo-a"],
+        tmp_path / "echo.log",
+    )
+    dp = start(
+        [
+            "dp",
+            "run",
+            "--cp-address",
+            f"grpc://127.0.0.1:{cp.xds_port}",
+            "--dataplane-file",
+            str(file),
+            "--admin-port",
+            "0",
+        ],
+        tmp_path / "dp.log",
+    )
+    try:
+
+        def through_envoy() -> str | None:
+            try:
+                return httpx.get(f"http://127.0.1.11:{inbound_port}/x", timeout=2).json()[
+                    "instance"
+                ]
+            except (httpx.HTTPError, ValueError, KeyError):
+                return None
+
+        assert (
+            wait_for(through_envoy, timeout=20, message="no traffic through the sidecar")
+            == "echo-a"
+        )
+
+        def state() -> str:
+            response = cp.api("GET", "/meshes/default/meshservices/echo")
+            return response.json()["spec"]["state"] if response.status_code == 200 else ""
+
+        wait_for(lambda: state() == "Available", message="echo never Available")
+        assert stop(echo) == 0  # the app goes down, its sidecar stays up
+        wait_for(
+            lambda: state() == "Unavailable", timeout=10, message="readiness did not reach the CP"
+        )
+        overview = cp.api("GET", "/meshes/default/dataplanes/_overview").json()["items"][0]
+        assert "not ready" in json.dumps(overview)
+
+        envoy_pids = [
+            int(p)
+            for p in subprocess.run(
+                ["pgrep", "-P", str(dp.pid)], capture_output=True, text=True
+            ).stdout.split()
+        ]
+        assert envoy_pids, "dp run has no child"
+        assert stop(dp) == 0
+        wait_for(
+            lambda: not any(pid_alive(p) for p in envoy_pids),
+            timeout=10,
+            message="Envoy left behind",
+        )
+        wait_for(lambda: state() == "Unavailable")
+    finally:
+        stop(dp)
+        stop(echo)
+    log = (tmp_path / "dp.log").read_text()
+    assert "default.echo-a joined zone default" in log
+    assert "draining Envoy's listeners" in log

@@ -1,0 +1,1 @@
+"""The data plane side: Envoy bootstrap rendering and the Envoy process wrapper."""

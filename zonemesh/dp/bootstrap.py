@@ -1,0 +1,185 @@
+"""The Envoy v3 bootstrap a zonemesh data plane starts from.
+
+Everything else Envoy needs (listeners, clusters, endpoints) comes over ADS from the zone
+control plane, so the bootstrap only carries the proxy's identity (node id and metadata the
+CP registers the proxy from), the admin listener, and one static cluster to the CP.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from zonemesh import __version__
+
+PROXY_TYPES = ("dataplane", "ingress", "egress")
+ADS_CLUSTER = "ads_cluster"
+# Envoy's node.cluster for zone proxies, which have no inbound to name a service after.
+_ZONE_PROXY_SERVICE = {"ingress": "zone-ingress", "egress": "zone-egress"}
+_CP_SCHEMES = ("grpc", "http")  # plaintext gRPC; there is no TLS between DP and CP yet
+
+
+def parse_cp_address(cp_address: str) -> tuple[str, int]:
+    """`grpc://HOST:PORT` -> (host, port); raises ValueError naming what is wrong."""
+    parts = urlsplit(cp_address)
+    if parts.scheme not in _CP_SCHEMES:
+        raise ValueError(
+            f"--cp-address {cp_address!r}: scheme must be grpc:// (got {parts.scheme or 'none'!r})"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"--cp-address {cp_address!r}: invalid port") from None
+    if not parts.hostname or port is None:
+        raise ValueError(f"--cp-address {cp_address!r}: must be grpc://HOST:PORT")
+    return parts.hostname, port
+
+
+def node_id(resource: dict[str, Any], proxy_type: str) -> str:
+    """`<mesh>.<name>`; zone proxies are global-scoped, so they use "default" unless given."""
+    name = resource.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError("name: cannot be empty")
+    mesh = resource.get("mesh") or ("default" if proxy_type != "dataplane" else "")
+    if not isinstance(mesh, str) or not mesh:
+        raise ValueError("mesh: cannot be empty")
+    return f"{mesh}.{name}"
+
+
+def node_cluster(resource: dict[str, Any], proxy_type: str) -> str:
+    """The first inbound's `kuma.io/service` (Envoy's node.cluster), as Kuma does."""
+    if proxy_type in _ZONE_PROXY_SERVICE:
+        return _ZONE_PROXY_SERVICE[proxy_type]
+    for inbound in (resource.get("networking") or {}).get("inbound") or []:
+        service = (inbound.get("tags") or {}).get("kuma.io/service")
+        if service:
+            return str(service)
+    return str(resource.get("name", ""))
+
+
+def render_bootstrap(
+    resource: dict[str, Any],
+    proxy_type: str,
+    cp_address: str,
+    admin_port: int,
+    zone: str | None = None,
+    delta: bool = True,
+    envoy_version: str = "",
+) -> dict[str, Any]:
+    """Envoy's bootstrap (JSON form) for the given Dataplane/ZoneIngress/ZoneEgress wire form.
+
+    `admin_port` 0 lets the kernel pick; `EnvoyProcess` reads the chosen port back.
+    """
+    if proxy_type not in PROXY_TYPES:
+        raise ValueError(f"proxy type must be one of: {', '.join(PROXY_TYPES)}")
+    if not 0 <= admin_port <= 65535:
+        raise ValueError(f"admin port {admin_port} out of range")
+    host, port = parse_cp_address(cp_address)
+
+    version: dict[str, Any] = {"dp": {"product": "zonemesh", "version": __version__}}
+    if envoy_version:
+        version["envoy"] = {"version": envoy_version}
+    node: dict[str, Any] = {
+        "id": node_id(resource, proxy_type),
+        "cluster": node_cluster(resource, proxy_type),
+        "metadata": {
+            "dataplane.proxyType": proxy_type,
+            "dataplane.resource": json.dumps(resource, separators=(",", ":"), sort_keys=True),
+            "dataplane.admin.address": "127.0.0.1",
+            "dataplane.admin.port": str(admin_port),
+            "version": version,
+        },
+    }
+    if zone:
+        node["locality"] = {"zone": zone}
+
+    return {
+        "node": node,
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}},
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": ADS_CLUSTER}}],
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {"clusters": [_ads_cluster(host, port)]},
+        "stats_config": {"use_all_default_tags": True},
+        "overload_manager": _overload_manager(),
+        # An admin layer lets operators flip runtime flags through `/runtime_modify`.
+        "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
+    }
+
+
+def _ads_cluster(host: str, port: int) -> dict[str, Any]:
+    """HTTP/2 to the CP; STATIC for an IP, STRICT_DNS for a name; keepalives detect a dead CP."""
+    try:
+        ipaddress.ip_address(host)
+        discovery = "STATIC"
+    except ValueError:
+        discovery = "STRICT_DNS"
+    cluster: dict[str, Any] = {
+        "name": ADS_CLUSTER,
+        "type": discovery,
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ADS_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": host, "port_value": port}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "10s"}
+                    }
+                },
+            }
+        },
+        "upstream_connection_options": {
+            "tcp_keepalive": {"keepalive_probes": 3, "keepalive_time": 10, "keepalive_interval": 5}
+        },
+        # The ADS stream is one long request: never trip the default circuit breakers.
+        "circuit_breakers": {
+            "thresholds": [
+                {"priority": "DEFAULT", "max_connections": 1024, "max_requests": 1024},
+                {"priority": "HIGH", "max_connections": 1024, "max_requests": 1024},
+            ]
+        },
+    }
+    if discovery == "STRICT_DNS":
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    return cluster
+
+
+def _overload_manager() -> dict[str, Any]:
+    """A cap on downstream connections, so a connection flood cannot exhaust the sidecar."""
+    return {
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                    "downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": 50000,
+                },
+            }
+        ]
+    }

@@ -1,0 +1,227 @@
+"""`zonemesh dp run`: one Envoy for a Dataplane, ZoneIngress or ZoneEgress, fed by the zone CP.
+
+The data plane needs only the CP's xDS address: Envoy gets everything over ADS, and
+readiness reports travel on the same port. It waits for the CP with a backoff (saying so
+once per attempt), runs Envoy, probes the apps behind its inbounds, and on SIGTERM drains
+Envoy's listeners and exits 0 with no child left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from zonemesh.dp.bootstrap import parse_cp_address, render_bootstrap
+from zonemesh.dp.envoy import EnvoyError, EnvoyProcess, envoy_binary, envoy_version
+from zonemesh.dp.probes import not_ready_ports, probes_for
+from zonemesh.resources import labels
+from zonemesh.resources.base import Resource
+from zonemesh.resources.codec import parse_documents, resource_from_wire, resource_to_wire
+from zonemesh.resources.errors import ValidationError
+from zonemesh.resources.types.dataplane import DataplaneSpec
+from zonemesh.translate.names import spiffe_id
+
+log = logging.getLogger("zonemesh.dp")
+
+RESOURCE_TYPE = {"dataplane": "Dataplane", "ingress": "ZoneIngress", "egress": "ZoneEgress"}
+READINESS_METHOD = "/zonemesh.dp.v1.Readiness/Report"
+PROBE_INTERVAL_S = 1.0
+REPORT_REFRESH_S = 5.0  # re-send unchanged readiness: the CP may have restarted meanwhile
+
+
+class DataPlaneError(Exception):
+    """A problem the user can fix (bad file, no Envoy); printed without a traceback."""
+
+
+def load_resource(path: str, proxy_type: str) -> dict[str, Any]:
+    """The dataplane file as wire JSON, validated; errors name the file and the field."""
+    try:
+        text = Path(path).read_text() if path != "-" else _stdin()
+    except OSError as e:
+        raise DataPlaneError(f"{path}: {e.strerror or e}") from None
+    try:
+        docs = parse_documents(text, source=path)
+        if len(docs) != 1:
+            raise DataPlaneError(f"{path}: expected one resource, found {len(docs)}")
+        doc = docs[0]
+        expected = RESOURCE_TYPE[proxy_type]
+        if doc.get("type") != expected:
+            raise DataPlaneError(
+                f"{path}: type: must be {expected} for --proxy-type {proxy_type} "
+                f"(got {doc.get('type')!r})"
+            )
+        resource = resource_from_wire(doc)
+    except ValidationError as e:
+        raise DataPlaneError("\n".join(f"{path}: {v}" for v in e.violations)) from None
+    return resource_to_wire(resource)
+
+
+def _stdin() -> str:
+    import sys
+
+    return sys.stdin.read()
+
+
+def identities(resource: Resource) -> list[str]:
+    if not isinstance(resource.spec, DataplaneSpec):
+        return []
+    services = sorted({i.service for i in resource.spec.networking.inbound if i.service})
+    return [spiffe_id(resource.mesh, s) for s in services]
+
+
+@dataclass
+class DataPlaneOptions:
+    cp_address: str
+    proxy_type: str
+    admin_port: int
+    envoy_binary: str | None = None
+    envoy_log_level: str = "warn"
+    max_backoff_s: float = 5.0
+
+
+class DataPlane:
+    def __init__(self, wire: dict[str, Any], options: DataPlaneOptions) -> None:
+        self.wire = wire
+        self.resource = resource_from_wire(wire)
+        self.options = options
+        self.node_id = f"{self.resource.mesh or 'default'}.{self.resource.name}"
+        self.envoy: EnvoyProcess | None = None
+
+    def bootstrap(self, version: str = "") -> dict[str, Any]:
+        return render_bootstrap(
+            self.wire,
+            self.options.proxy_type,
+            self.options.cp_address,
+            self.options.admin_port,
+            envoy_version=version,
+        )
+
+    async def run(self, stop: asyncio.Event) -> int:
+        options = self.options
+        binary = envoy_binary(options.envoy_binary)
+        who = ", ".join(identities(self.resource)) or self.resource.label(labels.ZONE, "-")
+        log.info(
+            "%s %s (%s) -> control plane %s",
+            RESOURCE_TYPE[options.proxy_type],
+            self.node_id,
+            who,
+            options.cp_address,
+        )
+        host, port = parse_cp_address(options.cp_address)
+        async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+            if not await self._wait_for_cp(channel, stop):
+                return 0
+            self.envoy = EnvoyProcess(
+                self.bootstrap(await envoy_version(binary)),
+                binary=binary,
+                log_level=options.envoy_log_level,
+                inherit_output=True,
+            )
+            await self.envoy.start()
+            log.info("Envoy %s ready, admin %s", self.envoy.pid, self.envoy.admin_url)
+            tasks = [
+                asyncio.create_task(stop.wait()),
+                asyncio.create_task(self.envoy.wait()),
+                asyncio.create_task(self._report_readiness(channel)),
+            ]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+            if self.envoy.returncode is not None:
+                log.error("Envoy exited unexpectedly with code %s", self.envoy.returncode)
+                await self.envoy.stop()
+                return 1
+            log.info("draining Envoy's listeners")
+            await self.envoy.drain()
+            await self.envoy.stop()
+            log.info("stopped")
+            return 0
+
+    async def _wait_for_cp(self, channel: grpc.aio.Channel, stop: asyncio.Event) -> bool:
+        """True once the CP's xDS port answers; False if asked to stop first."""
+        attempt, delay = 0, 0.25
+        while not stop.is_set():
+            attempt += 1
+            try:
+                await asyncio.wait_for(channel.channel_ready(), timeout=2.0)
+                if attempt > 1:
+                    log.info("control plane %s reachable", self.options.cp_address)
+                return True
+            except TimeoutError:
+                log.warning(
+                    "control plane %s not reachable (attempt %d); retrying in %.1fs",
+                    self.options.cp_address,
+                    attempt,
+                    delay,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, self.options.max_backoff_s)
+        return False
+
+    async def _report_readiness(self, channel: grpc.aio.Channel) -> None:
+        """Probe the apps and tell the CP; zone proxies (no inbounds) report too, to learn
+        which zone they joined."""
+        spec = self.resource.spec
+        probes = probes_for(spec) if isinstance(spec, DataplaneSpec) else []
+        report = channel.unary_unary(READINESS_METHOD)
+        loop = asyncio.get_running_loop()
+        last: tuple[int, ...] | None = None
+        last_sent = 0.0
+        zone = ""
+        while True:
+            ports = await not_ready_ports(probes)
+            if ports != last or loop.time() - last_sent > REPORT_REFRESH_S:
+                body = json.dumps(
+                    {
+                        "nodeId": self.node_id,
+                        "proxyType": self.options.proxy_type,
+                        "notReadyInboundPorts": list(ports),
+                    }
+                ).encode()
+                try:
+                    answer = await report(body, timeout=2.0)
+                except grpc.aio.AioRpcError as e:
+                    # NOT_FOUND until Envoy's ADS stream is open; try again next round.
+                    log.debug("readiness report not taken: %s", e.details())
+                else:
+                    joined = _zone_of(answer)
+                    if joined != zone:
+                        zone = joined
+                        log.info("%s joined zone %s", self.node_id, zone or "-")
+                    if ports != last:
+                        state = f"not ready: inbound ports {list(ports)}" if ports else "ready"
+                        log.info("readiness: %s", state)
+                    last, last_sent = ports, loop.time()
+            await asyncio.sleep(PROBE_INTERVAL_S)
+
+
+def _zone_of(answer: bytes) -> str:
+    with contextlib.suppress(ValueError, AttributeError):
+        return str(json.loads(answer or b"{}").get("zone", ""))
+    return ""
+
+
+async def run_data_plane(wire: dict[str, Any], options: DataPlaneOptions) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    dp = DataPlane(wire, options)
+    try:
+        return await dp.run(stop)
+    except EnvoyError as e:
+        raise DataPlaneError(str(e)) from None
+    finally:
+        if dp.envoy is not None:
+            await dp.envoy.stop()
