@@ -7,13 +7,35 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`24h`, `1h30m`, `90s`, `500ms`, or plain seconds (`86400`); must be positive."""
+    value = text.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = _DURATION_PART.findall(value)
+        if not parts or "".join(n + u for n, u in parts) != value:
+            raise ValueError(
+                f"invalid duration {text!r}: use e.g. 24h, 90m, 30s or a number of seconds"
+            ) from None
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {text!r}: must be positive")
+    return timedelta(seconds=seconds)
 
 
 class _Section(BaseModel):
@@ -38,6 +60,14 @@ class XdsConfig(_Section):
     port: int = 5678
     debounce_quiet_s: float = 0.1  # push after this much quiet ...
     debounce_max_s: float = 1.0  # ... or after this long, whichever comes first
+    # Proxy certificates live this long and are re-issued after two thirds of it.
+    cert_validity: str = "24h"
+
+    @field_validator("cert_validity")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
 
 
 class ZoneMultizone(_Section):
@@ -131,6 +161,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "ZONEMESH_ZONE_OFFLINE_GRACE": ("multizone", "global", "zoneOfflineGraceS"),
     "ZONEMESH_XDS_DEBOUNCE_QUIET": ("xds", "debounceQuietS"),
     "ZONEMESH_XDS_DEBOUNCE_MAX": ("xds", "debounceMaxS"),
+    "ZONEMESH_CERT_VALIDITY": ("xds", "certValidity"),
 }
 
 # `zonemesh cp run` flags -> path in the config.

@@ -193,6 +193,22 @@ async def test_synced_meshservices_and_foreign_dataplanes_are_not_generated(star
     assert synced.spec.state == "Available"
 
 
+async def test_a_synced_copy_carrying_the_generator_marker_is_never_deleted(start_state):
+    rt = make_runtime(zone="z1", federated=True)
+    await start_state(rt)
+    doc = synced_mesh_service("echo-z2", "z2", "echo")
+    doc["labels"][GENERATED_BY] = "meshservice-generator"  # as zone2's generator left it
+    await put(rt, doc, stamp=False)
+    await put(rt, dataplane("local-1", "local"))  # a pass runs
+
+    async def settled():
+        assert await rt.store.find(ms_key("local")) is not None
+
+    await eventually(settled)
+    synced = await rt.store.get(ms_key("echo-z2"))
+    assert synced.spec.state == "Available" and synced.labels[labels.ZONE] == "z2"
+
+
 async def test_scales_to_a_thousand_dataplanes(start_state):
     rt = make_runtime()
     state = await start_state(rt)

@@ -27,6 +27,7 @@ from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.store.memory import MemoryStore
 from zonemesh.translate.generator import CLUSTER, ENDPOINT, Generator
+from zonemesh.translate.simple import SimpleGenerator
 from zonemesh.xds.component import XdsServer
 
 DEADLINE_S = 10.0
@@ -322,7 +323,8 @@ async def running_xds(
     )
     runtime = Runtime(config=config, store=MemoryStore())
     await runtime.store.create(resource_from_wire({"type": "Mesh", "name": "default"}))
-    server = XdsServer(runtime, generator, **server_kwargs)
+    # The protocol tests reason about SimpleGenerator's output, not the full data path.
+    server = XdsServer(runtime, generator or SimpleGenerator(), **server_kwargs)
     await server.start()
     harness = Harness(runtime, server)
     try:

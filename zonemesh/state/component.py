@@ -5,7 +5,8 @@ never on a timer. Bursts are coalesced (everything queued is drained and a short
 awaited) so a thousand registrations cost a few passes, not a thousand. Events caused by the
 pass's own writes are recognised and ignored, so a pass does not trigger another.
 
-On global only the defaults are created: status and generation are per zone.
+On global only the defaults and each mesh's CA are created: status and generation are per
+zone. Mesh CAs (`state.ca.MeshCaManager`) are kept on global and on a standalone zone.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import logging
 
 from zonemesh.cp.runtime import Runtime
+from zonemesh.state.ca import MeshCaManager
 from zonemesh.state.defaults import ensure_defaults
 from zonemesh.state.reconcile import INPUT_TYPES, PassResult, Reconciler, WriteRecord
 from zonemesh.store.base import EventKind, ResourceEvent, Subscription
@@ -45,17 +47,20 @@ class ComputedState:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._retry: asyncio.TimerHandle | None = None
+        self.cas = MeshCaManager(runtime)  # does nothing on a federated zone
 
     async def start(self) -> None:
         config = self.runtime.config
         if config.is_global:
             await ensure_defaults(self.runtime.store, config)
+            await self.cas.start()
             return
         # Subscribe before the first read, so no change falls between the two.
         self._subscription = self.runtime.store.subscribe()
         health_seen = self.runtime.health.version  # likewise for health changes
         for created in await ensure_defaults(self.runtime.store, config):
             self._own_writes.add((EventKind.CREATED, created.key, created.version))
+        await self.cas.start()  # the default mesh's CA exists before any proxy connects
         await self._reconciler.load()
         with contextlib.suppress(Exception):  # logged in _pass, retried by timer
             await self._pass()
@@ -66,6 +71,7 @@ class ComputedState:
         ]
 
     async def stop(self) -> None:
+        await self.cas.stop()
         if self._retry is not None:
             self._retry.cancel()
         for task in self._tasks:

@@ -37,8 +37,9 @@ GENERATOR = "meshservice-generator"
 _VALID_NAME = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
 
 
-def is_generated(resource: Resource) -> bool:
-    return resource.labels.get(GENERATED_BY) == GENERATOR
+def is_generated(resource: Resource, zone: str) -> bool:
+    """Generated here: the marker alone is not enough, a synced copy may carry it too."""
+    return resource.labels.get(GENERATED_BY) == GENERATOR and is_local(resource, zone)
 
 
 def is_synced(resource: Resource) -> bool:

@@ -20,6 +20,7 @@ from zonemesh.resources.registry import (
     MESH,
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
+    ZONE_INGRESS,
 )
 from zonemesh.resources.types.common import VIP, Condition
 from zonemesh.resources.types.meshservice import MeshServiceSpec, MeshServiceStatus
@@ -33,6 +34,7 @@ from zonemesh.state.meshservices import (
     is_local,
 )
 from zonemesh.state.mmzs_status import match_mesh_services, matched_condition
+from zonemesh.state.zone_ingress_services import update_available_services
 from zonemesh.store.base import AlreadyExistsError, ConflictError, EventKind, NotFoundError
 
 log = logging.getLogger("zonemesh.state")
@@ -49,6 +51,7 @@ INPUT_TYPES = frozenset(
         MESH_MULTI_ZONE_SERVICE.name,
         HOSTNAME_GENERATOR.name,
         MESH.name,
+        ZONE_INGRESS.name,
     }
 )
 
@@ -91,6 +94,7 @@ class Reconciler:
         mmzs_list = await store.list(MESH_MULTI_ZONE_SERVICE.name)
         generators = await store.list(HOSTNAME_GENERATOR.name)
         meshes = await store.list(MESH.name)
+        ingresses = await store.list(ZONE_INGRESS.name)
 
         index = DataplaneIndex(dataplanes, zone, self.runtime.health)
         wanted = generated_mesh_services(index, meshes)
@@ -100,7 +104,7 @@ class Reconciler:
         planned: dict[ResourceKey, Resource] = {}
         stale: list[Resource] = []
         for key, ms in existing.items():
-            if not is_generated(ms):
+            if not is_generated(ms, zone):
                 planned[key] = ms  # applied by hand or synced in: never the generator's
             elif key in wanted:
                 planned[key] = ms.with_(
@@ -142,6 +146,9 @@ class Reconciler:
                 conditions=conditions,
             )
             await self._update(mmzs, mmzs, status, result)
+        written, skipped = await update_available_services(store, ingresses, index, self._on_write)
+        result.updated += written
+        result.skipped.extend(skipped)
         return result
 
     def _mesh_service_status(
@@ -183,10 +190,11 @@ class Reconciler:
     ) -> None:
         """Write `planned`'s spec/labels (generated MeshServices only) and `status` if they
         differ; on a version conflict re-read and apply the same change to the fresh copy."""
-        owns_spec = current.type == MESH_SERVICE.name and is_generated(current)
+        zone = self.runtime.zone
+        owns_spec = current.type == MESH_SERVICE.name and is_generated(current, zone)
         for _ in range(MAX_ATTEMPTS):
             if owns_spec:
-                if not is_generated(current):
+                if not is_generated(current, zone):
                     return  # taken over by a user meanwhile
                 labels = {**current.labels, **planned.labels}
                 unchanged = current.labels == labels and current.spec == planned.spec

@@ -6,10 +6,17 @@ connected proxy is regenerated, in batches that yield to the event loop. Each pr
 becomes a `Snapshot` in the cache, which wakes only the streams whose resources changed.
 A newly connected proxy is generated at once, without waiting for the debounce.
 
+Certificates: the server owns the `IdentityProvider` (`.identities`) the secrets generator
+issues proxy certificates from. After each pass it schedules another at the provider's
+`next_rotation()`, so a certificate is re-issued and pushed before it expires even when
+nothing else changes. Their validity is the `cert_validity` argument, else the env var
+`config.xds.cert_validity` (env `ZONEMESH_CERT_VALIDITY`: `24h`, `90m`, `3s` or seconds).
+
 Interface used by tests, the data-plane tests and benchmarks:
-`XdsServer(runtime, generator=None)`, `await start()`, `.port` (the bound port, useful with
-`--xds-port 0`), `.registry` (`ProxyRegistry`: `subscribe`, `set_readiness`), `.cache`,
-`insights()`, `config_dump(key)`, `await stop()`.
+`XdsServer(runtime, generator=None, *, identities=None, cert_validity=None)`, `await start()`,
+`.port` (the bound port, useful with `--xds-port 0`), `.registry` (`ProxyRegistry`:
+`subscribe`, `set_readiness`), `.cache`, `.identities`, `insights()`, `config_dump(key)`,
+`await stop()`.
 """
 
 from __future__ import annotations
@@ -18,12 +25,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 
+from zonemesh.config import parse_duration
 from zonemesh.cp.insights import ProxyInsight
 from zonemesh.cp.runtime import Runtime
+from zonemesh.mtls.identities import IdentityProvider
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.registry import (
     DATAPLANE,
@@ -31,12 +41,13 @@ from zonemesh.resources.registry import (
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
+    SECRET,
     ZONE_EGRESS,
     ZONE_INGRESS,
 )
 from zonemesh.store.base import Subscription
+from zonemesh.translate.default import default_generator
 from zonemesh.translate.generator import Generator, Proxy, ProxyResources, ProxyType
-from zonemesh.translate.simple import SimpleGenerator
 from zonemesh.translate.state import MeshState, build_mesh_state
 from zonemesh.xds.cache import ResourceInterner, Snapshot, SnapshotCache
 from zonemesh.xds.metrics import XdsMetrics
@@ -58,10 +69,12 @@ STATE_TYPES = frozenset(
         MESH_SERVICE,
         MESH_MULTI_ZONE_SERVICE,
         MESH_LOAD_BALANCING_STRATEGY,
+        SECRET,  # mesh CAs
     )
 )
 BATCH_SIZE = 32  # proxies generated between two yields to the event loop
 STOP_GRACE_S = 1.0
+MIN_ROTATION_WAIT_S = 0.2  # never spin, even if a certificate is due again right away
 
 
 class Debouncer:
@@ -98,9 +111,17 @@ class XdsServer:
         send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
         max_unacked: int = DEFAULT_MAX_UNACKED,
         max_resource_names: int = DEFAULT_MAX_RESOURCE_NAMES,
+        identities: IdentityProvider | None = None,
+        cert_validity: timedelta | None = None,
     ) -> None:
+        """`identities`: share a provider with a custom `generator`; otherwise one is made
+        with `cert_validity`, else `config.xds.cert_validity` (`ZONEMESH_CERT_VALIDITY`, 24 h)."""
         self.runtime = runtime
-        self.generator: Generator = generator or SimpleGenerator()
+        if identities is None:
+            validity = cert_validity or parse_duration(runtime.config.xds.cert_validity)
+            identities = IdentityProvider(validity)
+        self.identities = identities
+        self.generator: Generator = generator or default_generator(identities)
         self.cache = SnapshotCache()
         self.interner = ResourceInterner()
         self.registry = ProxyRegistry(runtime)
@@ -127,6 +148,7 @@ class XdsServer:
         cfg = runtime.config.xds
         self._debounce = Debouncer(cfg.debounce_quiet_s, cfg.debounce_max_s)
         self._new_keys: set[ResourceKey] = set()
+        self._rotation: asyncio.TimerHandle | None = None
 
     # --- Component ----------------------------------------------------------------------
 
@@ -157,6 +179,9 @@ class XdsServer:
         log.info("xDS server listening on %s:%d", cfg.address, self.port)
 
     async def stop(self) -> None:
+        if self._rotation is not None:
+            self._rotation.cancel()
+            self._rotation = None
         if self.runtime.views.get("xds") is self:
             del self.runtime.views["xds"]
         if self._server is not None:
@@ -197,6 +222,24 @@ class XdsServer:
         self._debounce.change(time.monotonic())
         self._state_stale = True
         self._trigger.set()
+
+    def _rotation_due(self) -> None:
+        """A certificate is due: run a pass on the current state (nothing in the store changed,
+        so the state is not rebuilt); the provider re-issues what is due."""
+        self._rotation = None
+        self._debounce.change(time.monotonic())
+        self._trigger.set()
+
+    def _schedule_rotation(self) -> None:
+        """Wake up when the next certificate is due (replacing any earlier wake-up)."""
+        due = self.identities.next_rotation()
+        if self._rotation is not None:
+            self._rotation.cancel()
+            self._rotation = None
+        if due is None:
+            return
+        delay = max((due - datetime.now(UTC)).total_seconds(), MIN_ROTATION_WAIT_S)
+        self._rotation = asyncio.get_running_loop().call_later(delay, self._rotation_due)
 
     def _on_proxy_event(self, event: ProxyEvent) -> None:
         if event.kind is ProxyEventKind.CONNECTED:
@@ -257,11 +300,16 @@ class XdsServer:
         keys, self._new_keys = self._new_keys, set()
         state = await self._current_state()
         await self._generate_for(state, sorted(keys))
+        self._schedule_rotation()
 
     async def _regenerate_all(self) -> None:
         state = await self._current_state()
+        self.identities.begin_sweep()
         await self._generate_for(state, sorted(c.key for c in self.registry.connections()))
+        # Every connected proxy asked for its certificate: the rest belong to proxies gone.
+        self.identities.end_sweep()
         self.generations += 1
+        self._schedule_rotation()
 
     async def _generate_for(self, state: MeshState, keys: list[ResourceKey]) -> None:
         for i, key in enumerate(keys):

@@ -1,0 +1,79 @@
+"""Turning generated resources into an Envoy bootstrap that runs without a control plane."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf.json_format import MessageToJson
+
+from zonemesh.translate import names
+from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER, ProxyResources
+
+MESH = "default"
+
+
+def as_dict(message: Any) -> dict[str, Any]:
+    return json.loads(MessageToJson(message))  # type: ignore[no-any-return]
+
+
+def static_secret_refs(node: Any) -> Any:
+    """SDS-over-ADS references as references to static secrets (by the same name).
+
+    Validate mode has no ADS stream (and crashes on one), so the placeholder secrets stand in
+    for what `SecretsGenerator` serves; this also makes Envoy load every TLS context fully.
+    """
+    if isinstance(node, dict):
+        return {
+            k: static_secret_refs(v)
+            for k, v in node.items()
+            if not (k == "sdsConfig" and "name" in node)
+        }
+    if isinstance(node, list):
+        return [static_secret_refs(v) for v in node]
+    return node
+
+
+def bootstrap(
+    resources: ProxyResources,
+    cert_pem: str,
+    key_pem: str,
+    ca_pem: str,
+    *,
+    node: str = "golden",
+    admin_port: int | None = None,
+) -> dict[str, Any]:
+    """Generated listeners and clusters as static resources (each EDS cluster STATIC with its
+    ClusterLoadAssignment), and the proxy's certificate and the CA as static secrets."""
+    assignments = {n: as_dict(m) for n, m in resources.of_type(ENDPOINT).items()}
+    clusters = []
+    for name, message in sorted(resources.of_type(CLUSTER).items()):
+        cluster = as_dict(message)
+        if cluster.get("type") == "EDS":
+            cluster["type"] = "STATIC"
+            cluster.pop("edsClusterConfig", None)
+            cluster["loadAssignment"] = assignments.get(name, {"clusterName": name})
+        clusters.append(cluster)
+    listeners = [as_dict(m) for _, m in sorted(resources.of_type(LISTENER).items())]
+    secrets = [
+        {
+            "name": names.identity_secret(MESH),
+            "tlsCertificate": {
+                "certificateChain": {"inlineString": cert_pem},
+                "privateKey": {"inlineString": key_pem},
+            },
+        },
+        {
+            "name": names.ca_secret(MESH),
+            "validationContext": {"trustedCa": {"inlineString": ca_pem}},
+        },
+    ]
+    static = {"clusters": clusters, "listeners": listeners}
+    config: dict[str, Any] = {
+        "node": {"id": f"{MESH}.{node}", "cluster": node},
+        "staticResources": {**static_secret_refs(static), "secrets": secrets},
+    }
+    if admin_port is not None:
+        address = {"socketAddress": {"address": "127.0.0.1", "portValue": admin_port}}
+        config["admin"] = {"address": address}
+    return config

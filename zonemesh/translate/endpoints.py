@@ -1,0 +1,428 @@
+"""Where a service's traffic may go: local instances, other zones' ingresses, the local egress.
+
+Everything here is derived from the `MeshState` alone and memoized on it, so the plan for a
+service, and the ClusterLoadAssignment built from it, is computed once per state for every
+proxy that calls the service.
+
+Rules (see the module docstring of `resilience` for how Envoy uses the priorities):
+
+- Priority 0, locality `{zone: <local>}`: each healthy local instance's inbound, for every
+  local MeshService the MeshMultiZoneService matches. Health is read from the state (the
+  proxy's ADS stream and readiness), not from `spec.state`, which may lag a pass behind.
+- Priority 1, one locality per other zone: one endpoint per distinct advertised address of
+  that zone's ZoneIngresses, weighted by that zone's healthy instance count (its ingress's
+  `availableServices`; 1 when unknown). A zone whose MeshService is not `Available` is left
+  out: federation marks a dead zone's services Unavailable.
+- With `routing.zoneEgress` and a local ZoneEgress, priority 1 is the egress instead; it
+  forwards by SNI to the zones' ingresses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+
+from zonemesh.resources import labels
+from zonemesh.resources.base import Resource
+from zonemesh.resources.types.dataplane import DataplaneSpec, Inbound
+from zonemesh.resources.types.mesh import MeshSpec
+from zonemesh.resources.types.meshservice import (
+    STATE_AVAILABLE,
+    MeshServicePort,
+    MeshServiceSpec,
+)
+from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec, MMZSPort
+from zonemesh.resources.types.zone_proxies import ZoneEgressSpec, ZoneIngressSpec
+from zonemesh.state.meshservices import is_local, is_synced
+from zonemesh.translate import names
+from zonemesh.translate.builders import is_ip, lb_endpoint
+from zonemesh.translate.resilience import load_assignment_policy
+from zonemesh.translate.state import MeshState
+from zonemesh.translate.tls import cross_zone_metadata
+
+log = logging.getLogger("zonemesh.translate")
+
+HostPort = tuple[str, int]
+EGRESS_SUB_ZONE = "zone-egress"
+
+
+@dataclass(frozen=True)
+class RemoteZone:
+    """One other zone serving a target: its ingress addresses and its weight."""
+
+    zone: str
+    addresses: tuple[HostPort, ...]
+    weight: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The endpoints of one service port, before they become Envoy messages."""
+
+    mesh: str
+    sni: str
+    local: tuple[HostPort, ...]  # priority 0
+    remote: tuple[RemoteZone, ...]  # priority 1 (or priority 0 for a remote MeshService)
+    spiffe_ids: tuple[str, ...]  # what the client accepts from the server
+    app_protocol: str
+
+
+# --- zones, ingresses, egresses --------------------------------------------------------------
+
+
+def zone_of_proxy(resource: Resource, local_zone: str) -> str:
+    """The zone a ZoneIngress/ZoneEgress lives in: its spec, its label, else ours if not synced."""
+    spec = resource.spec
+    zone = getattr(spec, "zone", None) or resource.labels.get(labels.ZONE)
+    if zone:
+        return str(zone)
+    return "" if is_synced(resource) else local_zone
+
+
+def ingress_addresses(state: MeshState) -> dict[str, tuple[HostPort, ...]]:
+    """Each zone's ingress addresses other zones dial (advertised IP:port, deduplicated)."""
+
+    def build() -> dict[str, tuple[HostPort, ...]]:
+        found: dict[str, set[HostPort]] = defaultdict(set)
+        for key in sorted(state.zone_ingresses):
+            ingress = state.zone_ingresses[key]
+            spec = ingress.spec
+            assert isinstance(spec, ZoneIngressSpec)
+            zone = zone_of_proxy(ingress, state.zone)
+            net = spec.networking
+            if not zone:
+                log.warning("ZoneIngress %s: zone unknown; not used as a target", ingress.name)
+                continue
+            if not net.advertised_address or not net.advertised_port:
+                log.warning(
+                    "ZoneIngress %s (zone %s): no advertisedAddress/advertisedPort; "
+                    "not used as a target",
+                    ingress.name,
+                    zone,
+                )
+                continue
+            if not is_ip(net.advertised_address):
+                log.warning(
+                    "ZoneIngress %s (zone %s): advertisedAddress %r is not an IP address; "
+                    "not used as a target",
+                    ingress.name,
+                    zone,
+                    net.advertised_address,
+                )
+                continue
+            found[zone].add((net.advertised_address, net.advertised_port))
+        return {zone: tuple(sorted(addrs)) for zone, addrs in found.items()}
+
+    return state.memo(("endpoints.ingress_addresses",), build)
+
+
+def available_instances(state: MeshState) -> dict[tuple[str, str, str], int]:
+    """(zone, mesh, service) -> healthy instances, as each zone's ingresses advertise them."""
+
+    def build() -> dict[tuple[str, str, str], int]:
+        counts: dict[tuple[str, str, str], int] = {}
+        for key in sorted(state.zone_ingresses):
+            ingress = state.zone_ingresses[key]
+            spec = ingress.spec
+            assert isinstance(spec, ZoneIngressSpec)
+            zone = zone_of_proxy(ingress, state.zone)
+            for entry in spec.available_services or []:
+                tags = entry.get("tags") or {}
+                service = tags.get(labels.SERVICE_TAG)
+                mesh = entry.get("mesh")
+                instances = entry.get("instances")
+                if not isinstance(service, str) or not isinstance(mesh, str):
+                    continue
+                if not isinstance(instances, int) or instances < 0:
+                    continue
+                where = (tags.get(labels.ZONE) or zone, mesh, service)
+                counts[where] = max(counts.get(where, 0), instances)
+        return counts
+
+    return state.memo(("endpoints.available_instances",), build)
+
+
+def local_egress(state: MeshState) -> HostPort | None:
+    """This zone's ZoneEgress (the first by name with an IP address), if any."""
+
+    def build() -> HostPort | None:
+        for key in sorted(state.zone_egresses):
+            egress = state.zone_egresses[key]
+            spec = egress.spec
+            assert isinstance(spec, ZoneEgressSpec)
+            if zone_of_proxy(egress, state.zone) != state.zone:
+                continue
+            if is_ip(spec.networking.address):
+                return (spec.networking.address, spec.networking.port)
+            log.warning("ZoneEgress %s: address is not an IP address; not used", egress.name)
+        return None
+
+    return state.memo(("endpoints.local_egress",), build)
+
+
+def mesh_spec(state: MeshState, mesh: str) -> MeshSpec:
+    resource = state.meshes.get(mesh)
+    if resource is not None and isinstance(resource.spec, MeshSpec):
+        return resource.spec
+    return MeshSpec()
+
+
+def mtls_enabled(state: MeshState, mesh: str) -> bool:
+    return mesh_spec(state, mesh).mtls_enabled
+
+
+def egress_for(state: MeshState, mesh: str) -> HostPort | None:
+    """The egress zone-crossing traffic of `mesh` goes through, or None to dial ingresses."""
+    routing = mesh_spec(state, mesh).routing
+    if routing is None or not routing.zone_egress:
+        return None
+    return local_egress(state)
+
+
+# --- services ----------------------------------------------------------------------------------
+
+
+def display_name(ms: Resource) -> str:
+    return ms.labels.get(labels.DISPLAY_NAME) or ms.name
+
+
+def service_zone(ms: Resource, local_zone: str) -> str:
+    return ms.labels.get(labels.ZONE) or local_zone
+
+
+def spiffe_ids(ms: Resource) -> list[str]:
+    """The identities a MeshService's instances present (Kuma: `spec.identities`)."""
+    spec = ms.spec
+    assert isinstance(spec, MeshServiceSpec)
+    out = []
+    for identity in spec.identities:
+        if identity.type == "SpiffeID":
+            out.append(identity.value)
+        else:
+            out.append(names.spiffe_id(ms.mesh, identity.value))
+    return out or [names.spiffe_id(ms.mesh, display_name(ms))]
+
+
+def local_instances(state: MeshState, ms: Resource, port: MeshServicePort) -> tuple[HostPort, ...]:
+    """Healthy `address:inbound.port` of the local Dataplanes the MeshService selects."""
+
+    def build() -> tuple[HostPort, ...]:
+        spec = ms.spec
+        assert isinstance(spec, MeshServiceSpec)
+        selector = spec.selector
+        found: set[HostPort] = set()
+        for dp in state.dataplanes_in(ms.mesh):
+            if not is_local(dp, state.zone):
+                continue
+            if selector.dataplane_ref is not None:
+                if dp.name != selector.dataplane_ref.name:
+                    continue
+            elif not selector.dataplane_tags:
+                continue
+            dp_spec = dp.spec
+            assert isinstance(dp_spec, DataplaneSpec)
+            net = dp_spec.networking
+            for inbound in net.inbound:
+                tags = selector.dataplane_tags or {}
+                if not all(inbound.tags.get(k) == v for k, v in tags.items()):
+                    continue
+                if not _port_matches(port, inbound) or inbound.state in ("NotReady", "Ignored"):
+                    continue
+                if not state.is_healthy(dp.key, inbound.port):
+                    continue
+                address = inbound.address or net.advertised_address or net.address
+                if is_ip(address):
+                    found.add((address, inbound.port))
+                else:
+                    log.warning("Dataplane %s: %r is not an IP address; skipped", dp.key, address)
+        return tuple(sorted(found))
+
+    return state.memo(("endpoints.local_instances", ms.key, port.port), build)
+
+
+def _port_matches(port: MeshServicePort, inbound: Inbound) -> bool:
+    target = port.target_port
+    if isinstance(target, int):
+        return inbound.port == target
+    if target:
+        return inbound.name == target or str(inbound.port) == target
+    return inbound.effective_service_port == port.port
+
+
+def matched_mesh_services(state: MeshState, mmzs: Resource) -> list[Resource]:
+    """Local and synced MeshServices whose labels carry every `matchLabels` pair."""
+    spec = mmzs.spec
+    assert isinstance(spec, MeshMultiZoneServiceSpec)
+    wanted = spec.selector.mesh_service.match_labels or {}
+    if not wanted:
+        return []
+    return [
+        ms
+        for ms in state.mesh_services_in(mmzs.mesh)
+        if all(ms.labels.get(k) == v for k, v in wanted.items())
+    ]
+
+
+def mesh_service_port(ms: Resource, mmzs_port: MMZSPort) -> MeshServicePort | None:
+    """The MeshService port behind an MMZS port: same name when both are named, else number."""
+    spec = ms.spec
+    assert isinstance(spec, MeshServiceSpec)
+    if mmzs_port.name:
+        for port in spec.ports:
+            if port.name == mmzs_port.name:
+                return port
+    for port in spec.ports:
+        if port.port == mmzs_port.port:
+            return port
+    return None
+
+
+def _remote_zone(state: MeshState, zone: str, mesh: str, service: str) -> RemoteZone | None:
+    addresses = ingress_addresses(state).get(zone, ())
+    if not addresses:
+        log.info("zone %s has no usable ZoneIngress; its %s/%s left out", zone, mesh, service)
+        return None
+    count = available_instances(state).get((zone, mesh, service))
+    # Unknown (or not yet counted) is weight 1: Available says at least one instance is healthy.
+    total = count if count else 1
+    per_ingress = max(1, -(-total // len(addresses)))
+    return RemoteZone(zone, addresses, per_ingress)
+
+
+def mmzs_plan(state: MeshState, mmzs: Resource, mmzs_port: MMZSPort) -> Plan:
+    """Local instances at P0, other zones at P1, for one port of a MeshMultiZoneService."""
+
+    def build() -> Plan:
+        local: set[HostPort] = set()
+        remote: dict[str, RemoteZone] = {}
+        identities: set[str] = set()
+        for ms in matched_mesh_services(state, mmzs):
+            port = mesh_service_port(ms, mmzs_port)
+            if port is None:
+                continue
+            identities.update(spiffe_ids(ms))
+            if is_local(ms, state.zone):
+                local.update(local_instances(state, ms, port))
+                continue
+            spec = ms.spec
+            assert isinstance(spec, MeshServiceSpec)
+            zone = service_zone(ms, state.zone)
+            if spec.state != STATE_AVAILABLE or zone == state.zone:
+                continue
+            target = _remote_zone(state, zone, ms.mesh, display_name(ms))
+            if target is None:
+                continue
+            if zone in remote:  # two MeshServices of one zone: add their weights
+                prev = remote[zone]
+                target = RemoteZone(zone, prev.addresses, prev.weight + target.weight)
+            remote[zone] = target
+        return Plan(
+            mesh=mmzs.mesh,
+            sni=names.mmzs_sni(mmzs.mesh, mmzs.name, mmzs_port.port),
+            local=tuple(sorted(local)),
+            remote=tuple(remote[z] for z in sorted(remote)),
+            spiffe_ids=tuple(sorted(identities)),
+            app_protocol=mmzs_port.app_protocol,
+        )
+
+    return state.memo(("endpoints.mmzs_plan", mmzs.key, mmzs_port.port), build)
+
+
+def mesh_service_plan(state: MeshState, ms: Resource, port: MeshServicePort) -> Plan:
+    """A local MeshService: its local instances. A synced one: its zone's ingresses."""
+
+    def build() -> Plan:
+        sni = names.mesh_service_sni(ms.mesh, display_name(ms), port.port)
+        local: tuple[HostPort, ...] = ()
+        remote: tuple[RemoteZone, ...] = ()
+        if is_local(ms, state.zone):
+            local = local_instances(state, ms, port)
+        else:
+            spec = ms.spec
+            assert isinstance(spec, MeshServiceSpec)
+            zone = service_zone(ms, state.zone)
+            if spec.state == STATE_AVAILABLE:
+                target = _remote_zone(state, zone, ms.mesh, display_name(ms))
+                remote = (target,) if target is not None else ()
+        return Plan(
+            mesh=ms.mesh,
+            sni=sni,
+            local=local,
+            remote=remote,
+            spiffe_ids=tuple(sorted(set(spiffe_ids(ms)))),
+            app_protocol=port.app_protocol,
+        )
+
+    return state.memo(("endpoints.ms_plan", ms.key, port.port), build)
+
+
+# --- ClusterLoadAssignments ---------------------------------------------------------------
+
+
+def _locality(zone: str, sub_zone: str = "") -> base_pb2.Locality:
+    return base_pb2.Locality(zone=zone, sub_zone=sub_zone)
+
+
+def load_assignment(
+    state: MeshState,
+    cluster_name: str,
+    plan: Plan,
+    *,
+    remote_priority: int = 1,
+    egress: HostPort | None = None,
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """The plan as a CLA. Remote endpoints carry the metadata that selects mutual TLS."""
+    cla = endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=cluster_name, policy=load_assignment_policy()
+    )
+    if remote_priority > 0:
+        # Always present, even empty: P0 with no hosts sends everything to P1 at once.
+        cla.endpoints.append(
+            endpoint_components_pb2.LocalityLbEndpoints(
+                locality=_locality(state.zone),
+                lb_endpoints=[lb_endpoint(a, p) for a, p in plan.local],
+                priority=0,
+            )
+        )
+    if not plan.remote:
+        return cla
+    metadata = cross_zone_metadata()
+    if egress is not None:
+        cla.endpoints.append(
+            endpoint_components_pb2.LocalityLbEndpoints(
+                locality=_locality(state.zone, EGRESS_SUB_ZONE),
+                lb_endpoints=[lb_endpoint(*egress, metadata=metadata)],
+                priority=remote_priority,
+            )
+        )
+        return cla
+    for target in plan.remote:
+        cla.endpoints.append(
+            endpoint_components_pb2.LocalityLbEndpoints(
+                locality=_locality(target.zone),
+                lb_endpoints=[
+                    lb_endpoint(a, p, weight=target.weight, metadata=metadata)
+                    for a, p in target.addresses
+                ],
+                priority=remote_priority,
+            )
+        )
+    return cla
+
+
+def plain_load_assignment(
+    cluster_name: str, endpoints: Iterable[HostPort], zone: str = ""
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """One locality, no metadata: what a zone ingress or egress forwards to."""
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster_name)
+    cla.endpoints.append(
+        endpoint_components_pb2.LocalityLbEndpoints(
+            locality=_locality(zone), lb_endpoints=[lb_endpoint(a, p) for a, p in endpoints]
+        )
+    )
+    return cla

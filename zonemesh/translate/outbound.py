@@ -1,0 +1,241 @@
+"""Outbound: one listener per `networking.outbound` entry, and the service clusters they use.
+
+A sidecar gets clusters only for the services its outbounds name. The cluster and its
+ClusterLoadAssignment depend on the service alone, so they are built once per state and shared
+by every caller (`MeshState.memo`).
+
+An outbound whose backend cannot be resolved (unknown service, unknown port, a kind zonemesh
+does not route) is logged and skipped: the rest of the proxy's configuration stays valid.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from google.protobuf import struct_pb2
+
+from zonemesh.resources import labels
+from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.registry import MESH_MULTI_ZONE_SERVICE
+from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
+from zonemesh.resources.types.meshservice import MeshServiceSpec
+from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec
+from zonemesh.state.meshservices import is_local
+from zonemesh.translate import names
+from zonemesh.translate.builders import (
+    eds_cluster,
+    http_filter,
+    is_http,
+    set_http2_upstream,
+    socket,
+    tcp_proxy_filter,
+)
+from zonemesh.translate.endpoints import (
+    Plan,
+    display_name,
+    egress_for,
+    load_assignment,
+    mesh_service_plan,
+    mmzs_plan,
+    mtls_enabled,
+    service_zone,
+)
+from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.inbound import binds_collide
+from zonemesh.translate.resilience import (
+    TCP_CONNECT_ATTEMPTS,
+    apply_cluster_defaults,
+    retry_policy,
+)
+from zonemesh.translate.state import MeshState
+from zonemesh.translate.tls import CROSS_ZONE_KEY, CROSS_ZONE_MATCH, upstream_tls
+
+log = logging.getLogger("zonemesh.translate")
+
+ClusterPair = tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A resolved outbound target: the cluster to send to and how to speak to it."""
+
+    cluster: cluster_pb2.Cluster
+    load_assignment: endpoint_pb2.ClusterLoadAssignment
+    app_protocol: str
+    display: str
+
+
+def service_cluster(state: MeshState, name: str, plan: Plan) -> cluster_pb2.Cluster:
+    """EDS cluster with resilience defaults and mutual TLS to every zone-crossing endpoint.
+
+    With the mesh's mTLS on, every endpoint gets TLS. With it off, only the endpoints marked
+    cross-zone (other zones' ingresses, the egress) do, via `transport_socket_matches`, and
+    local instances stay plaintext.
+    """
+    cluster = eds_cluster(name)
+    http = is_http(plan.app_protocol)
+    if http:
+        set_http2_upstream(cluster)  # proxy-to-proxy hop: HTTP/2 whatever the app speaks
+    apply_cluster_defaults(cluster)
+    tls = upstream_tls(plan.mesh, plan.sni, plan.spiffe_ids, http2=http)
+    if mtls_enabled(state, plan.mesh):
+        cluster.transport_socket.CopyFrom(tls)
+    else:
+        match = struct_pb2.Struct()
+        match.update({CROSS_ZONE_KEY: "true"})
+        cluster.transport_socket_matches.append(
+            cluster_pb2.Cluster.TransportSocketMatch(
+                name=CROSS_ZONE_MATCH, match=match, transport_socket=tls
+            )
+        )
+    return cluster
+
+
+def mmzs_backend(state: MeshState, mmzs: Resource, port_number: int) -> Backend | None:
+    spec = mmzs.spec
+    assert isinstance(spec, MeshMultiZoneServiceSpec)
+    port = next((p for p in spec.ports if p.port == port_number), None)
+    if port is None:
+        return None
+
+    def build() -> Backend:
+        name = names.mmzs_cluster(mmzs.mesh, mmzs.name, port.port)
+        plan = mmzs_plan(state, mmzs, port)
+        cla = load_assignment(state, name, plan, egress=egress_for(state, mmzs.mesh))
+        return Backend(service_cluster(state, name, plan), cla, port.app_protocol, mmzs.name)
+
+    return state.memo(("outbound.mmzs", mmzs.key, port.port), build)
+
+
+def mesh_service_backend(state: MeshState, ms: Resource, port_number: int) -> Backend | None:
+    spec = ms.spec
+    assert isinstance(spec, MeshServiceSpec)
+    port = spec.port_by_name_or_number(port_number)
+    if port is None:
+        return None
+
+    def build() -> Backend:
+        zone = service_zone(ms, state.zone)
+        name = names.mesh_service_cluster(ms.mesh, display_name(ms), zone, port.port)
+        plan = mesh_service_plan(state, ms, port)
+        if is_local(ms, state.zone):
+            cla = load_assignment(state, name, plan)
+        else:  # another zone's service: its ingresses (or our egress) are all there is
+            egress = egress_for(state, ms.mesh)
+            cla = load_assignment(state, name, plan, remote_priority=0, egress=egress)
+        return Backend(service_cluster(state, name, plan), cla, port.app_protocol, ms.name)
+
+    return state.memo(("outbound.msvc", ms.key, port.port), build)
+
+
+def find_mesh_service(
+    state: MeshState, mesh: str, name: str, selector: dict[str, str] | None
+) -> Resource | None:
+    """By resource name, else by display name (this zone's first); `labels` narrow the choice."""
+    candidates = state.mesh_services_in(mesh)
+    if selector:
+        candidates = [
+            ms for ms in candidates if all(ms.labels.get(k) == v for k, v in selector.items())
+        ]
+    if name:
+        exact = [ms for ms in candidates if ms.name == name]
+        if exact:
+            return exact[0]
+        candidates = [ms for ms in candidates if display_name(ms) == name]
+    local = [ms for ms in candidates if is_local(ms, state.zone)]
+    chosen = local or candidates
+    return chosen[0] if chosen else None
+
+
+def resolve(state: MeshState, mesh: str, outbound: Outbound) -> Backend | str:
+    """The backend an outbound names, or why it has none."""
+    ref = outbound.backend_ref
+    if ref is None:
+        service = (outbound.tags or {}).get(labels.SERVICE_TAG)
+        if not service:
+            return "no backendRef and no kuma.io/service tag"
+        ms = find_mesh_service(state, mesh, service, None)
+        if ms is None:
+            return f"unknown service {service!r}"
+        ms_spec = ms.spec
+        assert isinstance(ms_spec, MeshServiceSpec)
+        # Legacy form: the listener port names the service port unless it has only one.
+        number = ms_spec.ports[0].port if len(ms_spec.ports) == 1 else outbound.port
+        backend = mesh_service_backend(state, ms, number)
+        return backend or f"MeshService {service!r} has no port {number}"
+    if ref.port is None:
+        return "backendRef without a port"
+    if ref.kind == MESH_MULTI_ZONE_SERVICE.name:
+        mmzs = state.mesh_multi_zone_services.get(
+            ResourceKey(MESH_MULTI_ZONE_SERVICE.name, mesh, ref.name)
+        )
+        if mmzs is None:
+            return f"unknown MeshMultiZoneService {ref.name!r}"
+        backend = mmzs_backend(state, mmzs, ref.port)
+        return backend or f"MeshMultiZoneService {ref.name!r} has no port {ref.port}"
+    if ref.kind == "MeshService":
+        ms = find_mesh_service(state, mesh, ref.name, ref.labels)
+        if ms is None:
+            return f"unknown MeshService {ref.name or ref.labels!r}"
+        backend = mesh_service_backend(state, ms, ref.port)
+        return backend or f"MeshService {ref.name!r} has no port {ref.port}"
+    return f"backendRef kind {ref.kind} is not routed by zonemesh"
+
+
+def outbound_listener(outbound: Outbound, backend: Backend) -> listener_pb2.Listener:
+    name = names.outbound_listener(outbound.address, outbound.port)
+    cluster = backend.cluster.name
+    if is_http(backend.app_protocol):
+        network_filter = http_filter(
+            name, name, cluster, virtual_host=backend.display, retry_policy=retry_policy()
+        )
+    else:
+        network_filter = tcp_proxy_filter(name, cluster, max_connect_attempts=TCP_CONNECT_ATTEMPTS)
+    return listener_pb2.Listener(
+        name=name,
+        address=socket(outbound.address, outbound.port),
+        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
+    )
+
+
+class OutboundGenerator:
+    """Outbound listeners of a Dataplane and the clusters (with endpoints) they route to."""
+
+    def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
+        out = ProxyResources()
+        if proxy.proxy_type is not ProxyType.DATAPLANE:
+            return out
+        spec = proxy.resource.spec
+        assert isinstance(spec, DataplaneSpec)
+        net = spec.networking
+        bound = [
+            (inbound.address or net.address, inbound.port)
+            for inbound in net.inbound
+            if inbound.state != "Ignored"
+        ]
+        clusters: set[str] = set()
+        for i, outbound in enumerate(net.outbound):
+            where = (outbound.address, outbound.port)
+            if any(binds_collide(where, other) for other in bound):
+                log.warning(
+                    "%s: outbound[%d] %s:%d collides with another listener; skipped",
+                    proxy.key,
+                    i,
+                    *where,
+                )
+                continue
+            backend = resolve(state, proxy.mesh, outbound)
+            if isinstance(backend, str):
+                log.warning("%s: outbound[%d] skipped: %s", proxy.key, i, backend)
+                continue
+            bound.append(where)
+            out.add(outbound_listener(outbound, backend))
+            if backend.cluster.name not in clusters:
+                clusters.add(backend.cluster.name)
+                out.add(backend.cluster)
+                out.add(backend.load_assignment)
+        return out

@@ -1,0 +1,79 @@
+"""Transport sockets: mutual TLS between sidecars, with the mesh's certificates over SDS.
+
+Both sides take their certificate (`names.identity_secret`) and the mesh CA
+(`names.ca_secret`) from the same ADS stream, so a rotated certificate reaches a proxy like any
+other resource. A client checks the server's SPIFFE ID against the identities of the services it
+meant to reach; a server accepts any identity of its own mesh (authorization is not ours here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
+
+from zonemesh.translate import names
+from zonemesh.translate.builders import ads_source, packed, struct_metadata
+
+TLS_SOCKET = "envoy.transport_sockets.tls"
+# Endpoint metadata that selects the TLS transport socket for a zone-crossing endpoint.
+MATCH_FILTER = "envoy.transport_socket_match"
+CROSS_ZONE_KEY = "zonemesh.io/cross-zone"
+CROSS_ZONE_MATCH = "cross-zone-mtls"
+H2_ALPN = ("h2",)
+SERVER_ALPN_HTTP = ("h2", "http/1.1")
+
+
+def _sds(name: str) -> secret_pb2.SdsSecretConfig:
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads_source())
+
+
+def _uri_san(matcher: string_pb2.StringMatcher) -> common_pb2.SubjectAltNameMatcher:
+    return common_pb2.SubjectAltNameMatcher(
+        san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=matcher
+    )
+
+
+def _common(
+    mesh: str, sans: Iterable[common_pb2.SubjectAltNameMatcher], alpn: Iterable[str]
+) -> tls_pb2.CommonTlsContext:
+    return tls_pb2.CommonTlsContext(
+        tls_certificate_sds_secret_configs=[_sds(names.identity_secret(mesh))],
+        combined_validation_context=tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+            default_validation_context=common_pb2.CertificateValidationContext(
+                match_typed_subject_alt_names=list(sans)
+            ),
+            validation_context_sds_secret_config=_sds(names.ca_secret(mesh)),
+        ),
+        alpn_protocols=list(alpn),
+    )
+
+
+def upstream_tls(
+    mesh: str, sni: str, spiffe_ids: Iterable[str], *, http2: bool
+) -> base_pb2.TransportSocket:
+    """Client side of a sidecar-to-sidecar hop: our identity, their SPIFFE IDs, the SNI the
+    zone ingress routes by."""
+    sans = [_uri_san(string_pb2.StringMatcher(exact=s)) for s in sorted(set(spiffe_ids))]
+    context = tls_pb2.UpstreamTlsContext(
+        common_tls_context=_common(mesh, sans, H2_ALPN if http2 else ()), sni=sni
+    )
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=packed(context))
+
+
+def downstream_tls(mesh: str, *, http: bool) -> base_pb2.TransportSocket:
+    """Server side of an inbound: our identity; the client must show a certificate from the
+    mesh CA with a SPIFFE ID of this mesh."""
+    sans = [_uri_san(string_pb2.StringMatcher(prefix=f"spiffe://{mesh}/"))]
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=_common(mesh, sans, SERVER_ALPN_HTTP if http else ()),
+    )
+    context.require_client_certificate.value = True
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=packed(context))
+
+
+def cross_zone_metadata() -> base_pb2.Metadata:
+    """Marks an endpoint (a remote zone's ingress, or our egress) as needing mutual TLS."""
+    return struct_metadata(MATCH_FILTER, {CROSS_ZONE_KEY: "true"})
