@@ -170,6 +170,7 @@ def _redacted(resource: dict[str, Any]) -> dict[str, Any]:
         resource["tlsCertificate"] = {**certificate, "privateKey": REDACTED}
     return resource
 
+
 SnapshotWatcher = Callable[[Snapshot, frozenset[str]], None]
 
 
