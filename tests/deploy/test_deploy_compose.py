@@ -1,0 +1,546 @@
+"""docker-compose.yml + Dockerfile: the two-zone topology as containers, checked without Docker.
+
+No Docker engine runs here, so these tests read the files the way `docker compose up --build`
+would: every service's command must be a `zonemesh` command line its role accepts, and the
+addresses and ports in the commands, the static IPs and the mounted resource files must agree,
+so that each proxy reaches its control plane and each client's requests reach `echo`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import json
+import re
+import shlex
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import httpx
+import pytest
+import yaml
+from support.processes import ZONEMESH, free_port, wait_for
+
+from zonemesh.cli.main import cli
+from zonemesh.config import FLAGS, ConfigError, CpConfig, load_config
+from zonemesh.dp.bootstrap import parse_cp_address
+from zonemesh.dp.run import load_resource
+from zonemesh.resources.codec import parse_documents, resource_from_wire
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+CLIENT_SCRIPT = REPO / "deploy" / "compose" / "client.py"
+NETWORK = "zonemesh"
+ENVOY_ADMIN_PORT = 9901  # `zonemesh dp run`'s default when the file names no admin port
+EXPECTED_ROLES = {
+    "global-cp": 1,
+    "zone-cp": 2,
+    "ingress": 2,
+    "echo": 3,
+    "sidecar": 5,  # one per echo instance and per client
+    "apply": 1,
+    "client": 2,
+}
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def exec_form(instruction: str) -> list[str]:
+    values = [args for word, args in dockerfile_instructions() if word == instruction]
+    assert values, f"Dockerfile has no {instruction}"
+    value = values[-1]
+    return json.loads(value) if value.startswith("[") else ["/bin/sh", "-c", value]
+
+
+def argv_list(value: str | list[str]) -> list[str]:
+    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+
+
+def parse_zonemesh(args: list[str]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Resolve `zonemesh ARGS` down to its leaf command with click, without running it.
+
+    Returns the subcommand chain (e.g. ("dp", "run")) and the leaf's parsed parameters;
+    raises click.ClickException for anything `zonemesh` itself would refuse.
+    """
+    ctx = cli.make_context("zonemesh", list(args))
+    command: click.Command = cli
+    chain: list[str] = []
+    while isinstance(command, click.Group):
+        protected = getattr(ctx, "_protected_args", None)
+        if protected is None:  # click < 8.2
+            protected = ctx.protected_args
+        remaining = [*protected, *ctx.args]
+        if not remaining:
+            raise click.UsageError(f"`{' '.join(['zonemesh', *chain])}` needs a subcommand")
+        name, sub, rest = command.resolve_command(ctx, remaining)
+        assert name is not None and sub is not None
+        chain.append(name)
+        ctx = sub.make_context(name, rest, parent=ctx)
+        command = sub
+    return tuple(chain), ctx.params
+
+
+def load_client_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("compose_client", CLIENT_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Service:
+    name: str
+    raw: dict[str, Any]
+    argv: list[str]
+    role: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    cp: CpConfig | None = None  # the effective configuration, for control planes
+    zone: str = ""  # the zone it belongs to ("" for global's services)
+
+    @property
+    def netns_owner(self) -> str:
+        """The service whose network namespace this one runs in (itself unless a sidecar)."""
+        mode = self.raw.get("network_mode", "")
+        return mode.removeprefix("service:") if mode.startswith("service:") else self.name
+
+    def mount(self, container_path: str) -> Path:
+        """The repository file bind-mounted at `container_path`; asserts it is read-only."""
+        target = PurePosixPath(container_path)
+        for volume in self.raw.get("volumes", []):
+            if isinstance(volume, str):
+                source, dest, *mode = volume.split(":")
+                read_only = bool(mode) and "ro" in mode[0].split(",")
+            else:
+                source, dest = volume.get("source", ""), volume.get("target", "")
+                read_only = bool(volume.get("read_only"))
+            if not source.startswith((".", "/")):
+                continue  # a named volume
+            dest_path = PurePosixPath(dest)
+            if target == dest_path or dest_path in target.parents:
+                assert read_only, f"{self.name}: {source}:{dest} must be mounted read-only"
+                host = (COMPOSE.parent / source / target.relative_to(dest_path)).resolve()
+                assert host.is_relative_to(REPO), f"{self.name}: {host} is outside the repo"
+                assert host.is_file(), f"{self.name}: {container_path} -> {host} does not exist"
+                return host
+        raise AssertionError(f"{self.name}: nothing is mounted at {container_path}")
+
+
+class Topology:
+    """docker-compose.yml with every service's role and zone worked out."""
+
+    def __init__(self) -> None:
+        self.compose: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+        entrypoint, cmd = exec_form("ENTRYPOINT"), exec_form("CMD")
+        self.services: dict[str, Service] = {}
+        for name, raw in self.compose["services"].items():
+            if "entrypoint" in raw:  # an entrypoint override drops the image's CMD
+                argv = argv_list(raw["entrypoint"]) + argv_list(raw.get("command", []))
+            else:
+                argv = entrypoint + argv_list(raw.get("command", cmd))
+            self.services[name] = Service(name, raw, argv)
+        for service in self.services.values():
+            self._classify(service)
+        for service in self.services.values():
+            if service.role in ("ingress", "sidecar"):
+                service.zone = self.cp_of(service).zone
+        for service in self.services.values():
+            if service.role in ("echo", "client"):
+                service.zone = self.sidecar_of(service).zone
+
+    def _classify(self, service: Service) -> None:
+        argv = service.argv
+        if argv[:1] == ["zonemesh"]:
+            try:
+                chain, params = parse_zonemesh(argv[1:])
+            except click.ClickException as e:
+                pytest.fail(
+                    f"{service.name}: `{shlex.join(argv)}` is refused: {e.format_message()}"
+                )
+            service.params = params
+            if chain == ("cp", "run"):
+                flags = {k: v for k, v in params.items() if k in FLAGS}
+                try:
+                    service.cp = load_config(params.get("config_file"), env={}, flags=flags)
+                except ConfigError as e:
+                    pytest.fail(f"{service.name}: `zonemesh cp run` would refuse to start: {e}")
+                service.role = "global-cp" if service.cp.is_global else "zone-cp"
+                service.zone = service.cp.zone_name
+            elif chain == ("dp", "run"):
+                service.role = {"dataplane": "sidecar", "ingress": "ingress"}.get(
+                    params["proxy_type"], ""
+                )
+            elif chain in (("echo",), ("apply",)):
+                service.role = chain[0]
+        elif argv[:1] in (["python"], ["python3"]) and argv[1:2] and argv[1].endswith(".py"):
+            script = service.mount(argv[1])
+            assert script == CLIENT_SCRIPT, f"{service.name}: runs {script}, not the demo client"
+            try:
+                service.params = vars(load_client_module().build_parser().parse_args(argv[2:]))
+            except SystemExit:
+                pytest.fail(f"{service.name}: client.py refuses `{shlex.join(argv[2:])}`")
+            service.role = "client"
+        assert service.role, f"{service.name}: `{shlex.join(argv)}` plays no role of the demo"
+
+    def by_role(self, role: str) -> list[Service]:
+        return [s for s in self.services.values() if s.role == role]
+
+    def ip(self, name: str) -> str:
+        service = self.services[self.services[name].netns_owner]
+        networks = service.raw.get("networks") or {}
+        address = (networks.get(NETWORK) or {}).get("ipv4_address")
+        assert address, f"{service.name}: no static ipv4_address on network {NETWORK!r}"
+        return str(address)
+
+    def service_at(self, host: str) -> Service:
+        """The service a container reaches at `host` (a service name or a static IP)."""
+        if host in self.services:
+            return self.services[host]
+        for name, service in self.services.items():
+            if service.netns_owner == name and self.ip(name) == host:
+                return service
+        raise AssertionError(f"no service answers at {host!r}")
+
+    def cp_of(self, proxy: Service) -> Service:
+        host, _ = parse_cp_address(proxy.params["cp_address"])
+        return self.service_at(host)
+
+    def sidecar_of(self, app: Service) -> Service:
+        sidecars = [s for s in self.by_role("sidecar") if s.netns_owner == app.name]
+        assert len(sidecars) == 1, f"{app.name}: needs exactly one sidecar, has {len(sidecars)}"
+        return sidecars[0]
+
+    def resource_of(self, proxy: Service) -> dict[str, Any]:
+        """The proxy's mounted Dataplane/ZoneIngress file, validated as `dp run` would."""
+        path = proxy.mount(proxy.params["dataplane_file"])
+        return load_resource(str(path), proxy.params["proxy_type"])
+
+
+@pytest.fixture(scope="module")
+def topo() -> Topology:
+    return Topology()
+
+
+# ------------------------------------------------------------------------------ the image
+
+
+def test_dockerfile_installs_the_package_with_zonemesh_as_the_entrypoint() -> None:
+    instructions = dockerfile_instructions()
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    runs = " && ".join(args for word, args in instructions if word == "RUN")
+    assert re.search(r"pip install \.(\s|$)", runs), "the image must `pip install .`"
+    copied = {src for word, args in instructions if word == "COPY" for src in args.split()[:-1]}
+    assert {"pyproject.toml", "README.md", "zonemesh"} <= copied
+    assert exec_form("ENTRYPOINT") == ["zonemesh"]
+
+
+def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
+    patterns = [
+        p.strip()
+        for p in (REPO / ".dockerignore").read_text().splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
+    for path in ("pyproject.toml", "README.md", "zonemesh", "zonemesh/cli/main.py"):
+        assert not any(fnmatch(path, p) for p in patterns), f".dockerignore drops {path}"
+    assert any(fnmatch(".venv", p) for p in patterns), "the local virtualenv must stay out"
+
+
+def test_every_service_runs_the_image_built_from_this_repository(topo: Topology) -> None:
+    images = set()
+    for service in topo.services.values():
+        build = service.raw.get("build")
+        assert build, f"{service.name}: no build section, so not this repository's image"
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "")
+        assert (COMPOSE.parent / context).resolve() == REPO, f"{service.name}: context {context}"
+        assert (REPO / context / (dockerfile or "Dockerfile")).resolve() == DOCKERFILE
+        images.add(service.raw.get("image"))
+    assert len(images) == 1 and None not in images, f"one image for everything, got {images}"
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def test_every_command_is_a_valid_zonemesh_command_line_for_its_role(
+    topo: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("KUMA_CONTROL_PLANE_URL", "ZONEMESH_CP_URL"):  # flags only, as in compose
+        monkeypatch.delenv(name, raising=False)
+    fresh = Topology()  # parsed again without the env var that could stand in for a flag
+    roles = Counter(s.role for s in fresh.services.values())
+    assert roles == Counter(EXPECTED_ROLES)
+    for cp in [*fresh.by_role("global-cp"), *fresh.by_role("zone-cp")]:
+        assert cp.cp is not None
+        assert cp.cp.address == "0.0.0.0", f"{cp.name}: other containers cannot reach 127.0.0.1"
+    zones = sorted(cp.zone for cp in fresh.by_role("zone-cp"))
+    assert zones == ["zone1", "zone2"]
+
+
+def test_zone_control_planes_connect_to_globals_kds_port(topo: Topology) -> None:
+    (global_cp,) = topo.by_role("global-cp")
+    assert global_cp.cp is not None
+    for zone_cp in topo.by_role("zone-cp"):
+        assert zone_cp.cp is not None and zone_cp.cp.federated_zone
+        address = zone_cp.cp.multizone.zone.global_address
+        parts = urlsplit(address)
+        assert parts.scheme == "grpc", f"{zone_cp.name}: {address}"
+        assert parts.hostname is not None
+        assert topo.service_at(parts.hostname) is global_cp, f"{zone_cp.name}: {address}"
+        assert parts.port == global_cp.cp.multizone.global_.kds_port == 5685
+
+
+def test_data_planes_connect_to_their_zone_control_planes_xds_port(topo: Topology) -> None:
+    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress")]:
+        cp = topo.cp_of(proxy)
+        assert cp.role == "zone-cp", f"{proxy.name}: {proxy.params['cp_address']} is not a zone CP"
+        assert cp.cp is not None
+        _, port = parse_cp_address(proxy.params["cp_address"])
+        assert port == cp.cp.xds.port == 5678, f"{proxy.name}: not {cp.name}'s xDS port"
+    per_zone = Counter(p.zone for p in topo.by_role("ingress"))
+    assert per_zone == Counter({"zone1": 1, "zone2": 1}), "one zone ingress per zone"
+
+
+def test_apply_puts_the_echo_mmzs_on_global(topo: Topology) -> None:
+    (apply,) = topo.by_role("apply")
+    (global_cp,) = topo.by_role("global-cp")
+    assert global_cp.cp is not None
+    parts = urlsplit(apply.params["cp_url"])
+    assert parts.hostname is not None
+    assert topo.service_at(parts.hostname) is global_cp
+    assert parts.port == global_cp.cp.api_server.http.port
+    mmzs = mmzs_applied(topo)
+    assert mmzs["echo"] == {1027: "http"}
+
+
+def mmzs_applied(topo: Topology) -> dict[str, dict[int, str]]:
+    """name -> {port: appProtocol} of the MeshMultiZoneServices the apply service applies."""
+    (apply,) = topo.by_role("apply")
+    found: dict[str, dict[int, str]] = {}
+    for file in apply.params["files"]:
+        path = apply.mount(file)
+        for doc in parse_documents(path.read_text(), source=str(path)):
+            resource = resource_from_wire(doc)
+            if doc["type"] == "MeshMultiZoneService":
+                assert resource.mesh == "default"
+                ports = doc["spec"]["ports"]
+                found[resource.name] = {p["port"]: p.get("appProtocol", "tcp") for p in ports}
+    return found
+
+
+# ------------------------------------------------------------------------------ resources
+
+
+def test_proxy_files_are_mounted_read_only_and_are_valid_resources(topo: Topology) -> None:
+    names = set()
+    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress")]:
+        wire = topo.resource_of(proxy)  # asserts the mount; raises on an invalid resource
+        resource_from_wire(wire)
+        names.add(wire["name"])
+        admin = (wire.get("networking") or {}).get("admin") or {}
+        assert proxy.params["admin_port"] in (None, admin.get("port", ENVOY_ADMIN_PORT))
+    assert len(names) == len(topo.by_role("sidecar")) + len(topo.by_role("ingress")), (
+        "every proxy needs a name of its own"
+    )
+
+
+def test_sidecars_address_is_the_static_ip_of_the_app_they_share_a_network_with(
+    topo: Topology,
+) -> None:
+    for sidecar in topo.by_role("sidecar"):
+        assert sidecar.netns_owner != sidecar.name, f"{sidecar.name}: must share its app's netns"
+        app = topo.services[sidecar.netns_owner]
+        assert app.role in ("echo", "client"), f"{sidecar.name} shares {app.name}'s network"
+        wire = topo.resource_of(sidecar)
+        assert wire["networking"]["address"] == topo.ip(app.name), sidecar.name
+
+
+def test_echo_apps_listen_where_their_sidecar_forwards_and_name_their_zone(
+    topo: Topology,
+) -> None:
+    per_zone: Counter[str] = Counter()
+    for echo in topo.by_role("echo"):
+        sidecar = topo.sidecar_of(echo)
+        (inbound,) = topo.resource_of(sidecar)["networking"]["inbound"]
+        assert inbound["tags"]["kuma.io/service"] == "echo"
+        assert inbound["tags"].get("kuma.io/protocol") == "http"
+        app_address = inbound.get("serviceAddress", topo.ip(echo.name))
+        assert echo.params["address"] in (app_address, "0.0.0.0"), echo.name
+        assert echo.params["port"] == inbound.get("servicePort", inbound["port"]), echo.name
+        assert echo.params["zone"] == echo.zone, f"{echo.name} would name the wrong zone"
+        per_zone[echo.zone] += 1
+    assert per_zone == Counter({"zone1": 2, "zone2": 1})
+
+
+def test_zone_ingress_advertises_its_containers_address_and_listening_port(
+    topo: Topology,
+) -> None:
+    for ingress in topo.by_role("ingress"):
+        networking = topo.resource_of(ingress)["networking"]
+        assert ingress.netns_owner == ingress.name, "a zone ingress has a container of its own"
+        assert networking["address"] == topo.ip(ingress.name)
+        assert networking["advertisedAddress"] == topo.ip(ingress.name)
+        assert networking["advertisedPort"] == networking["port"]
+
+
+def test_client_outbounds_name_the_applied_echo_mmzs_port(topo: Topology) -> None:
+    applied = mmzs_applied(topo)
+    for client in topo.by_role("client"):
+        outbounds = topo.resource_of(topo.sidecar_of(client))["networking"]["outbound"]
+        assert outbounds, f"{client.name}: its sidecar has no outbound"
+        for outbound in outbounds:
+            ref = outbound["backendRef"]
+            assert (ref["kind"], ref["name"], ref["port"]) == ("MeshMultiZoneService", "echo", 1027)
+            assert ref["port"] in applied[ref["name"]]
+
+
+def test_clients_call_their_sidecars_outbound_and_serve_its_inbound(topo: Topology) -> None:
+    for client in topo.by_role("client"):
+        networking = topo.resource_of(topo.sidecar_of(client))["networking"]
+        target = urlsplit(client.params["target"])
+        listeners = {(o.get("address", "127.0.0.1"), o["port"]) for o in networking["outbound"]}
+        assert (target.hostname, target.port) in listeners, f"{client.name}: {target.geturl()}"
+        (inbound,) = networking["inbound"]
+        app = f"{inbound.get('serviceAddress', networking['address'])}:{inbound['servicePort']}"
+        assert client.params["listen"] == app, f"{client.name} must answer its sidecar's probes"
+
+
+# ------------------------------------------------------------------------------ network, order
+
+
+def test_every_container_has_a_static_address_in_its_zones_range(topo: Topology) -> None:
+    (config,) = topo.compose["networks"][NETWORK]["ipam"]["config"]
+    subnet = ipaddress.ip_network(config["subnet"])
+    owners = [s for s in topo.services.values() if s.netns_owner == s.name]
+    addresses = [ipaddress.ip_address(topo.ip(s.name)) for s in owners]
+    assert len(set(addresses)) == len(addresses), "static addresses must be unique"
+    assert all(a in subnet for a in addresses)
+    if "ip_range" in config:
+        dynamic = ipaddress.ip_network(config["ip_range"])
+        assert not any(a in dynamic for a in addresses), "static addresses outside ip_range"
+    ranges: dict[str, set[ipaddress.IPv4Network]] = {}
+    for service in owners:
+        net = ipaddress.ip_network(f"{topo.ip(service.name)}/24", strict=False)
+        ranges.setdefault(service.zone or "global", set()).add(net)  # type: ignore[arg-type]
+    assert all(len(nets) == 1 for nets in ranges.values()), ranges
+    assert len({next(iter(nets)) for nets in ranges.values()}) == 3, "distinct range per zone"
+
+
+def test_proxies_and_zones_start_once_their_control_plane_is_ready(topo: Topology) -> None:
+    def waits_for_healthy(service: Service, other: Service) -> bool:
+        depends = service.raw.get("depends_on") or {}
+        return isinstance(depends, dict) and (depends.get(other.name) or {}).get("condition") == (
+            "service_healthy"
+        )
+
+    for cp in [*topo.by_role("global-cp"), *topo.by_role("zone-cp")]:
+        assert cp.cp is not None
+        probe = " ".join(argv_list(cp.raw["healthcheck"]["test"]))
+        assert f"127.0.0.1:{cp.cp.api_server.http.port}/ready" in probe, cp.name
+    (global_cp,) = topo.by_role("global-cp")
+    for dependent in [*topo.by_role("zone-cp"), *topo.by_role("apply")]:
+        assert waits_for_healthy(dependent, global_cp), f"{dependent.name} must wait for global"
+    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress")]:
+        assert waits_for_healthy(proxy, topo.cp_of(proxy)), f"{proxy.name} must wait for its CP"
+    for client in topo.by_role("client"):
+        (apply,) = topo.by_role("apply")
+        condition = client.raw["depends_on"][apply.name]["condition"]
+        assert condition == "service_completed_successfully", client.name
+
+
+# ------------------------------------------------------------------------------ the client
+
+
+@pytest.fixture(scope="module")
+def echo_url() -> Any:
+    port = free_port()
+    args = ["echo", "--address", "127.0.0.1", "--port", str(port), "--zone", "zone2"]
+    proc = subprocess.Popen([ZONEMESH, *args, "--instance", "echo-z2-a"])
+    url = f"http://127.0.0.1:{port}/"
+
+    def up() -> bool:
+        try:
+            return httpx.get(url, timeout=0.5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, timeout=8, message="zonemesh echo did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def run_client(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(CLIENT_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+
+
+def test_client_prints_which_zone_answered(echo_url: str) -> None:
+    done = run_client(
+        "--name", "client-z1", "--target", echo_url, "--count", "2", "--interval", "0"
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines == [
+        "client-z1: zone2 answered (instance echo-z2-a)   [zone2=1]",
+        "client-z1: zone2 answered (instance echo-z2-a)   [zone2=2]",
+    ]
+
+
+def test_client_says_when_nothing_answers_yet() -> None:
+    target = f"http://127.0.0.1:{free_port()}/"
+    done = run_client("--name", "client-z2", "--target", target, "--count", "1", "--timeout", "1")
+    assert done.returncode == 1
+    assert done.stdout.startswith(f"client-z2: no answer from {target} yet (")
+
+
+def test_client_answers_its_own_inbound_while_it_runs() -> None:
+    listen = f"127.0.0.1:{free_port()}"
+    target = f"http://127.0.0.1:{free_port()}/"
+    more = ["--listen", listen, "--interval", "0.2", "--timeout", "0.2"]
+    proc = subprocess.Popen(
+        [sys.executable, str(CLIENT_SCRIPT), "--name", "client-z1", "--target", target, *more],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def answers() -> str | None:
+            try:
+                return httpx.get(f"http://{listen}/", timeout=0.5).text
+            except httpx.TransportError:
+                return None
+
+        assert wait_for(answers, timeout=8) == "client-z1 is up\n"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0, "SIGTERM stops the client cleanly"
+    assert "no answer from" in out
