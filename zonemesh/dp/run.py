@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,8 @@ class DataPlane:
                 log.error("Envoy exited unexpectedly with code %s", self.envoy.returncode)
                 await self.envoy.stop()
                 return 1
+            if options.proxy_type == "dataplane":
+                await self._report_stopping(channel)
             log.info("draining Envoy's listeners")
             await self.envoy.drain()
             await self.envoy.stop()
@@ -169,6 +172,30 @@ class DataPlane:
             delay = min(delay * 2, self.options.max_backoff_s)
         return False
 
+    async def _report_stopping(self, channel: grpc.aio.Channel) -> None:
+        """Every inbound not ready, before draining: the CP takes this instance out of EDS
+        now, instead of when the ADS stream closes after the drain. Otherwise callers keep
+        picking it for the whole drain, and get 503s if its app is already gone."""
+        assert isinstance(self.resource.spec, DataplaneSpec)
+        ports = sorted(p.inbound_port for p in probes_for(self.resource.spec))
+        if not ports:
+            return
+        try:
+            await channel.unary_unary(READINESS_METHOD)(self._readiness_body(ports), timeout=1.0)
+        except grpc.aio.AioRpcError as e:
+            log.debug("stopping report not taken: %s", e.details())
+        else:
+            log.info("readiness: not ready (stopping)")
+
+    def _readiness_body(self, not_ready: Sequence[int]) -> bytes:
+        return json.dumps(
+            {
+                "nodeId": self.node_id,
+                "proxyType": self.options.proxy_type,
+                "notReadyInboundPorts": list(not_ready),
+            }
+        ).encode()
+
     async def _report_readiness(self, channel: grpc.aio.Channel) -> None:
         """Probe the apps and tell the CP; zone proxies (no inbounds) report too, to learn
         which zone they joined."""
@@ -182,15 +209,8 @@ class DataPlane:
         while True:
             ports = await not_ready_ports(probes)
             if ports != last or loop.time() - last_sent > REPORT_REFRESH_S:
-                body = json.dumps(
-                    {
-                        "nodeId": self.node_id,
-                        "proxyType": self.options.proxy_type,
-                        "notReadyInboundPorts": list(ports),
-                    }
-                ).encode()
                 try:
-                    answer = await report(body, timeout=2.0)
+                    answer = await report(self._readiness_body(ports), timeout=2.0)
                 except grpc.aio.AioRpcError as e:
                     # NOT_FOUND until Envoy's ADS stream is open; try again next round.
                     log.debug("readiness report not taken: %s", e.details())

@@ -1,0 +1,597 @@
+"""A two-zone mesh on loopback with real Envoy, for `zonemesh demo` and the end-to-end tests.
+
+`TwoZoneMesh(run_dir).start()` brings up, in order: a global CP and the MeshMultiZoneServices
+`echo` (port 1027, http) and `echo-tcp` (the same MeshServices, port 1027 as tcp); a zone CP
+per zone; a zone ingress per zone; the echo instances (two in zone1, one in zone2), each an
+`zonemesh echo` app behind a `zonemesh dp run` sidecar; and a client sidecar per zone whose
+outbounds lead to both MMZS ports. Zone N lives on 127.x.N.0/24: CP .1, echo instances .11,
+.12, client .50, ingress .100. Every port is picked free at start, except the echo apps'
+1027: an MMZS port names the MeshService port, which is the inbounds' `servicePort`. So that
+two runs never share an address, each run claims a slot (a lock file held while it runs):
+slot 0 is 127.0.N.x, slot k is 127.k.N.x.
+
+Every process logs to `<run_dir>/<name>.log`; `stop()` (or leaving `with`) ends them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from zonemesh.demo.processes import ProcessError, ProcessGroup, free_port, port_is_free
+from zonemesh.demo.traffic import Answer, ask, ask_many, new_client
+from zonemesh.translate import names
+
+MESH = "default"
+ECHO_PORT = 1027
+ZONES = ("zone1", "zone2")
+INSTANCES = {"zone1": 2, "zone2": 1}
+HTTP_MMZS = "echo"
+TCP_MMZS = "echo-tcp"
+MAX_SLOTS = 64
+START_TIMEOUT_S = 60.0
+
+
+def new_run_dir() -> Path:
+    """A fresh directory for one run's logs and files, named after the time it started."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.mkdtemp(prefix=f"zonemesh-demo-{stamp}-"))
+
+
+def mmzs(name: str, app_protocol: str) -> dict[str, Any]:
+    return {
+        "type": "MeshMultiZoneService",
+        "mesh": MESH,
+        "name": name,
+        "spec": {
+            "selector": {"meshService": {"matchLabels": {"kuma.io/display-name": "echo"}}},
+            "ports": [{"port": ECHO_PORT, "appProtocol": app_protocol}],
+        },
+    }
+
+
+@dataclass
+class ControlPlane:
+    name: str
+    address: str
+    api_port: int
+    xds_port: int
+    kds_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.api_port}"
+
+    @property
+    def xds_address(self) -> str:
+        return f"grpc://{self.address}:{self.xds_port}"
+
+    @property
+    def kds_address(self) -> str:
+        return f"grpc://{self.address}:{self.kds_port}"
+
+
+@dataclass
+class Proxy:
+    """A `zonemesh dp run` and, for sidecars, the `zonemesh echo` behind its first inbound."""
+
+    name: str
+    zone: str
+    address: str
+    admin_port: int
+    resource: dict[str, Any]
+    app_port: int | None = None  # the app behind the inbound (None: a zone ingress)
+    inbound_port: int | None = None
+    outbounds: dict[str, int] = field(default_factory=dict)  # MMZS name -> listener port
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def sidecar(self) -> str:
+        """The process name of the data plane."""
+        return f"{self.name}-dp"
+
+    @property
+    def app(self) -> str:
+        """The process name of the app."""
+        return f"{self.name}-app"
+
+    @property
+    def endpoint(self) -> str:
+        """`address:inbound_port`: how other sidecars' EDS lists this instance."""
+        return f"{self.address}:{self.inbound_port}"
+
+
+@dataclass(frozen=True)
+class Host:
+    """One endpoint of a client's cluster, from Envoy's admin `/clusters`."""
+
+    address: str
+    priority: int
+    zone: str
+    healthy: bool
+    requests: int
+
+
+class SlotClaim:
+    """A run's claim on 127.<slot>.N.x: an flock on a file in the temp directory, which the
+    kernel drops if this process dies."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.slot = -1
+        self._fd: int | None = None
+        for slot in range(MAX_SLOTS):
+            path = Path(tempfile.gettempdir()) / f"zonemesh-demo-slot-{slot}.lock"
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            wanted = [a.format(slot=slot) for a in addresses]
+            if all(port_is_free(a, ECHO_PORT) for a in wanted):
+                self.slot, self._fd = slot, fd
+                return
+            os.close(fd)  # someone else (not a demo) holds one of them
+        raise ProcessError(f"no free address slot: port {ECHO_PORT} is taken on every one")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class TwoZoneMesh:
+    """The demo topology; see the module docstring. Synchronous; use `with` or `stop()`.
+
+    Drive it from one long-lived thread (children die with the thread that started them):
+
+        with TwoZoneMesh() as mesh:           # or mesh = TwoZoneMesh(); mesh.start() ... stop()
+            mesh.ask("zone1")                 # [Answer(ok, zone="zone1", instance=...)]
+            with Load(mesh.client_url("zone1")) as load:
+                t = time.monotonic()
+                mesh.stop_zone_instances("zone1")
+                ...load.settled_at(t, "zone2")  # when answers moved to zone2
+            mesh.start_zone_instances("zone1")
+    """
+
+    def __init__(self, run_dir: Path | None = None, *, log_level: str = "info") -> None:
+        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_level = log_level
+        self.group = ProcessGroup(self.run_dir)
+        self.slot: SlotClaim | None = None
+        self.cps: dict[str, ControlPlane] = {}
+        self.ingresses: dict[str, Proxy] = {}
+        self.instances: dict[str, list[Proxy]] = {}
+        self.clients: dict[str, Proxy] = {}
+        self._taken: set[tuple[str, int]] = set()
+
+    # --- addresses -------------------------------------------------------------------------
+
+    def address(self, zone: str, host: int) -> str:
+        assert self.slot is not None
+        return f"127.{self.slot.slot}.{ZONES.index(zone) + 1}.{host}"
+
+    def _port(self, address: str = "127.0.0.1") -> int:
+        return free_port(address, self._taken)
+
+    def _common_port(self, addresses: list[str]) -> int:
+        """One port free on every address: instances of a service share their inbound port,
+        as the generated MeshService's `targetPort` is a single number."""
+        for _ in range(100):
+            port = free_port(addresses[0])
+            pairs = {(a, port) for a in addresses}
+            if not pairs & self._taken and all(port_is_free(a, port) for a in addresses):
+                self._taken |= pairs
+                return port
+        raise ProcessError(f"no port free on all of {addresses}")
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> TwoZoneMesh:
+        self.group.__enter__()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Everything, in dependency order; returns once every client answers from its own
+        zone on both MMZS ports and knows the other zone's ingress as its failover."""
+        self.slot = SlotClaim(
+            [
+                f"127.{{slot}}.{ZONES.index(z) + 1}.{11 + i}"
+                for z in ZONES
+                for i in range(INSTANCES[z])
+            ]
+        )
+        self._plan()
+        self._write_files()
+        self._start_control_planes()
+        for zone in ZONES:
+            self._start_proxy(self.ingresses[zone], "ingress")
+        for zone in ZONES:
+            for instance in self.instances[zone]:
+                self._start_app(instance)
+        for zone in ZONES:
+            for instance in self.instances[zone]:
+                self._start_proxy(instance, "dataplane")
+        for zone in ZONES:
+            self._start_app(self.clients[zone])
+            self._start_proxy(self.clients[zone], "dataplane")
+        self.wait_ready()
+
+    def stop(self) -> None:
+        """Stop every process (SIGTERM, SIGKILL after a timeout) and release the slot."""
+        try:
+            self.group.__exit__(None, None, None)
+        finally:
+            if self.slot is not None:
+                self.slot.release()
+
+    def _plan(self) -> None:
+        glob = "127.0.0.1"
+        self.cps["global"] = ControlPlane(
+            "global", glob, self._port(glob), self._port(glob), self._port(glob)
+        )
+        echo_inbound = self._common_port(
+            [self.address(z, 11 + i) for z in ZONES for i in range(INSTANCES[z])]
+        )
+        for zone in ZONES:
+            cp = self.address(zone, 1)
+            self.cps[zone] = ControlPlane(zone, cp, self._port(cp), self._port(cp), self._port(cp))
+            self.ingresses[zone] = self._ingress(zone)
+            self.instances[zone] = [
+                self._instance(zone, i, echo_inbound) for i in range(INSTANCES[zone])
+            ]
+            self.clients[zone] = self._client(zone)
+
+    def _ingress(self, zone: str) -> Proxy:
+        address = self.address(zone, 100)
+        port = self._port(address)
+        resource = {
+            "type": "ZoneIngress",
+            "name": f"ingress-{zone}",
+            "networking": {
+                "address": address,
+                "port": port,
+                "advertisedAddress": address,
+                "advertisedPort": port,
+            },
+        }
+        return Proxy(f"ingress-{zone}", zone, address, self._port(), resource)
+
+    def _instance(self, zone: str, index: int, inbound: int) -> Proxy:
+        address = self.address(zone, 11 + index)
+        name = f"echo-{zone}-{index + 1}"
+        resource = {
+            "type": "Dataplane",
+            "mesh": MESH,
+            "name": name,
+            "networking": {
+                "address": address,
+                "inbound": [
+                    {
+                        "port": inbound,
+                        "servicePort": ECHO_PORT,
+                        "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"},
+                    }
+                ],
+            },
+        }
+        return Proxy(name, zone, address, self._port(), resource, ECHO_PORT, inbound)
+
+    def _client(self, zone: str) -> Proxy:
+        address = self.address(zone, 50)
+        name = f"client-{zone}"
+        app, inbound = self._port(address), self._port(address)
+        outbounds = {HTTP_MMZS: self._port(address), TCP_MMZS: self._port(address)}
+        resource = {
+            "type": "Dataplane",
+            "mesh": MESH,
+            "name": name,
+            "networking": {
+                "address": address,
+                "inbound": [
+                    {
+                        "port": inbound,
+                        "servicePort": app,
+                        "tags": {"kuma.io/service": name, "kuma.io/protocol": "http"},
+                    }
+                ],
+                "outbound": [
+                    {
+                        "address": address,
+                        "port": port,
+                        "backendRef": {
+                            "kind": "MeshMultiZoneService",
+                            "name": service,
+                            "port": ECHO_PORT,
+                        },
+                    }
+                    for service, port in outbounds.items()
+                ],
+            },
+        }
+        return Proxy(name, zone, address, self._port(), resource, app, inbound, outbounds)
+
+    def _write_files(self) -> None:
+        for proxy in self.proxies():
+            (self.run_dir / f"{proxy.name}.yaml").write_text(
+                yaml.safe_dump(proxy.resource, sort_keys=False)
+            )
+        (self.run_dir / "mmzs.yaml").write_text(
+            yaml.safe_dump_all([mmzs(HTTP_MMZS, "http"), mmzs(TCP_MMZS, "tcp")], sort_keys=False)
+        )
+        (self.run_dir / "topology.json").write_text(json.dumps(self.describe(), indent=2))
+
+    def proxies(self) -> list[Proxy]:
+        out = [self.ingresses[z] for z in ZONES]
+        out += [i for z in ZONES for i in self.instances[z]]
+        return out + [self.clients[z] for z in ZONES]
+
+    def describe(self) -> dict[str, Any]:
+        """Where everything listens (also written to `<run_dir>/topology.json`)."""
+        return {
+            "runDir": str(self.run_dir),
+            "controlPlanes": {
+                n: {"api": cp.url, "xds": cp.xds_address, "kds": cp.kds_address}
+                for n, cp in self.cps.items()
+            },
+            "proxies": {
+                p.name: {
+                    "zone": p.zone,
+                    "address": p.address,
+                    "admin": p.admin_url,
+                    "app": f"{p.address}:{p.app_port}" if p.app_port else None,
+                    "inbound": p.inbound_port,
+                    "outbounds": p.outbounds,
+                }
+                for p in self.proxies()
+            },
+        }
+
+    # --- starting pieces -------------------------------------------------------------------
+
+    def _start_control_planes(self) -> None:
+        glob = self.cps["global"]
+        self.group.spawn("cp-global", self._cp_args(glob, "--mode", "global"))
+        self.group.wait_http("cp-global", f"{glob.url}/ready", timeout=START_TIMEOUT_S)
+        for name, doc in ((HTTP_MMZS, mmzs(HTTP_MMZS, "http")), (TCP_MMZS, mmzs(TCP_MMZS, "tcp"))):
+            path = f"/meshes/{MESH}/meshmultizoneservices/{name}"
+            response = httpx.put(f"{glob.url}{path}", json=doc, timeout=10)
+            if response.status_code not in (200, 201):
+                raise ProcessError(f"PUT {path} on global: {response.status_code} {response.text}")
+        for zone in ZONES:
+            cp = self.cps[zone]
+            args = ("--mode", "zone", "--zone", zone, "--global-address", glob.kds_address)
+            self.group.spawn(f"cp-{zone}", self._cp_args(cp, *args))
+        for zone in ZONES:
+            cp = self.cps[zone]
+            self.group.wait_http(f"cp-{zone}", f"{cp.url}/ready", timeout=START_TIMEOUT_S)
+            # A Dataplane needs its mesh, and a client's outbounds their MMZS: both sync down.
+            for path in (
+                f"/meshes/{MESH}",
+                f"/meshes/{MESH}/meshmultizoneservices/{HTTP_MMZS}",
+                f"/meshes/{MESH}/meshmultizoneservices/{TCP_MMZS}",
+            ):
+                self.group.wait_http(f"cp-{zone}", f"{cp.url}{path}", timeout=START_TIMEOUT_S)
+
+    def _cp_args(self, cp: ControlPlane, *extra: str) -> list[str]:
+        return [
+            *("cp", "run", *extra, "--address", cp.address),
+            *("--api-port", str(cp.api_port), "--xds-port", str(cp.xds_port)),
+            *("--kds-port", str(cp.kds_port), "--store", "memory"),
+            *("--log-level", self.log_level),
+        ]
+
+    def _dp_args(self, proxy: Proxy, proxy_type: str) -> list[str]:
+        return [
+            *("dp", "run", "--cp-address", self.cps[proxy.zone].xds_address),
+            *("--dataplane-file", str(self.run_dir / f"{proxy.name}.yaml")),
+            *("--proxy-type", proxy_type, "--admin-port", str(proxy.admin_port)),
+            *("--log-level", self.log_level),
+        ]
+
+    def _start_proxy(self, proxy: Proxy, proxy_type: str, wait: bool = True) -> None:
+        if proxy.sidecar not in self.group.procs:
+            self.group.add(proxy.sidecar, self._dp_args(proxy, proxy_type))
+        self.group.start(proxy.sidecar)
+        if wait:
+            self.group.wait_http(proxy.sidecar, f"{proxy.admin_url}/ready", timeout=START_TIMEOUT_S)
+
+    def _start_app(self, proxy: Proxy, wait: bool = True) -> None:
+        assert proxy.app_port is not None
+        if proxy.app not in self.group.procs:
+            args = ["echo", "--address", proxy.address, "--port", str(proxy.app_port)]
+            args += ["--zone", proxy.zone, "--instance", proxy.name]
+            self.group.add(proxy.app, args)
+        self.group.start(proxy.app)
+        if wait:
+            self.group.wait_http(
+                proxy.app, f"http://{proxy.address}:{proxy.app_port}/", timeout=START_TIMEOUT_S
+            )
+
+    # --- what the demo and the tests change ------------------------------------------------
+
+    def instance(self, zone: str, index: int) -> Proxy:
+        return self.instances[zone][index]
+
+    def stop_zone_instances(self, zone: str) -> None:
+        """Every echo instance of `zone`, apps and sidecars at once (a zone outage)."""
+        names_ = [n for i in self.instances[zone] for n in (i.app, i.sidecar)]
+        self.group.stop(*[n for n in names_ if self.group[n].running])
+
+    def start_zone_instances(self, zone: str) -> None:
+        """Start every stopped app and sidecar of `zone`'s echo instances; wait until ready."""
+        instances = self.instances[zone]
+        for instance in instances:
+            if not self.group[instance.app].running:
+                self._start_app(instance, wait=False)
+        for instance in instances:
+            if not self.group[instance.sidecar].running:
+                self._start_proxy(instance, "dataplane", wait=False)
+        for instance in instances:
+            self.group.wait_http(
+                instance.app,
+                f"http://{instance.address}:{instance.app_port}/",
+                timeout=START_TIMEOUT_S,
+            )
+            self.group.wait_http(
+                instance.sidecar, f"{instance.admin_url}/ready", timeout=START_TIMEOUT_S
+            )
+
+    def stop_app(self, zone: str, index: int) -> None:
+        """Only the app; its sidecar stays up and reports it not ready."""
+        self.group.stop(self.instance(zone, index).app)
+
+    def start_app(self, zone: str, index: int) -> None:
+        self._start_app(self.instance(zone, index))
+
+    def client_url(self, zone: str, tcp: bool = False) -> str:
+        client = self.clients[zone]
+        return f"http://{client.address}:{client.outbounds[TCP_MMZS if tcp else HTTP_MMZS]}/"
+
+    # --- observing -------------------------------------------------------------------------
+
+    def ask(self, zone: str, tcp: bool = False, count: int = 1) -> list[Answer]:
+        """`count` requests from `zone`'s client, one connection each."""
+        return ask_many(self.client_url(zone, tcp), count)
+
+    @staticmethod
+    def cluster_name(tcp: bool = False) -> str:
+        return names.mmzs_cluster(MESH, TCP_MMZS if tcp else HTTP_MMZS, ECHO_PORT)
+
+    def hosts(self, zone: str, tcp: bool = False) -> list[Host]:
+        """The endpoints `zone`'s client sidecar has for an MMZS port (empty if unreachable)."""
+        try:
+            response = httpx.get(
+                f"{self.clients[zone].admin_url}/clusters", params={"format": "json"}, timeout=2
+            )
+            statuses = response.json().get("cluster_statuses", [])
+        except (httpx.HTTPError, ValueError):
+            return []
+        wanted = self.cluster_name(tcp)
+        out = []
+        for cluster in statuses:
+            if cluster.get("name") != wanted:
+                continue
+            for host in cluster.get("host_statuses", []):
+                sock = host.get("address", {}).get("socket_address", {})
+                stats = {s.get("name"): int(s.get("value", 0)) for s in host.get("stats", [])}
+                health = host.get("health_status", {})
+                flags = [k for k, v in health.items() if k != "eds_health_status" and v is True]
+                out.append(
+                    Host(
+                        address=f"{sock.get('address')}:{sock.get('port_value')}",
+                        priority=int(host.get("priority", 0)),
+                        zone=host.get("locality", {}).get("zone", ""),
+                        healthy=health.get("eds_health_status", "HEALTHY") == "HEALTHY"
+                        and not flags,
+                        requests=stats.get("rq_total", 0),
+                    )
+                )
+        return out
+
+    def stats(self, proxy: Proxy, pattern: str) -> dict[str, int]:
+        """Counters and gauges of `proxy`'s Envoy whose name matches the regex `pattern`."""
+        response = httpx.get(f"{proxy.admin_url}/stats", params={"filter": pattern}, timeout=2)
+        out = {}
+        for line in response.text.splitlines():
+            key, sep, value = line.partition(": ")
+            if sep:
+                with contextlib.suppress(ValueError):
+                    out[key] = int(value)
+        return out
+
+    def cluster_stat(self, zone: str, stat: str, tcp: bool = False) -> int:
+        """One counter of the client's MMZS cluster, e.g. `ssl.handshake`."""
+        name = f"cluster.{self.cluster_name(tcp)}.{stat}"
+        return self.stats(self.clients[zone], f"^{name.replace('.', '[.]')}$").get(name, 0)
+
+    def wait_answers_from(
+        self, zone: str, expected: str, *, tcp: bool = False, streak: int = 10, timeout: float = 30
+    ) -> None:
+        """Until `streak` requests in a row from `zone`'s client are answered by `expected`."""
+        url = self.client_url(zone, tcp)
+        with new_client() as client:
+            run = 0
+
+            def settled() -> bool:
+                nonlocal run
+                answer = ask(client, url)
+                run = run + 1 if answer.ok and answer.zone == expected else 0
+                return run >= streak
+
+            self.group.wait_until(
+                f"{zone} client ({'tcp' if tcp else 'http'}) answered by {expected}",
+                settled,
+                timeout=timeout,
+                interval=0.02,
+                watch=self.group.running(),
+            )
+
+    def wait_hosts(
+        self,
+        zone: str,
+        what: str,
+        predicate: Callable[[list[Host]], bool],
+        *,
+        tcp: bool = False,
+        timeout: float = 30,
+    ) -> list[Host]:
+        """Until `predicate(hosts)` holds for `zone`'s client cluster; the hosts."""
+
+        def check() -> list[Host] | None:
+            hosts = self.hosts(zone, tcp)
+            return hosts if predicate(hosts) else None
+
+        return self.group.wait_until(
+            f"{zone} client: {what}",
+            check,
+            timeout=timeout,
+            watch=[self.clients[zone].sidecar, f"cp-{zone}"],
+        )
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Every client answers from its own zone on both ports, and has the other zone's
+        ingress at priority 1 (so failover does not wait for a configuration push)."""
+        for zone in ZONES:
+            other = next(z for z in ZONES if z != zone)
+            ingress = self.ingresses[other]
+            remote = f"{ingress.address}:{ingress.resource['networking']['advertisedPort']}"
+            local = {i.endpoint for i in self.instances[zone]}
+            for tcp in (False, True):
+                self.wait_hosts(
+                    zone,
+                    f"all local instances at priority 0 and {remote} at priority 1",
+                    lambda hosts, local=local, remote=remote: (
+                        {h.address for h in hosts if h.priority == 0} == local
+                        and remote in {h.address for h in hosts if h.priority == 1}
+                    ),
+                    tcp=tcp,
+                    timeout=timeout,
+                )
+                self.wait_answers_from(zone, zone, tcp=tcp, timeout=timeout)
