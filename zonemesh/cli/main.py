@@ -12,6 +12,7 @@ import click
 from zonemesh import __version__
 from zonemesh.cli.resources import apply_cmd, delete_cmd, get_cmd, inspect_cmd
 from zonemesh.config import ConfigError, load_config
+from zonemesh.demo.cli import demo_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -208,6 +209,7 @@ cli.add_command(apply_cmd)
 cli.add_command(get_cmd)
 cli.add_command(delete_cmd)
 cli.add_command(inspect_cmd)
+cli.add_command(demo_cmd)
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ import yaml
 
 from zonemesh.demo.processes import ProcessError, ProcessGroup, free_port, port_is_free
 from zonemesh.demo.traffic import Answer, ask, ask_many, new_client
-from zonemesh.translate import names
 
 MESH = "default"
 ECHO_PORT = 1027
@@ -218,8 +217,9 @@ class TwoZoneMesh:
         self.stop()
 
     def start(self) -> None:
-        """Everything, in dependency order; returns once every client answers from its own
-        zone on both MMZS ports and knows the other zone's ingress as its failover."""
+        """Everything; returns once every client answers from its own zone on both MMZS ports
+        and knows the other zone's ingress as its failover. The apps start while the CPs
+        start, then every proxy at once: most of a start is processes booting, which overlaps."""
         self.slot = SlotClaim(
             [
                 f"127.{{slot}}.{ZONES.index(z) + 1}.{11 + i}"
@@ -229,18 +229,7 @@ class TwoZoneMesh:
         )
         self._plan()
         self._write_files()
-        self._start_control_planes()
-        for zone in ZONES:
-            self._start_proxy(self.ingresses[zone], "ingress")
-        for zone in ZONES:
-            for instance in self.instances[zone]:
-                self._start_app(instance)
-        for zone in ZONES:
-            for instance in self.instances[zone]:
-                self._start_proxy(instance, "dataplane")
-        for zone in ZONES:
-            self._start_app(self.clients[zone])
-            self._start_proxy(self.clients[zone], "dataplane")
+        self._start_together()
         self.wait_ready()
 
     def stop(self) -> None:
@@ -399,6 +388,22 @@ class TwoZoneMesh:
             ):
                 self.group.wait_http(f"cp-{zone}", f"{cp.url}{path}", timeout=START_TIMEOUT_S)
 
+    def _start_together(self) -> None:
+        """The apps (which need nothing) while the CPs start, then every proxy at once."""
+        with_app = [i for z in ZONES for i in self.instances[z]] + [self.clients[z] for z in ZONES]
+        for proxy in with_app:
+            self._start_app(proxy, wait=False)
+        self._start_control_planes()
+        for zone in ZONES:
+            self._start_proxy(self.ingresses[zone], "ingress", wait=False)
+        for proxy in with_app:
+            self._start_proxy(proxy, "dataplane", wait=False)
+        for proxy in with_app:
+            url = f"http://{proxy.address}:{proxy.app_port}/"
+            self.group.wait_http(proxy.app, url, timeout=START_TIMEOUT_S)
+        for proxy in self.proxies():
+            self.group.wait_http(proxy.sidecar, f"{proxy.admin_url}/ready", timeout=START_TIMEOUT_S)
+
     def _cp_args(self, cp: ControlPlane, *extra: str) -> list[str]:
         return [
             *("cp", "run", *extra, "--address", cp.address),
@@ -482,6 +487,10 @@ class TwoZoneMesh:
 
     @staticmethod
     def cluster_name(tcp: bool = False) -> str:
+        # Imported here: `zonemesh.translate` is heavy, and every `zonemesh` process (echo
+        # apps included) imports this module through the CLI's `demo` command.
+        from zonemesh.translate import names
+
         return names.mmzs_cluster(MESH, TCP_MMZS if tcp else HTTP_MMZS, ECHO_PORT)
 
     def hosts(self, zone: str, tcp: bool = False) -> list[Host]:

@@ -1,0 +1,217 @@
+"""`zonemesh demo`: the two-zone mesh on loopback, a scenario on it, and a verdict.
+
+The command drives everything from the main thread (children die with the thread that
+started them) and routes every way out - the end of the scenario, Ctrl-C, SIGTERM, an error -
+through `TwoZoneMesh.stop()`, so no Envoy outlives it. Exit codes: 0 every phase passed,
+1 one did not, 130 Ctrl-C, 143 SIGTERM (with `--keep`, ending the kept mesh with Ctrl-C or
+SIGTERM exits with the scenario's code: that is how `--keep` is meant to end).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from zonemesh.demo.processes import ZONEMESH, ProcessError
+from zonemesh.demo.topology import HTTP_MMZS, ZONES, TwoZoneMesh, new_run_dir
+
+# rich and the scenario are imported where used: every `zonemesh` process imports this
+# module (the CLI registers the command), and most of them never run the demo.
+
+# Every child inherits it: whoever looks for leftovers of a run (the tests) can find them all,
+# Envoys included, in /proc/<pid>/environ.
+RUN_MARKER = "ZONEMESH_DEMO_RUN_DIR"
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
+EXIT_SIGHUP = 128 + signal.SIGHUP
+
+
+class Output:
+    """Plain lines (CI, pipes) or a rich console (a terminal)."""
+
+    def __init__(self, plain: bool) -> None:
+        from rich.console import Console
+
+        self.plain = plain
+        self.console: Console | None = None if plain else Console(highlight=False)
+
+    def line(self, text: str, style: str = "") -> None:
+        if self.console is None:
+            click.echo(text)
+        else:
+            self.console.print(text, style=style or None, markup=False, soft_wrap=True)
+
+    def try_line(self, text: str, style: str = "") -> None:
+        """`line`, for teardown: a closed terminal or pipe must not stop it."""
+        with contextlib.suppress(OSError, ValueError):
+            self.line(text, style)
+
+
+def _raise_exit(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM and SIGHUP (the terminal went away) end the demo like Ctrl-C does."""
+    raise SystemExit(128 + signum)
+
+
+def _zonemesh_word() -> str:
+    """`zonemesh` when that is the one on PATH, else the full path of ours."""
+    return "zonemesh" if shutil.which("zonemesh") == ZONEMESH else ZONEMESH
+
+
+def explore_lines(mesh: TwoZoneMesh) -> list[str]:
+    """The commands that show the running mesh from outside."""
+    zm = _zonemesh_word()
+    zone1, glob = mesh.cps["zone1"].url, mesh.cps["global"].url
+    lines = ["The mesh keeps running; explore it (Ctrl-C or SIGTERM stops everything):"]
+    for zone in ZONES:
+        lines.append(
+            f"  curl -s -H 'Accept: text/plain' {mesh.client_url(zone)}"
+            f"    # client-{zone} -> {HTTP_MMZS} MMZS, port 1027"
+        )
+    lines += [
+        f"  {zm} get meshmultizoneservices --cp {zone1}",
+        f"  {zm} get meshservices --cp {zone1}",
+        f"  {zm} inspect dataplanes --cp {zone1}",
+        f"  {zm} inspect zones --cp {glob}",
+        f"  {zm} inspect zoneingresses --cp {zone1}",
+        f"  curl -s '{mesh.clients['zone1'].admin_url}/clusters'    # client-zone1's Envoy admin",
+        f"  zone CPs: {', '.join(f'{z} {mesh.cps[z].url}' for z in ZONES)}; global {glob}",
+        f"  logs: {mesh.run_dir}/*.log   addresses: {mesh.run_dir}/topology.json",
+    ]
+    return lines
+
+
+def keep_running(mesh: TwoZoneMesh, out: Output) -> None:
+    """Until Ctrl-C or SIGTERM; says so once if a process exits on its own meanwhile."""
+    reported: set[str] = set()
+    try:
+        while True:
+            for name, proc in mesh.group.procs.items():
+                if proc.proc is not None and not proc.running and name not in reported:
+                    reported.add(name)
+                    out.line(
+                        f"{name} exited with code {proc.returncode} (log {proc.log_path})",
+                        "yellow",
+                    )
+            time.sleep(1.0)
+    except (KeyboardInterrupt, SystemExit):
+        out.try_line("stopping every process")
+
+
+def run_demo(mesh: TwoZoneMesh, out: Output, keep: bool) -> int:
+    """The scenario, its summary, `--keep`, and teardown on every path; the exit code."""
+    from rich.live import Live
+
+    from zonemesh.demo.live import LiveView, plain_printer, plain_summary, rich_summary
+    from zonemesh.demo.scenario import Scenario
+
+    scenario = Scenario(mesh, on_phase=plain_printer(click.echo) if out.plain else None)
+    out.line(f"zonemesh demo: run directory {mesh.run_dir}", "bold")
+    code = 1
+    interrupted = ""
+    mesh.group.__enter__()  # SIGTERM -> SystemExit(143) from here on, children stopped on exit
+    try:
+        if out.console is None:
+            scenario.run()
+        else:
+            with Live(LiveView(scenario), console=out.console, refresh_per_second=4):
+                scenario.run()
+        if out.console is None:
+            for line in plain_summary(scenario):
+                out.line(line)
+        else:
+            out.console.print(rich_summary(scenario))
+        code = 0 if scenario.passed else 1
+        if keep and scenario.phases["ready"].seconds is not None and mesh.group.running():
+            for line in explore_lines(mesh):
+                out.line(line)
+            keep_running(mesh, out)
+    except ProcessError as e:  # a process that died where the scenario could not tell
+        out.line(f"demo failed: {e}", "bold red")
+        code = 1
+    except KeyboardInterrupt:
+        code, interrupted = EXIT_SIGINT, "Ctrl-C"
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else EXIT_SIGTERM
+        interrupted = {EXIT_SIGHUP: "SIGHUP"}.get(code, "SIGTERM")
+    finally:
+        # Neither a second Ctrl-C nor a hang-up may cut the teardown short (the group
+        # ignores SIGTERM while it stops its children).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            if interrupted:
+                out.try_line(f"interrupted ({interrupted}): stopping every process", "yellow")
+            scenario.stop_loads()
+        finally:
+            started = [p for p in mesh.group.procs.values() if p.proc is not None]
+            mesh.stop()
+        left = mesh.group.pids()
+        if left:
+            out.try_line(f"processes left behind: {left}", "bold red")
+            code = code or 1
+        else:
+            out.try_line(f"stopped {len(started)} processes; none left behind")
+    return code
+
+
+@click.command("demo")
+@click.option(
+    "--ci",
+    is_flag=True,
+    help="Plain output, no live view (the default when stdout is not a terminal).",
+)
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Leave the mesh running after the scenario and print how to explore it.",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for every process's log (default: a fresh temporary directory).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning"]),
+    help="Log level of the processes (their logs go to the run directory).",
+)
+def demo_cmd(ci: bool, keep: bool, run_dir: Path | None, log_level: str) -> None:
+    """Run a two-zone mesh on loopback with real Envoy and show MMZS failover.
+
+    \b
+    Starts a global CP, two zone CPs, a zone ingress per zone, echo instances (two in
+    zone1, one in zone2) with sidecars and a client sidecar per zone, on free loopback
+    ports; applies the `echo` MeshMultiZoneService (port 1027); then shows local
+    preference, failover to zone2 when zone1's instances stop, and failback when they
+    return. Exits 0 only if every phase passed; no process outlives it.
+
+    \b
+    Example:
+      zonemesh demo            # live view on a terminal
+      zonemesh demo --ci       # plain summary
+      zonemesh demo --keep     # keep the mesh running afterwards, to explore it
+    """
+    previous = {sig: signal.signal(sig, _raise_exit) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        run_dir = run_dir if run_dir is not None else new_run_dir()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.environ[RUN_MARKER] = str(run_dir.resolve())
+        mesh = TwoZoneMesh(run_dir, log_level=log_level)
+        code = run_demo(mesh, Output(ci or not sys.stdout.isatty()), keep)
+    except KeyboardInterrupt:  # before the mesh existed: nothing to stop
+        code = EXIT_SIGINT
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else EXIT_SIGTERM
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    sys.exit(code)
