@@ -8,6 +8,7 @@ cache can share instances without copying.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -95,8 +96,9 @@ class Resource:
 
     WIRE_META: ClassVar[tuple[str, ...]] = ("type", "name", "mesh", "labels")
 
-    @property
+    @functools.cached_property
     def key(self) -> ResourceKey:
+        # Cached in the instance (fields never change: frozen); read on every hot path.
         return ResourceKey(self.type, self.mesh, self.name)
 
     def with_(self, **changes: Any) -> Resource:

@@ -6,7 +6,6 @@ state (`MeshState.memo`) and never mutate it afterwards.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 
@@ -24,6 +23,8 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
 from google.protobuf.message import Message
+
+from zonemesh.resources.types.common import is_ip_address
 
 HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
 H2_PROTOCOLS = frozenset({"http2", "grpc"})
@@ -44,11 +45,7 @@ def is_ip(value: str | None) -> bool:
     """EDS and STATIC endpoints take IP addresses only."""
     if not value:
         return False
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+    return is_ip_address(value)
 
 
 def stat_prefix(name: str) -> str:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from zonemesh.resources import labels
-from zonemesh.resources.base import Resource
+from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.types.dataplane import DataplaneSpec, Inbound
 from zonemesh.resources.types.mesh import MeshSpec
 from zonemesh.resources.types.meshservice import (
@@ -208,6 +208,77 @@ def spiffe_ids(ms: Resource) -> list[str]:
     return out or [names.spiffe_id(ms.mesh, display_name(ms))]
 
 
+@dataclass(frozen=True, slots=True)
+class _LocalInbound:
+    """A serving inbound of a local Dataplane (not NotReady/Ignored, healthy), pre-resolved."""
+
+    dataplane: ResourceKey
+    inbound: Inbound
+    address: str | None
+    is_ip: bool
+
+
+@dataclass
+class _MeshInbounds:
+    """One mesh's serving local inbounds, indexed the ways MeshService selectors ask."""
+
+    all: list[_LocalInbound] = field(default_factory=list)
+    by_service: dict[str, list[_LocalInbound]] = field(default_factory=dict)
+    by_dataplane: dict[str, list[_LocalInbound]] = field(default_factory=dict)
+
+
+# Per Dataplane object (stores hand out the same object until it changes): its serving
+# inbounds with their address resolved, so a new state does not redo it for every Dataplane.
+_ServingInbounds = tuple[tuple[Inbound, str | None, bool], ...]
+_serving_cache: dict[int, tuple[Resource, _ServingInbounds]] = {}
+
+
+def _serving_inbounds(dp: Resource) -> _ServingInbounds:
+    hit = _serving_cache.get(id(dp))
+    if hit is not None and hit[0] is dp:
+        return hit[1]
+    spec = dp.spec
+    assert isinstance(spec, DataplaneSpec)
+    net = spec.networking
+    found = []
+    for inbound in net.inbound:
+        if inbound.state in ("NotReady", "Ignored"):
+            continue
+        address = inbound.address or net.advertised_address or net.address
+        found.append((inbound, address, is_ip(address)))
+    serving = tuple(found)
+    _serving_cache[id(dp)] = (dp, serving)  # holding dp keeps its id from being reused
+    return serving
+
+
+def local_inbounds(state: MeshState) -> dict[str, _MeshInbounds]:
+    """Mesh -> its local serving inbounds; one O(Dataplanes) pass per state."""
+
+    def build() -> dict[str, _MeshInbounds]:
+        if len(_serving_cache) > 2 * len(state.dataplanes) + 64:
+            _serving_cache.clear()  # forget Dataplanes gone or replaced
+        out: dict[str, _MeshInbounds] = {}
+        for key, dp in state.dataplanes.items():  # any order: callers sort what they find
+            serving = _serving_inbounds(dp)
+            if not serving or not is_local(dp, state.zone):
+                continue
+            index = out.get(dp.mesh)
+            if index is None:
+                index = out[dp.mesh] = _MeshInbounds()
+            for inbound, address, address_is_ip in serving:
+                if not state.is_healthy(key, inbound.port):
+                    continue
+                entry = _LocalInbound(key, inbound, address, address_is_ip)
+                index.all.append(entry)
+                index.by_service.setdefault(inbound.tags.get(labels.SERVICE_TAG, ""), []).append(
+                    entry
+                )
+                index.by_dataplane.setdefault(dp.name, []).append(entry)
+        return out
+
+    return state.memo(("endpoints.local_inbounds",), build)
+
+
 def local_instances(state: MeshState, ms: Resource, port: MeshServicePort) -> tuple[HostPort, ...]:
     """Healthy `address:inbound.port` of the local Dataplanes the MeshService selects."""
 
@@ -215,31 +286,33 @@ def local_instances(state: MeshState, ms: Resource, port: MeshServicePort) -> tu
         spec = ms.spec
         assert isinstance(spec, MeshServiceSpec)
         selector = spec.selector
+        index = local_inbounds(state).get(ms.mesh)
+        if index is None:
+            return ()
+        tags = selector.dataplane_tags or {}
+        candidates: list[_LocalInbound]
+        if selector.dataplane_ref is not None:
+            candidates = index.by_dataplane.get(selector.dataplane_ref.name, [])
+        elif not tags:
+            return ()
+        elif labels.SERVICE_TAG in tags:
+            candidates = index.by_service.get(tags[labels.SERVICE_TAG], [])
+        else:
+            candidates = index.all
         found: set[HostPort] = set()
-        for dp in state.dataplanes_in(ms.mesh):
-            if not is_local(dp, state.zone):
+        for entry in candidates:
+            inbound = entry.inbound
+            if not all(inbound.tags.get(k) == v for k, v in tags.items()):
                 continue
-            if selector.dataplane_ref is not None:
-                if dp.name != selector.dataplane_ref.name:
-                    continue
-            elif not selector.dataplane_tags:
+            if not _port_matches(port, inbound):
                 continue
-            dp_spec = dp.spec
-            assert isinstance(dp_spec, DataplaneSpec)
-            net = dp_spec.networking
-            for inbound in net.inbound:
-                tags = selector.dataplane_tags or {}
-                if not all(inbound.tags.get(k) == v for k, v in tags.items()):
-                    continue
-                if not _port_matches(port, inbound) or inbound.state in ("NotReady", "Ignored"):
-                    continue
-                if not state.is_healthy(dp.key, inbound.port):
-                    continue
-                address = inbound.address or net.advertised_address or net.address
-                if is_ip(address):
-                    found.add((address, inbound.port))
-                else:
-                    log.warning("Dataplane %s: %r is not an IP address; skipped", dp.key, address)
+            if entry.is_ip:
+                assert entry.address is not None
+                found.add((entry.address, inbound.port))
+            else:
+                log.warning(
+                    "Dataplane %s: %r is not an IP address; skipped", entry.dataplane, entry.address
+                )
         return tuple(sorted(found))
 
     return state.memo(("endpoints.local_instances", ms.key, port.port), build)

@@ -83,36 +83,83 @@ def name_of(message: Message) -> str:
 
 
 class ProxyResources:
-    """Resources for one proxy by type URL and name. Messages may be shared: never mutate."""
+    """Resources for one proxy by type URL and name. Messages may be shared: never mutate.
+
+    Besides its own resources it may hold shared *parts* (`include`): read-only
+    `ProxyResources` that many proxies contain (e.g. the outbounds every sidecar of a mesh
+    lists), referenced rather than copied, so that the xDS cache can intern a part once."""
 
     def __init__(self) -> None:
         self._by_type: dict[str, dict[str, Message]] = {}
+        self._parts: list[ProxyResources] = []
+
+    def _taken(self, type_url: str, name: str) -> bool:
+        if name in self._by_type.get(type_url, ()):
+            return True
+        return any(name in part._by_type.get(type_url, ()) for part in self._parts)
 
     def add(self, message: Message, name: str | None = None) -> None:
         type_url = type_url_of(message)
         name = name if name is not None else name_of(message)
         if not name:
             raise GenerationError(f"{type_url}: resource without a name")
-        by_name = self._by_type.setdefault(type_url, {})
-        if name in by_name:
+        if self._taken(type_url, name):
             raise GenerationError(f"{type_url}: duplicate resource name {name!r}")
-        by_name[name] = message
+        self._by_type.setdefault(type_url, {})[name] = message
+
+    def _check_disjoint(self, type_url: str, names: Mapping[str, Message]) -> None:
+        for mine in (self._by_type.get(type_url), *(p._by_type.get(type_url) for p in self._parts)):
+            if mine and not mine.keys().isdisjoint(names.keys()):
+                name = next(n for n in names if n in mine)
+                raise GenerationError(f"{type_url}: duplicate resource name {name!r}")
+
+    def include(self, part: ProxyResources) -> None:
+        """Add `part`'s resources by reference; `part` must not change afterwards."""
+        if part._by_type:
+            for type_url, by_name in part._by_type.items():
+                self._check_disjoint(type_url, by_name)
+            self._parts.append(part)
+        for nested in part._parts:
+            self.include(nested)
 
     def merge(self, other: ProxyResources) -> None:
         for type_url, by_name in other._by_type.items():
-            for name, message in by_name.items():
-                if name in self._by_type.get(type_url, {}):
-                    raise GenerationError(f"{type_url}: duplicate resource name {name!r}")
-                self._by_type.setdefault(type_url, {})[name] = message
+            self._check_disjoint(type_url, by_name)
+            mine = self._by_type.get(type_url)
+            if mine is None:
+                self._by_type[type_url] = dict(by_name)
+            else:
+                mine.update(by_name)
+        for part in other._parts:
+            self.include(part)
 
     def of_type(self, type_url: str) -> Mapping[str, Message]:
-        return self._by_type.get(type_url, {})
+        own = self._by_type.get(type_url, {})
+        shared = [p._by_type[type_url] for p in self._parts if type_url in p._by_type]
+        if not shared:
+            return own
+        merged = dict(own)
+        for by_name in shared:
+            merged.update(by_name)
+        return merged
 
     def types(self) -> Iterator[str]:
-        return iter(self._by_type)
+        seen = dict.fromkeys(self._by_type)
+        for part in self._parts:
+            seen.update(dict.fromkeys(part._by_type))
+        return iter(seen)
+
+    def own(self) -> Mapping[str, Mapping[str, Message]]:
+        """This proxy's own resources by type (not those of its parts)."""
+        return self._by_type
+
+    def parts(self) -> list[ProxyResources]:
+        """The shared parts (each without parts of its own)."""
+        return self._parts
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._by_type.values())
+        own = sum(len(v) for v in self._by_type.values())
+        return own + sum(len(p) for p in self._parts)
 
 
 class Generator(Protocol):

@@ -9,6 +9,7 @@ goes to a plaintext chain for callers inside the zone.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -31,7 +32,7 @@ from zonemesh.translate.builders import (
 )
 from zonemesh.translate.endpoints import mtls_enabled
 from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
-from zonemesh.translate.state import MeshState
+from zonemesh.translate.state import MeshState, content_memo
 from zonemesh.translate.tls import downstream_tls
 
 log = logging.getLogger("zonemesh.translate")
@@ -120,9 +121,35 @@ class InboundGenerator:
                 log.warning("%s: inbound %s:%d collides; skipped", proxy.key, *where)
                 continue
             bound.append(where)
-            cluster = app_cluster(inbound, inbound.service_address or net.address)
+            service_address = inbound.service_address or net.address
+            # Reused across states while their inputs are equal: not re-encoded on every pass.
+            cluster = content_memo(
+                (
+                    "inbound.app_cluster",
+                    service_address,
+                    inbound.effective_service_port,
+                    inbound.protocol,
+                ),
+                functools.partial(app_cluster, inbound, service_address),
+            )
             if cluster.name not in clusters:
                 out.add(cluster)
                 clusters.add(cluster.name)
-            out.add(inbound_listener(proxy.mesh, address, inbound, cluster.name, mtls=mtls))
+            out.add(
+                content_memo(
+                    (
+                        "inbound.listener",
+                        proxy.mesh,
+                        address,
+                        inbound.port,
+                        inbound.protocol,
+                        inbound.service,
+                        cluster.name,
+                        mtls,
+                    ),
+                    functools.partial(
+                        inbound_listener, proxy.mesh, address, inbound, cluster.name, mtls=mtls
+                    ),
+                )
+            )
         return out

@@ -11,6 +11,7 @@ does not route) is logged and skipped: the rest of the proxy's configuration sta
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -35,6 +36,7 @@ from zonemesh.translate.builders import (
     tcp_proxy_filter,
 )
 from zonemesh.translate.endpoints import (
+    HostPort,
     Plan,
     display_name,
     egress_for,
@@ -45,13 +47,13 @@ from zonemesh.translate.endpoints import (
     service_zone,
 )
 from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
-from zonemesh.translate.inbound import binds_collide
+from zonemesh.translate.inbound import WILDCARDS
 from zonemesh.translate.resilience import (
     TCP_CONNECT_ATTEMPTS,
     apply_cluster_defaults,
     retry_policy,
 )
-from zonemesh.translate.state import MeshState
+from zonemesh.translate.state import MeshState, content_memo
 from zonemesh.translate.tls import CROSS_ZONE_KEY, CROSS_ZONE_MATCH, upstream_tls
 
 log = logging.getLogger("zonemesh.translate")
@@ -95,6 +97,28 @@ def service_cluster(state: MeshState, name: str, plan: Plan) -> cluster_pb2.Clus
     return cluster
 
 
+def shared_service_cluster(state: MeshState, name: str, plan: Plan) -> cluster_pb2.Cluster:
+    """`service_cluster`, reused across states while its inputs are the same."""
+    key = ("outbound.cluster", name, plan, mtls_enabled(state, plan.mesh))
+    return content_memo(key, lambda: service_cluster(state, name, plan))
+
+
+def shared_load_assignment(
+    state: MeshState,
+    name: str,
+    plan: Plan,
+    *,
+    remote_priority: int = 1,
+    egress: HostPort | None = None,
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """`load_assignment`, reused across states while its inputs are the same."""
+    key = ("outbound.cla", name, plan, state.zone, remote_priority, egress)
+    return content_memo(
+        key,
+        lambda: load_assignment(state, name, plan, remote_priority=remote_priority, egress=egress),
+    )
+
+
 def mmzs_backend(state: MeshState, mmzs: Resource, port_number: int) -> Backend | None:
     spec = mmzs.spec
     assert isinstance(spec, MeshMultiZoneServiceSpec)
@@ -105,8 +129,9 @@ def mmzs_backend(state: MeshState, mmzs: Resource, port_number: int) -> Backend 
     def build() -> Backend:
         name = names.mmzs_cluster(mmzs.mesh, mmzs.name, port.port)
         plan = mmzs_plan(state, mmzs, port)
-        cla = load_assignment(state, name, plan, egress=egress_for(state, mmzs.mesh))
-        return Backend(service_cluster(state, name, plan), cla, port.app_protocol, mmzs.name)
+        cla = shared_load_assignment(state, name, plan, egress=egress_for(state, mmzs.mesh))
+        cluster = shared_service_cluster(state, name, plan)
+        return Backend(cluster, cla, port.app_protocol, mmzs.name)
 
     return state.memo(("outbound.mmzs", mmzs.key, port.port), build)
 
@@ -123,11 +148,12 @@ def mesh_service_backend(state: MeshState, ms: Resource, port_number: int) -> Ba
         name = names.mesh_service_cluster(ms.mesh, display_name(ms), zone, port.port)
         plan = mesh_service_plan(state, ms, port)
         if is_local(ms, state.zone):
-            cla = load_assignment(state, name, plan)
+            cla = shared_load_assignment(state, name, plan)
         else:  # another zone's service: its ingresses (or our egress) are all there is
             egress = egress_for(state, ms.mesh)
-            cla = load_assignment(state, name, plan, remote_priority=0, egress=egress)
-        return Backend(service_cluster(state, name, plan), cla, port.app_protocol, ms.name)
+            cla = shared_load_assignment(state, name, plan, remote_priority=0, egress=egress)
+        cluster = shared_service_cluster(state, name, plan)
+        return Backend(cluster, cla, port.app_protocol, ms.name)
 
     return state.memo(("outbound.msvc", ms.key, port.port), build)
 
@@ -135,7 +161,16 @@ def mesh_service_backend(state: MeshState, ms: Resource, port_number: int) -> Ba
 def find_mesh_service(
     state: MeshState, mesh: str, name: str, selector: dict[str, str] | None
 ) -> Resource | None:
-    """By resource name, else by display name (this zone's first); `labels` narrow the choice."""
+    """By resource name, else by display name (this zone's first); `labels` narrow the choice.
+
+    Memoized per state: every proxy's outbounds ask the same questions."""
+    key = ("outbound.find_ms", mesh, name, tuple(sorted(selector.items())) if selector else ())
+    return state.memo(key, lambda: _find_mesh_service(state, mesh, name, selector))
+
+
+def _find_mesh_service(
+    state: MeshState, mesh: str, name: str, selector: dict[str, str] | None
+) -> Resource | None:
     candidates = state.mesh_services_in(mesh)
     if selector:
         candidates = [
@@ -186,6 +221,21 @@ def resolve(state: MeshState, mesh: str, outbound: Outbound) -> Backend | str:
     return f"backendRef kind {ref.kind} is not routed by zonemesh"
 
 
+def shared_outbound_listener(
+    state: MeshState, outbound: Outbound, backend: Backend
+) -> listener_pb2.Listener:
+    """`outbound_listener`, built once for every proxy with the same outbound (across states)."""
+    key = (
+        "outbound.listener",
+        outbound.address,
+        outbound.port,
+        backend.cluster.name,
+        backend.app_protocol,
+        backend.display,
+    )
+    return content_memo(key, lambda: outbound_listener(outbound, backend))
+
+
 def outbound_listener(outbound: Outbound, backend: Backend) -> listener_pb2.Listener:
     name = names.outbound_listener(outbound.address, outbound.port)
     cluster = backend.cluster.name
@@ -202,8 +252,103 @@ def outbound_listener(outbound: Outbound, backend: Backend) -> listener_pb2.List
     )
 
 
+class _Binds:
+    """Addresses bound per port; `collides` is `binds_collide` against all of them, in O(1)."""
+
+    def __init__(self, binds: Iterable[tuple[str, int]] = ()) -> None:
+        self._by_port: dict[int, set[str]] = {}
+        for where in binds:
+            self.add(where)
+
+    def add(self, where: tuple[str, int]) -> None:
+        self._by_port.setdefault(where[1], set()).add(where[0])
+
+    def collides(self, where: tuple[str, int]) -> bool:
+        addresses = self._by_port.get(where[1])
+        if not addresses:
+            return False
+        return where[0] in addresses or where[0] in WILDCARDS or not addresses.isdisjoint(WILDCARDS)
+
+
+OutboundSignature = tuple[tuple[object, ...], ...]
+
+
+def _signature(outbounds: list[Outbound]) -> OutboundSignature:
+    """Everything `resolve` and `outbound_listener` read from a proxy's outbounds, hashable."""
+    out = []
+    for o in outbounds:
+        ref = o.backend_ref
+        out.append(
+            (
+                o.address,
+                o.port,
+                tuple(sorted(o.tags.items())) if o.tags else None,
+                None
+                if ref is None
+                else (
+                    ref.kind,
+                    ref.name,
+                    ref.port,
+                    tuple(sorted(ref.labels.items())) if ref.labels is not None else None,
+                ),
+            )
+        )
+    return tuple(out)
+
+
+class _Signature:
+    """`_signature` with its hash computed once (it is a memo key on every pass)."""
+
+    __slots__ = ("_hash", "items")
+
+    def __init__(self, items: OutboundSignature) -> None:
+        self.items = items
+        self._hash = hash(items)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, _Signature):
+            return NotImplemented
+        return self._hash == other._hash and self.items == other.items
+
+
+# Per Dataplane object (the store hands out the same one until it changes): its outbounds'
+# signature and ports, computed once rather than on every pass.
+_signatures: dict[int, tuple[Resource, _Signature, frozenset[int]]] = {}
+
+
+def _signature_of(state: MeshState, dp: Resource) -> tuple[_Signature, frozenset[int]]:
+    hit = _signatures.get(id(dp))
+    if hit is not None and hit[0] is dp:
+        return hit[1], hit[2]
+    if len(_signatures) > 2 * len(state.dataplanes) + 64:
+        _signatures.clear()  # forget Dataplanes gone or replaced
+    spec = dp.spec
+    assert isinstance(spec, DataplaneSpec)
+    outbounds = spec.networking.outbound
+    signature = _Signature(_signature(outbounds))
+    ports = frozenset(o.port for o in outbounds)
+    _signatures[id(dp)] = (dp, signature, ports)  # holding dp keeps its id from being reused
+    return signature, ports
+
+
+@dataclass(frozen=True)
+class _Outbounds:
+    """One list of outbounds, generated: shared by every proxy that has the same list."""
+
+    resources: ProxyResources
+    warnings: tuple[tuple[str, tuple[object, ...]], ...]  # (format, args) after the proxy key
+
+
 class OutboundGenerator:
-    """Outbound listeners of a Dataplane and the clusters (with endpoints) they route to."""
+    """Outbound listeners of a Dataplane and the clusters (with endpoints) they route to.
+
+    Proxies with the same outbounds (and no inbound on their ports) get the same result, so
+    it is computed once per state and the per-proxy work is copying references."""
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
@@ -212,30 +357,51 @@ class OutboundGenerator:
         spec = proxy.resource.spec
         assert isinstance(spec, DataplaneSpec)
         net = spec.networking
-        bound = [
-            (inbound.address or net.address, inbound.port)
-            for inbound in net.inbound
-            if inbound.state != "Ignored"
-        ]
-        clusters: set[str] = set()
-        for i, outbound in enumerate(net.outbound):
-            where = (outbound.address, outbound.port)
-            if any(binds_collide(where, other) for other in bound):
-                log.warning(
-                    "%s: outbound[%d] %s:%d collides with another listener; skipped",
-                    proxy.key,
-                    i,
-                    *where,
-                )
-                continue
-            backend = resolve(state, proxy.mesh, outbound)
-            if isinstance(backend, str):
-                log.warning("%s: outbound[%d] skipped: %s", proxy.key, i, backend)
-                continue
-            bound.append(where)
-            out.add(outbound_listener(outbound, backend))
-            if backend.cluster.name not in clusters:
-                clusters.add(backend.cluster.name)
-                out.add(backend.cluster)
-                out.add(backend.load_assignment)
+        if not net.outbound:
+            return out
+        signature, ports = _signature_of(state, proxy.resource)
+        # Only an inbound on one of the outbounds' ports can collide with them.
+        binds = tuple(
+            sorted(
+                {
+                    (inbound.address or net.address, inbound.port)
+                    for inbound in net.inbound
+                    if inbound.state != "Ignored" and inbound.port in ports
+                }
+            )
+        )
+        generated = state.memo(
+            ("outbound.proxy", proxy.mesh, binds, signature),
+            lambda: _generate(state, proxy.mesh, binds, net.outbound),
+        )
+        for fmt, args in generated.warnings:
+            log.warning(fmt, proxy.key, *args)
+        out.include(generated.resources)
         return out
+
+
+def _generate(
+    state: MeshState, mesh: str, binds: tuple[tuple[str, int], ...], outbounds: list[Outbound]
+) -> _Outbounds:
+    out = ProxyResources()
+    warnings: list[tuple[str, tuple[object, ...]]] = []
+    bound = _Binds(binds)
+    clusters: set[str] = set()
+    for i, outbound in enumerate(outbounds):
+        where = (outbound.address, outbound.port)
+        if bound.collides(where):
+            warnings.append(
+                ("%s: outbound[%d] %s:%d collides with another listener; skipped", (i, *where))
+            )
+            continue
+        backend = resolve(state, mesh, outbound)
+        if isinstance(backend, str):
+            warnings.append(("%s: outbound[%d] skipped: %s", (i, backend)))
+            continue
+        bound.add(where)
+        out.add(shared_outbound_listener(state, outbound, backend))
+        if backend.cluster.name not in clusters:
+            clusters.add(backend.cluster.name)
+            out.add(backend.cluster)
+            out.add(backend.load_assignment)
+    return _Outbounds(out, tuple(warnings))

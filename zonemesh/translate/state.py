@@ -8,7 +8,7 @@ computed once with `MeshState.memo` and reused — the xDS cache then serializes
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -107,6 +107,26 @@ class MeshState:
         if key.type == ZONE_EGRESS.name:
             return self.zone_egresses.get(key)
         return None
+
+
+# Messages that are pure functions of hashable inputs, reused across states: a new state (every
+# connect writes a Dataplane) then rebuilds, and the xDS cache re-encodes, only what changed.
+CONTENT_MEMO_SIZE = 1 << 16
+_content: OrderedDict[Any, Any] = OrderedDict()
+
+
+def content_memo(key: Any, build: Callable[[], T]) -> T:
+    """`build()` once per distinct `key` while it stays among the recently used (LRU), across
+    states. `key` must hold every input of `build`; the result is shared: never mutate it."""
+    try:
+        value = _content[key]
+    except KeyError:
+        value = _content[key] = build()
+        if len(_content) > CONTENT_MEMO_SIZE:
+            _content.popitem(last=False)
+        return value  # type: ignore[no-any-return]
+    _content.move_to_end(key)
+    return value  # type: ignore[no-any-return]
 
 
 async def build_mesh_state(

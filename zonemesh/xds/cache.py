@@ -9,6 +9,7 @@ which types changed; an unchanged snapshot notifies no one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import weakref
@@ -30,15 +31,27 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=10).hexdigest()
 
 
+_VERSION_BITS = 80
+_VERSION_MASK = (1 << _VERSION_BITS) - 1
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def item_hash(name: str, version: str) -> int:
+    """One (name, version) pair as an 80-bit number; `versions_hash` adds them up."""
+    data = name.encode() + b"\0" + version.encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=10).digest(), "big")
+
+
+def _format_version(total: int) -> str:
+    return format(total & _VERSION_MASK, "020x")
+
+
 def versions_hash(items: Iterable[tuple[str, str]]) -> str:
-    """A version for a set of (name, version) pairs, independent of their order."""
-    h = hashlib.blake2b(digest_size=10)
-    for name, version in sorted(items):
-        h.update(name.encode())
-        h.update(b"\0")
-        h.update(version.encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    """A version for a set of (name, version) pairs, independent of their order.
+
+    The sum of the pairs' hashes (a multiset hash): no sorting, and a snapshot computes it
+    from the hashes its shared resources already carry."""
+    return _format_version(sum(item_hash(name, version) for name, version in items))
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True, eq=False)
@@ -54,6 +67,7 @@ class VersionedResource:
     # Resources of the next type that must be (re)sent after this one changes: the
     # ClusterLoadAssignment of an EDS cluster, so that a changed cluster leaves warming.
     follow_ups: tuple[str, ...] = ()
+    item_hash: int = 0  # item_hash(name, version), for per-type versions
 
     def to_message(self) -> Message:
         message = MESSAGE_CLASSES[self.type_url]()
@@ -81,15 +95,28 @@ class ResourceInterner:
             weakref.WeakValueDictionary()
         )
         self._by_object: dict[int, tuple[Message, VersionedResource]] = {}
+        # The previous round's memos: messages reused across states (`content_memo`) are
+        # found here without re-encoding. Holding the message keeps its id from being reused.
+        self._previous: dict[int, tuple[Message, VersionedResource]] = {}
+        self._parts: dict[int, tuple[ProxyResources, Any]] = {}  # shared parts, this round
         self.serializations = 0  # how many messages were encoded (tests, benchmarks)
 
     def new_round(self) -> None:
-        """Forget per-object memos; call when the generators' input state changes."""
-        self._by_object.clear()
+        """Start a round of per-object memos; call when the generators' input state changes.
+
+        Objects met in the previous round are still recognised (then kept for the next);
+        those not met again are forgotten at the following round."""
+        self._previous = self._by_object
+        self._by_object = {}
+        self._parts = {}
 
     def intern(self, type_url: str, name: str, message: Message) -> VersionedResource:
         hit = self._by_object.get(id(message))
         if hit is not None and hit[0] is message and hit[1].name == name:
+            return hit[1]
+        hit = self._previous.get(id(message))
+        if hit is not None and hit[0] is message and hit[1].name == name:
+            self._by_object[id(message)] = hit
             return hit[1]
         data = message.SerializeToString(deterministic=True)
         self.serializations += 1
@@ -106,19 +133,72 @@ class ResourceInterner:
                 sotw_entry=wire.sotw_entry(any_bytes),
                 delta_entry=wire.delta_entry(name, version, any_bytes),
                 follow_ups=_follow_ups(type_url, message),
+                item_hash=item_hash(name, version),
             )
             self._by_content[key] = resource
         self._by_object[id(message)] = (message, resource)
         return resource
 
+    def _intern_all(
+        self, type_url: str, messages: Mapping[str, Message]
+    ) -> tuple[dict[str, VersionedResource], int]:
+        """Intern every message of one type; also returns the sum of their `item_hash`."""
+        interned: dict[str, VersionedResource] = {}
+        total = 0
+        by_object = self._by_object
+        for name, message in messages.items():
+            # Inline fast path of `intern`: shared messages are met many times per round.
+            hit = by_object.get(id(message))
+            if hit is not None and hit[0] is message and hit[1].name == name:
+                resource = hit[1]
+            else:
+                resource = self.intern(type_url, name, message)
+            interned[name] = resource
+            total += resource.item_hash
+        return interned, total
+
+    def _part(self, part: ProxyResources) -> dict[str, tuple[dict[str, VersionedResource], int]]:
+        """A shared part, interned once per round (however many proxies include it)."""
+        hit = self._parts.get(id(part))
+        if hit is not None and hit[0] is part:
+            return hit[1]
+        interned = {
+            type_url: self._intern_all(type_url, by_name)
+            for type_url, by_name in part.own().items()
+        }
+        self._parts[id(part)] = (part, interned)  # holding part keeps its id from being reused
+        return interned
+
     def snapshot(self, resources: ProxyResources) -> Snapshot:
+        """The proxy's snapshot. A type that comes from one shared part alone is the part's
+        interned dict itself, shared by every snapshot with that part (read-only)."""
         by_type: dict[str, dict[str, VersionedResource]] = {}
-        for type_url in resources.types():
-            by_type[type_url] = {
-                name: self.intern(type_url, name, message)
-                for name, message in resources.of_type(type_url).items()
-            }
-        return Snapshot.of(by_type)
+        totals: dict[str, int] = {}
+        copied: set[str] = set()  # types whose dict is this snapshot's own
+        for part in resources.parts():
+            for type_url, (interned, total) in self._part(part).items():
+                mine = by_type.get(type_url)
+                if mine is None:
+                    by_type[type_url], totals[type_url] = interned, total
+                    continue
+                if type_url not in copied:
+                    mine = by_type[type_url] = dict(mine)
+                    copied.add(type_url)
+                mine.update(interned)
+                totals[type_url] += total
+        for type_url, messages in resources.own().items():
+            interned, total = self._intern_all(type_url, messages)
+            mine = by_type.get(type_url)
+            if mine is None:
+                by_type[type_url], totals[type_url] = interned, total
+                continue
+            if type_url not in copied:
+                mine = by_type[type_url] = dict(mine)
+                copied.add(type_url)
+            mine.update(interned)
+            totals[type_url] += total
+        versions = {t: _format_version(totals[t]) for t in by_type}
+        return Snapshot(resources=by_type, versions=versions)
 
     def __len__(self) -> int:
         return len(self._by_content)
@@ -135,7 +215,9 @@ class Snapshot:
     @classmethod
     def of(cls, resources: Mapping[str, Mapping[str, VersionedResource]]) -> Snapshot:
         versions = {
-            type_url: versions_hash((n, r.version) for n, r in by_name.items())
+            type_url: _format_version(
+                sum(r.item_hash or item_hash(n, r.version) for n, r in by_name.items())
+            )
             for type_url, by_name in resources.items()
         }
         return cls(resources=resources, versions=versions)

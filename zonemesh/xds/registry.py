@@ -13,6 +13,7 @@ told to close.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from zonemesh.resources.codec import parse_documents, resource_from_wire
 from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.registry import DATAPLANE, MESH, ZONE_EGRESS, ZONE_INGRESS
+from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
 from zonemesh.store.base import AlreadyExistsError
 from zonemesh.translate.generator import ProxyType
 
@@ -331,4 +333,45 @@ class ProxyRegistry:
         zone = self._runtime.zone
         if identity.proxy_type is not ProxyType.DATAPLANE:
             resource = resource.with_(spec=resource.spec.model_copy(update={"zone": zone}))
+        else:
+            resource = _share_outbounds(resource)
         return stamp_origin(resource, is_global=False, zone=zone)
+
+
+# Sidecars of one mesh mostly list the same outbounds (every service they may call): equal
+# Outbound models (frozen) are shared between Dataplanes instead of held once per proxy.
+_outbounds: weakref.WeakValueDictionary[tuple[Any, ...], Outbound] = weakref.WeakValueDictionary()
+
+
+def _outbound_key(o: Outbound) -> tuple[Any, ...]:
+    ref = o.backend_ref
+    return (
+        o.port,
+        o.address,
+        tuple(sorted(o.tags.items())) if o.tags is not None else None,
+        frozenset(o.model_fields_set),
+        None
+        if ref is None
+        else (
+            ref.kind,
+            ref.name,
+            ref.port,
+            tuple(sorted(ref.labels.items())) if ref.labels is not None else None,
+            frozenset(ref.model_fields_set),
+        ),
+    )
+
+
+def _share_outbounds(resource: Resource) -> Resource:
+    spec = resource.spec
+    if not isinstance(spec, DataplaneSpec) or not spec.networking.outbound:
+        return resource
+    shared = []
+    for outbound in spec.networking.outbound:
+        key = _outbound_key(outbound)
+        found = _outbounds.get(key)
+        if found is None:
+            _outbounds[key] = found = outbound
+        shared.append(found)
+    networking = spec.networking.model_copy(update={"outbound": shared})
+    return resource.with_(spec=spec.model_copy(update={"networking": networking}))

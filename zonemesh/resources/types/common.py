@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Literal
@@ -30,14 +31,21 @@ def validate_address(value: str, path: str, errors: Violations, *, allow_hostnam
     if not value:
         errors.add(path, "cannot be empty")
         return
-    try:
-        ipaddress.ip_address(value)
+    if is_ip_address(value):
         return
-    except ValueError:
-        pass
     if allow_hostname and is_dns_name(value):
         return
     errors.add(path, "must be a valid IP address" + (" or hostname" if allow_hostname else ""))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def is_ip_address(value: str) -> bool:
+    """`ipaddress.ip_address` accepts it (cached: the same addresses are checked repeatedly)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def is_dns_name(value: str) -> bool:
