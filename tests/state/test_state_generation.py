@@ -209,6 +209,20 @@ async def test_a_synced_copy_carrying_the_generator_marker_is_never_deleted(star
     assert synced.spec.state == "Available" and synced.labels[labels.ZONE] == "z2"
 
 
+async def test_instances_on_different_inbound_ports_leave_target_port_out(start_state):
+    rt = make_runtime()
+    await start_state(rt)
+    await put(rt, dataplane("echo-a", port=21027, address="127.0.1.11"))
+    await put(rt, dataplane("echo-b", port=22027, address="127.0.1.12"))
+
+    async def generated():
+        ms = await rt.store.find(ms_key("echo"))
+        assert ms is not None and len(ms.spec.ports) == 1
+        assert ms.spec.ports[0].port == 1027 and ms.spec.ports[0].target_port is None
+
+    await eventually(generated)
+
+
 async def test_scales_to_a_thousand_dataplanes(start_state):
     rt = make_runtime()
     state = await start_state(rt)

@@ -353,3 +353,20 @@ def test_default_generator_composes_secrets_when_given_identities() -> None:
     without = default_generator()
     assert isinstance(without, CompositeGenerator)
     assert not any(isinstance(g, SecretsGenerator) for g in without.generators)
+
+
+def test_instances_on_different_inbound_ports_are_all_endpoints() -> None:
+    """A generated MeshService without targetPort (its instances disagree) matches inbounds
+    by service port, so every instance serves, whatever port its sidecar listens on."""
+    base = build("t", local_instances=0)
+    instances = [
+        dataplane("echo-a", "127.0.1.21", [inbound("echo", 21027, 1027)]),
+        dataplane("echo-b", "127.0.1.22", [inbound("echo", 22027, 1027)]),
+    ]
+    service = mesh_service("echo", LOCAL_ZONE, [(1027, None, "http")])
+    topology = Topology("t", [*base.resources, *instances, service], base.proxies)
+    local = localities(generate(topology))[0]
+    assert sorted(local["endpoints"]) == [
+        ("127.0.1.21", 21027, 1, False),
+        ("127.0.1.22", 22027, 1, False),
+    ]

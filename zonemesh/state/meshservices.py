@@ -99,11 +99,16 @@ class DataplaneIndex:
             group = self.services[(dp.mesh, inbound.service)]
             group.inbounds.append(ref)
             port = inbound.effective_service_port
-            if port not in group.ports:
+            known = group.ports.get(port)
+            if known is None:
                 protocol = inbound.protocol if inbound.protocol in APP_PROTOCOLS else "tcp"
                 group.ports[port] = MeshServicePort.model_construct(
                     port=port, target_port=inbound.port, app_protocol=protocol
                 )
+            elif known.target_port not in (None, inbound.port):
+                # Instances listen on different inbound ports: no single targetPort names
+                # them all, so leave it out and let endpoints match by the service port.
+                group.ports[port] = known.model_copy(update={"target_port": None})
 
     def proxies(self, mesh: str, selector: MeshServiceSelector) -> DataplaneProxies | None:
         """Counts of the proxies a local MeshService selects; None if it selects none by rule."""
