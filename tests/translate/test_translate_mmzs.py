@@ -174,7 +174,7 @@ def test_outbound_listeners_http_uses_hcm_with_retries_and_tcp_uses_tcp_proxy() 
     hcm = http["filterChains"][0]["filters"][0]["typedConfig"]
     route = hcm["routeConfig"]["virtualHosts"][0]["routes"][0]["route"]
     assert route["cluster"] == ECHO_MMZS
-    assert route["retryPolicy"]["retryOn"] == "connect-failure,reset,refused-stream"
+    assert route["retryPolicy"]["retryOn"] == "connect-failure,reset,refused-stream,gateway-error"
     assert route["retryPolicy"]["retryHostPredicate"][0]["name"] == (
         "envoy.retry_host_predicates.previous_hosts"
     )

@@ -2,9 +2,11 @@
 
 Three mechanisms work together so that a crashed local instance costs at most a few requests:
 
-- Retries (HTTP): a request that fails to connect, is reset or is refused as an HTTP/2 stream
-  is retried, on a host other than the ones already tried (`previous_hosts`). A dead
-  instance's refused connections are thus absorbed before the caller sees them.
+- Retries (HTTP): a request that fails to connect, is reset, is refused as an HTTP/2 stream,
+  or gets a gateway error (502/503/504: typically a sidecar whose app just went away, in the
+  moment before the CP takes it out of EDS) is retried, on a host other than the ones
+  already tried (`previous_hosts`). A dead instance's failures are thus absorbed before the
+  caller sees them. Kuma's default retry policy retries gateway errors too.
 - Outlier detection: a host that fails to connect a couple of times in a row (local-origin
   failures) or returns gateway errors is ejected at once, not at the next interval, so later
   requests stop picking it. Up to 100 % of hosts may be ejected: with a single local instance,
@@ -39,7 +41,7 @@ from zonemesh.translate.builders import packed
 
 OVERPROVISIONING_FACTOR = 200
 PANIC_THRESHOLD_PERCENT = 0.0
-RETRY_ON = "connect-failure,reset,refused-stream"
+RETRY_ON = "connect-failure,reset,refused-stream,gateway-error"
 NUM_RETRIES = 3
 HOST_SELECTION_ATTEMPTS = 5
 TCP_CONNECT_ATTEMPTS = 3
