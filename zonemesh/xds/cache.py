@@ -175,28 +175,24 @@ class ResourceInterner:
         by_type: dict[str, dict[str, VersionedResource]] = {}
         totals: dict[str, int] = {}
         copied: set[str] = set()  # types whose dict is this snapshot's own
-        for part in resources.parts():
-            for type_url, (interned, total) in self._part(part).items():
-                mine = by_type.get(type_url)
-                if mine is None:
-                    by_type[type_url], totals[type_url] = interned, total
-                    continue
-                if type_url not in copied:
-                    mine = by_type[type_url] = dict(mine)
-                    copied.add(type_url)
-                mine.update(interned)
-                totals[type_url] += total
-        for type_url, messages in resources.own().items():
-            interned, total = self._intern_all(type_url, messages)
+
+        def add(type_url: str, interned: dict[str, VersionedResource], total: int) -> None:
+            """A type used by one part only keeps that part's shared dict; a second copies it."""
             mine = by_type.get(type_url)
             if mine is None:
                 by_type[type_url], totals[type_url] = interned, total
-                continue
+                return
             if type_url not in copied:
                 mine = by_type[type_url] = dict(mine)
                 copied.add(type_url)
             mine.update(interned)
             totals[type_url] += total
+
+        for part in resources.parts():
+            for type_url, (interned, total) in self._part(part).items():
+                add(type_url, interned, total)
+        for type_url, messages in resources.own().items():
+            add(type_url, *self._intern_all(type_url, messages))
         versions = {t: _format_version(totals[t]) for t in by_type}
         return Snapshot(resources=by_type, versions=versions)
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -114,13 +115,25 @@ class _SotwType:
     force: set[str] = field(default_factory=set)
 
 
-class SotwSession:
-    """State-of-the-world ADS over one stream."""
+@dataclass
+class _DeltaType:
+    names: set[str] = field(default_factory=set)
+    wildcard: bool = False
+    known: dict[str, str] = field(default_factory=dict)  # what the client has: name -> version
+    inflight: dict[str, tuple[float, str]] = field(default_factory=dict)  # nonce -> (at, version)
+    responded: bool = False
+    dirty: bool = True
+    force: set[str] = field(default_factory=set)
 
-    def __init__(
-        self, *, control_plane: str = "", max_names: int = DEFAULT_MAX_RESOURCE_NAMES
-    ) -> None:
-        self._types: dict[str, _SotwType] = {}
+
+_TypeState = TypeVar("_TypeState", _SotwType, _DeltaType)
+
+
+class _Session(Generic[_TypeState]):
+    """What both flavours keep per stream: per-type state, the snapshot, nonces."""
+
+    def __init__(self, *, control_plane: str, max_names: int) -> None:
+        self._types: dict[str, _TypeState] = {}
         self._snapshot: Snapshot | None = None
         self._nonces = _Nonces()
         self._cp = wire.control_plane(control_plane) if control_plane else b""
@@ -134,6 +147,15 @@ class SotwSession:
 
     def subscribed_types(self) -> list[str]:
         return list(self._types)
+
+
+class SotwSession(_Session[_SotwType]):
+    """State-of-the-world ADS over one stream."""
+
+    def __init__(
+        self, *, control_plane: str = "", max_names: int = DEFAULT_MAX_RESOURCE_NAMES
+    ) -> None:
+        super().__init__(control_plane=control_plane, max_names=max_names)
 
     def on_request(self, req: discovery_pb2.DiscoveryRequest) -> RequestInfo:
         type_url = req.type_url
@@ -264,18 +286,7 @@ class SotwSession:
         return Outgoing(type_url, nonce, version, payload, len(entries))
 
 
-@dataclass
-class _DeltaType:
-    names: set[str] = field(default_factory=set)
-    wildcard: bool = False
-    known: dict[str, str] = field(default_factory=dict)  # what the client has: name -> version
-    inflight: dict[str, tuple[float, str]] = field(default_factory=dict)  # nonce -> (at, version)
-    responded: bool = False
-    dirty: bool = True
-    force: set[str] = field(default_factory=set)
-
-
-class DeltaSession:
+class DeltaSession(_Session[_DeltaType]):
     """Incremental ADS over one stream."""
 
     def __init__(
@@ -285,21 +296,8 @@ class DeltaSession:
         max_names: int = DEFAULT_MAX_RESOURCE_NAMES,
         max_unacked: int = DEFAULT_MAX_UNACKED,
     ) -> None:
-        self._types: dict[str, _DeltaType] = {}
-        self._snapshot: Snapshot | None = None
-        self._nonces = _Nonces()
-        self._cp = wire.control_plane(control_plane) if control_plane else b""
-        self._max_names = max_names
+        super().__init__(control_plane=control_plane, max_names=max_names)
         self._max_unacked = max_unacked
-
-    def set_snapshot(self, snapshot: Snapshot, changed: frozenset[str] | None = None) -> None:
-        self._snapshot = snapshot
-        for type_url, ts in self._types.items():
-            if changed is None or type_url in changed:
-                ts.dirty = True
-
-    def subscribed_types(self) -> list[str]:
-        return list(self._types)
 
     def on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> RequestInfo:
         type_url = req.type_url
