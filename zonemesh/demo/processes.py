@@ -38,6 +38,23 @@ ZONEMESH = str(Path(sys.executable).parent / "zonemesh")
 STOP_TIMEOUT_S = 10.0
 
 
+def _peek_exit(pid: int, timeout: float = 0.0) -> int | None:
+    """The exit code of child `pid` (negative: the signal that killed it), waiting up to
+    `timeout`; None while it runs. It does NOT reap (WNOWAIT): until reaped, the zombie keeps
+    its pid, and so its process-group number, from being reused by an unrelated process."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return -1  # reaped behind our back: gone, code unknown
+        if info is not None:
+            return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
 class ProcessError(RuntimeError):
     """A child exited early or did not become ready; the message ends with its log's tail."""
 
@@ -90,11 +107,16 @@ class ManagedProcess:
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.returncode is None
 
     @property
     def returncode(self) -> int | None:
-        return self.proc.poll() if self.proc else None
+        """The exit code once the child has exited (reaped or not), else None."""
+        if self.proc is None:
+            return None
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        return _peek_exit(self.proc.pid)
 
     def start(self) -> None:
         if self.running:
@@ -124,16 +146,16 @@ class ManagedProcess:
 
     def wait_stopped(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """Wait for the exit; SIGKILL the whole process group if it takes longer than
-        `timeout`. The group is killed also after a clean exit, for any straggler."""
+        `timeout`. The group is killed also after a clean exit, for any straggler, but
+        before the child is reaped: only while its zombie holds the pid can the group
+        number not have been reused by an unrelated process."""
         proc = self.proc
         if proc is None:
             return None
-        try:
-            proc.wait(timeout=max(timeout, 0.0))
-        except subprocess.TimeoutExpired:
-            self._kill_group()
-            proc.wait()
-        self._kill_group()
+        if proc.returncode is None:
+            _peek_exit(proc.pid, max(timeout, 0.0))  # the exit, without reaping it
+            self._kill_group()  # the child itself if it overstayed, else any straggler
+        proc.wait()
         return proc.returncode
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
@@ -147,8 +169,10 @@ class ManagedProcess:
             self.proc.wait()
 
     def _kill_group(self) -> None:
+        """Never after the child was reaped (`returncode` set): its number may be reused."""
         assert self.proc is not None
-        # The child is its group's leader; the group outlives it while any member lives.
+        if self.proc.returncode is not None:
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
 
@@ -160,10 +184,10 @@ class ManagedProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
+        code = self.returncode
+        if code is not None:
             raise ProcessError(
-                f"{self.name} exited with code {self.proc.returncode} "
-                f"(log {self.log_path}):\n{self.log_tail()}"
+                f"{self.name} exited with code {code} (log {self.log_path}):\n{self.log_tail()}"
             )
 
 
