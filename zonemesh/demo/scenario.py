@@ -65,6 +65,22 @@ def _counts(answers: list[Answer]) -> Counter[str]:
     return counts
 
 
+def _wait_settled(load: Load, since: float, zone: str, deadline: float) -> float | None:
+    """When `zone` alone began answering `load` (a streak), waiting until `deadline`."""
+    while (settled := load.settled_at(since, zone, tail=SETTLED_STREAK)) is None:
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
+    return settled
+
+
+def _zone2_disturbed(answers: list[Answer]) -> list[str]:
+    """zone2's client must keep being answered by zone2 while zone1 fails and comes back."""
+    if answers and all(a.ok and a.zone == "zone2" for a in answers):
+        return []
+    return [f"client-zone2 disturbed: {_describe(answers)}"]
+
+
 def _describe(answers: list[Answer]) -> str:
     counts = _counts(answers)
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no answers"
@@ -246,13 +262,8 @@ class Scenario:
         stopped = time.monotonic()
         self.event(f"zone1's echo instances stopped ({stopped - began:.2f} s after SIGTERM)")
         load = self.loads["zone1"]
-        deadline = stopped + SETTLE_WAIT_S
-        while load.settled_at(began, "zone2", tail=SETTLED_STREAK) is None:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        else:
-            settled = load.settled_at(began, "zone2", tail=SETTLED_STREAK) or began
+        settled = _wait_settled(load, began, "zone2", stopped + SETTLE_WAIT_S)
+        if settled is not None:
             self.event(f"client-zone1 answered by zone2 only, from {settled - began:.2f} s on")
         time.sleep(max(0.0, stopped + OUTAGE_S - time.monotonic()))
         end = time.monotonic()
@@ -276,9 +287,7 @@ class Scenario:
                 f"instances got SIGTERM (the last exited after {stopped - began:.2f} s); "
                 f"{phase.failures} failed"
             )
-        z2 = windows["zone2"]
-        if not z2 or any(not a.ok or a.zone != "zone2" for a in z2):
-            problems.append(f"client-zone2 disturbed: {_describe(z2)}")
+        problems += _zone2_disturbed(windows["zone2"])
         return self._end(phase, not problems, "; ".join(problems) or reason)
 
     def _failback(self) -> bool:
@@ -296,17 +305,12 @@ class Scenario:
         ready = time.monotonic()
         self.event(f"zone1 ready again: apps answer, sidecars ready ({ready - began:.2f} s)")
         load = self.loads["zone1"]
-        deadline = ready + SETTLE_WAIT_S
-        while load.settled_at(began, "zone1", tail=SETTLED_STREAK) is None:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        else:
-            settled = load.settled_at(began, "zone1", tail=SETTLED_STREAK) or ready
+        settled_now = _wait_settled(load, began, "zone1", ready + SETTLE_WAIT_S)
+        if settled_now is not None:
             self.event(
-                f"client-zone1 answered by zone1 again, {max(0.0, settled - ready):.2f} s after ready"
+                f"client-zone1 answered by zone1 again, {max(0.0, settled_now - ready):.2f} s "
+                "after ready"
             )
-        settled_now = load.settled_at(began, "zone1", tail=SETTLED_STREAK)
         hold_from = settled_now if settled_now is not None else time.monotonic()
         time.sleep(max(0.0, hold_from + AFTER_FAILBACK_S - time.monotonic()))
         end = time.monotonic()
@@ -334,9 +338,7 @@ class Scenario:
             )
         if phase.failures:
             problems.append(f"{phase.failures} requests failed while zone1 came back")
-        z2 = windows["zone2"]
-        if not z2 or any(not a.ok or a.zone != "zone2" for a in z2):
-            problems.append(f"client-zone2 disturbed: {_describe(z2)}")
+        problems += _zone2_disturbed(windows["zone2"])
         return self._end(phase, not problems, "; ".join(problems) or reason)
 
     def _total(self) -> None:

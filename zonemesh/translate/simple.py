@@ -8,8 +8,6 @@ every proxy with bytes serialized once. Zone proxies get nothing yet (an empty, 
 
 from __future__ import annotations
 
-import ipaddress
-
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -23,9 +21,10 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 
-from zonemesh.resources.base import Resource
 from zonemesh.resources.types.dataplane import DataplaneSpec, Inbound
-from zonemesh.resources.types.meshservice import MeshServicePort, MeshServiceSpec
+from zonemesh.resources.types.meshservice import MeshServiceSpec
+from zonemesh.translate.builders import is_ip
+from zonemesh.translate.endpoints import local_instances
 from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
 from zonemesh.translate.state import MeshState
 
@@ -68,72 +67,16 @@ def mesh_service_clusters(
 
     def build() -> list[tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment]]:
         pairs = []
-        dataplanes = state.dataplanes_in(mesh)
         for ms in state.mesh_services_in(mesh):
             spec = ms.spec
             assert isinstance(spec, MeshServiceSpec)
             for port in spec.ports:
                 name = f"{ms.name}_{port.port}"
-                endpoints = _endpoints_of(state, ms, spec, port, dataplanes)
+                endpoints = local_instances(state, ms, port)
                 pairs.append((_eds_cluster(name), _load_assignment(name, endpoints)))
         return pairs
 
     return state.memo(("simple.mesh_service_clusters", mesh), build)
-
-
-def _endpoints_of(
-    state: MeshState,
-    ms: Resource,
-    spec: MeshServiceSpec,
-    port: MeshServicePort,
-    dataplanes: list[Resource],
-) -> list[tuple[str, int]]:
-    """Healthy `address:inbound.port` of the Dataplanes the MeshService selects."""
-    selector = spec.selector
-    found: set[tuple[str, int]] = set()
-    for dp in dataplanes:
-        if selector.dataplane_ref is not None:
-            if dp.name != selector.dataplane_ref.name:
-                continue
-        elif not selector.dataplane_tags:
-            continue
-        dp_spec = dp.spec
-        assert isinstance(dp_spec, DataplaneSpec)
-        net = dp_spec.networking
-        for inbound in net.inbound:
-            if selector.dataplane_ref is None and not _tags_match(
-                selector.dataplane_tags or {}, inbound.tags
-            ):
-                continue
-            if not _port_matches(port, inbound) or inbound.state in ("NotReady", "Ignored"):
-                continue
-            if not state.is_healthy(dp.key, inbound.port):
-                continue
-            address = inbound.address or net.advertised_address or net.address
-            if _is_ip(address):  # EDS takes IPs only
-                found.add((address, inbound.port))
-    return sorted(found)
-
-
-def _tags_match(selector: dict[str, str], tags: dict[str, str]) -> bool:
-    return all(tags.get(k) == v for k, v in selector.items())
-
-
-def _port_matches(port: MeshServicePort, inbound: Inbound) -> bool:
-    target = port.target_port
-    if isinstance(target, int):
-        return inbound.port == target
-    if target:
-        return inbound.name == target or str(inbound.port) == target
-    return inbound.effective_service_port == port.port
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _socket(address: str, port: int) -> address_pb2.Address:
@@ -184,7 +127,7 @@ def _local_cluster(inbound: Inbound, service_address: str) -> cluster_pb2.Cluste
     cluster = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.STATIC
-        if _is_ip(service_address)
+        if is_ip(service_address)
         else cluster_pb2.Cluster.STRICT_DNS,
         connect_timeout=duration_pb2.Duration(seconds=CONNECT_TIMEOUT_S),
         load_assignment=_load_assignment(name, [(service_address, port)]),
