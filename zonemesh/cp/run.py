@@ -24,12 +24,27 @@ def open_store(config: CpConfig) -> Store:
     return SqliteStore(config.data_dir / "zonemesh.db")
 
 
+class TokenComponent:
+    """Keys and revocation lists loaded before anything verifies a token."""
+
+    name = "tokens"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def start(self) -> None:
+        await self.runtime.tokens.start()
+
+    async def stop(self) -> None:
+        await self.runtime.tokens.stop()
+
+
 def build_components(runtime: Runtime) -> list[Component]:
     """In start order; stopped in reverse. The API comes last so /ready means ready."""
     from zonemesh.api.server import ApiServer
     from zonemesh.state.component import ComputedState
 
-    components: list[Component] = [ComputedState(runtime)]
+    components: list[Component] = [TokenComponent(runtime), ComputedState(runtime)]
     if not runtime.config.is_global:
         from zonemesh.xds.component import XdsServer
 

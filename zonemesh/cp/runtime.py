@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from zonemesh.auth.refusals import Refusals
+from zonemesh.auth.service import TokenService
 from zonemesh.config import CpConfig
 from zonemesh.state.health import InstanceHealth
 from zonemesh.store.base import Store
@@ -35,6 +37,13 @@ class Runtime:
     views: dict[str, Any] = field(default_factory=dict)
     # Human-readable state of sub-systems for `GET /` (e.g. the KDS client's connection).
     status: dict[str, str] = field(default_factory=dict)
+    # Issues and verifies this CP's tokens; `cp run` starts it before the other components.
+    tokens: TokenService = field(init=False)
+    refusals: Refusals = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = TokenService(self.store)
+        self.refusals = Refusals(self.metrics)
 
     @property
     def zone(self) -> str:

@@ -116,6 +116,18 @@ SECRET = ResourceType(
     global_owned=True,
 )
 
+# Control-plane secrets that never leave the CP that wrote them: token signing keys, token
+# revocation lists, the bootstrap admin token (Kuma's GlobalSecret, `/global-secrets`).
+GLOBAL_SECRET = ResourceType(
+    "GlobalSecret",
+    "global-secrets",
+    "global-secret",
+    Scope.GLOBAL,
+    SecretSpec,
+    flat=True,
+    aliases=("globalsecrets", "globalsecret"),
+)
+
 ALL_TYPES: tuple[ResourceType, ...] = (
     MESH,
     ZONE,
@@ -127,6 +139,7 @@ ALL_TYPES: tuple[ResourceType, ...] = (
     HOSTNAME_GENERATOR,
     MESH_LOAD_BALANCING_STRATEGY,
     SECRET,
+    GLOBAL_SECRET,
 )
 
 _BY_KIND = {t.name: t for t in ALL_TYPES}
