@@ -170,3 +170,36 @@ async def test_authorize_proxy(tokens: TokenService) -> None:
 def test_bearer() -> None:
     assert bearer("Bearer abc") == bearer("abc") == bearer(" bearer  abc ") == "abc"
     assert bearer(None) == ""
+
+
+def test_token_endpoints_on_a_real_cp(tmp_path) -> None:
+    """Issued over HTTP by `cp run`, and refused where that kind is not issued."""
+    import httpx
+    from support.processes import CpProcess
+
+    standalone = CpProcess(tmp_path, name="standalone").start()
+    global_cp = CpProcess(tmp_path, "--mode", "global", name="global").start()
+    try:
+        body = {"mesh": "default", "tags": {"kuma.io/service": ["echo"]}, "validFor": "1h"}
+        answer = httpx.post(f"{standalone.url}/tokens/dataplane", json=body)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith("text/plain")
+        assert jwt.decode(answer.text, options={"verify_signature": False})["Tags"] == {
+            "kuma.io/service": ["echo"]
+        }
+        bad = httpx.post(f"{standalone.url}/tokens/dataplane", json={**body, "mesh": "nope"})
+        assert bad.status_code == 400
+        assert bad.json()["invalid_parameters"] == [
+            {"field": "mesh", "reason": 'mesh "nope" not found'}
+        ]
+        no_validity = httpx.post(f"{standalone.url}/tokens/user", json={"name": "a"})
+        assert no_validity.json()["invalid_parameters"][0]["field"] == "validFor"
+        zone = httpx.post(f"{standalone.url}/tokens/zone", json={"zone": "z", "validFor": "1h"})
+        assert zone.status_code == 405
+        zone = httpx.post(f"{global_cp.url}/tokens/zone", json={"zone": "z", "validFor": "1h"})
+        assert zone.status_code == 200
+        assert jwt.decode(zone.text, options={"verify_signature": False})["Scope"] == ["cp"]
+        assert httpx.post(f"{global_cp.url}/tokens/dataplane", json=body).status_code == 405
+    finally:
+        standalone.terminate()
+        global_cp.terminate()

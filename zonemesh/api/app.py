@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from zonemesh import __version__
-from zonemesh.api import inspect, resources
+from zonemesh.api import inspect, resources, tokens
 from zonemesh.api.errors import ApiError, install_error_handlers
 from zonemesh.api.middleware import BodyLimitMiddleware, RequestCounterMiddleware, request_counter
 from zonemesh.api.openapi import openapi_document
@@ -44,6 +44,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     _add_system_routes(app, runtime)
     # Fixed paths first: the generic resource routes would otherwise take them.
     app.include_router(inspect.router)
+    app.include_router(tokens.router)
     app.include_router(resources.router)
     return app
 

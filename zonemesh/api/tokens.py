@@ -1,0 +1,146 @@
+"""`POST /tokens/{dataplane,zone,user}`: Kuma's token endpoints; each answers the raw JWT.
+
+Where each kind is issued:
+- dataplane tokens by the zone (or standalone) control plane the proxy connects to — its keys
+  never leave it, so a token works only in the zone that issued it (a compromised zone cannot
+  mint tokens for another); global refuses them with a 405 saying where to go;
+- zone tokens by global only, which is where KDS verifies them;
+- user tokens by any control plane, for its own API.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from zonemesh.api.errors import ApiError
+from zonemesh.api.resources import read_document, runtime_of
+from zonemesh.auth.tokens import PROXY_TYPES, ZONE_SCOPE_CP
+from zonemesh.config import parse_duration
+from zonemesh.resources.base import ResourceKey
+from zonemesh.resources.registry import MESH
+
+router = APIRouter(tags=["tokens"])
+
+_FIELDS = {
+    "dataplane": {"mesh", "name", "tags", "type", "workload", "validFor"},
+    "zone": {"zone", "scope", "validFor"},
+    "user": {"name", "groups", "validFor"},
+}
+
+
+def _check_fields(kind: str, body: dict[str, Any]) -> None:
+    unknown = sorted(set(body) - _FIELDS[kind])
+    if unknown:
+        raise ApiError.invalid(
+            unknown[0], f"unknown field (known: {', '.join(sorted(_FIELDS[kind]))})"
+        )
+
+
+def _string(body: dict[str, Any], field: str, *, required: bool) -> str | None:
+    value = body.get(field)
+    if value is None or value == "":
+        if required:
+            raise ApiError.invalid(field, "cannot be empty")
+        return None
+    if not isinstance(value, str):
+        raise ApiError.invalid(field, "must be a string")
+    return value
+
+
+def _strings(body: dict[str, Any], field: str) -> list[str]:
+    value = body.get(field) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ApiError.invalid(field, "must be a list of non-empty strings")
+    return list(value)
+
+
+def _valid_for(body: dict[str, Any]) -> timedelta:
+    raw = _string(body, "validFor", required=True)
+    assert raw is not None
+    try:
+        return parse_duration(raw)
+    except ValueError as e:
+        raise ApiError.invalid("validFor", str(e)) from None
+
+
+def _token(text: str) -> PlainTextResponse:
+    return PlainTextResponse(text)
+
+
+@router.post("/tokens/dataplane")
+async def dataplane_token(request: Request) -> PlainTextResponse:
+    """A token for data plane proxies of a mesh (optionally one name, some tags, a type)."""
+    runtime = runtime_of(request)
+    if runtime.config.is_global:
+        raise ApiError(
+            405,
+            "dataplane tokens are issued by the zone control plane the proxy connects to",
+            title="Method Not Allowed",
+        )
+    body = await read_document(request)
+    _check_fields("dataplane", body)
+    mesh = _string(body, "mesh", required=True)
+    assert mesh is not None
+    if await runtime.store.find(ResourceKey(MESH.name, "", mesh)) is None:
+        raise ApiError.invalid("mesh", f'mesh "{mesh}" not found')
+    proxy_type = _string(body, "type", required=False) or "dataplane"
+    if proxy_type not in PROXY_TYPES:
+        raise ApiError.invalid("type", f"must be one of: {', '.join(PROXY_TYPES)}")
+    raw_tags = body.get("tags") or {}
+    if not isinstance(raw_tags, dict):
+        raise ApiError.invalid("tags", "must be a map of tag name to a list of values")
+    tags = {}
+    for tag, values in raw_tags.items():
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) and v for v in values)
+        ):
+            raise ApiError.invalid(f"tags[{tag}]", "must be a non-empty list of values")
+        tags[str(tag)] = list(values)
+    token = await runtime.tokens.issue_dataplane(
+        mesh=mesh,
+        name=_string(body, "name", required=False),
+        tags=tags,
+        proxy_type=proxy_type,
+        valid_for=_valid_for(body),
+    )
+    return _token(token)
+
+
+@router.post("/tokens/zone")
+async def zone_token(request: Request) -> PlainTextResponse:
+    """A token a zone control plane presents to global's KDS (scope `cp`)."""
+    runtime = runtime_of(request)
+    if not runtime.config.is_global:
+        raise ApiError(
+            405, "zone tokens are issued by the global control plane", title="Method Not Allowed"
+        )
+    body = await read_document(request)
+    _check_fields("zone", body)
+    zone = _string(body, "zone", required=True)
+    assert zone is not None
+    scope = _strings(body, "scope") or [ZONE_SCOPE_CP]
+    if ZONE_SCOPE_CP not in scope:
+        raise ApiError.invalid("scope", f'must include "{ZONE_SCOPE_CP}" (a zone control plane)')
+    return _token(
+        await runtime.tokens.issue_zone(zone=zone, scope=scope, valid_for=_valid_for(body))
+    )
+
+
+@router.post("/tokens/user")
+async def user_token(request: Request) -> PlainTextResponse:
+    """A token for this control plane's API (`Authorization: Bearer …`)."""
+    runtime = runtime_of(request)
+    body = await read_document(request)
+    _check_fields("user", body)
+    name = _string(body, "name", required=True)
+    assert name is not None
+    groups = _strings(body, "groups")
+    return _token(
+        await runtime.tokens.issue_user(name=name, groups=groups, valid_for=_valid_for(body))
+    )
