@@ -31,11 +31,22 @@ def cp() -> None:
 @click.option("--zone", help="This zone's name [env KUMA_MULTIZONE_ZONE_NAME]")
 @click.option(
     "--global-address",
-    help="grpc://HOST:PORT of global's KDS "
-    "[env KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS]; none = standalone",
+    help="grpcs://HOST:PORT[,HOST:PORT...] of global's KDS (grpc:// if global serves "
+    "plaintext) [env KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS]; none = standalone. grpcs:// "
+    "needs global's CA in KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE",
 )
 @click.option("--address", help="Host every listener binds (default 127.0.0.1)")
 @click.option("--api-port", type=int, help="HTTP API port (default 5681)")
+@click.option(
+    "--https-port", type=int, help="HTTPS API port (default 5682) [env KUMA_API_SERVER_HTTPS_PORT]"
+)
+@click.option(
+    "--grpc-plaintext",
+    is_flag=True,
+    default=None,
+    help="Serve xDS and KDS without TLS; only on a loopback --address "
+    "[env ZONEMESH_GRPC_PLAINTEXT]",
+)
 @click.option("--xds-port", type=int, help="xDS (ADS) port (default 5678)")
 @click.option("--kds-port", type=int, help="KDS port on global (default 5685)")
 @click.option("--store", type=click.Choice(["memory", "sqlite"]), help="[env KUMA_STORE_TYPE]")
@@ -49,13 +60,24 @@ def cp_run(config_file: str | None, log_level: str, **flags: object) -> None:
         config = load_config(config_file, flags=flags)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    from zonemesh.cp.run import ControlPlane
     from zonemesh.store.base import StoreError
+    from zonemesh.tls.material import TlsMaterialError
+    from zonemesh.tls.trust import StartCheckError
 
     try:
-        asyncio.run(ControlPlane(config).run_until_signalled())
+        asyncio.run(_run_control_plane(config))
     except (OSError, StoreError) as e:  # a port in use, a data directory held by another CP
         raise click.ClickException(f"control plane could not start: {e}") from None
+    except TlsMaterialError as e:
+        raise click.ClickException(f"control plane could not start: TLS: {e}") from None
+    except StartCheckError as e:  # a zone that cannot talk to global as configured
+        raise click.ClickException(f"control plane could not start: KDS: {e}") from None
+
+
+async def _run_control_plane(config: Any) -> None:
+    from zonemesh.cp.run import ControlPlane
+
+    await ControlPlane(config).run_until_signalled()
 
 
 @cli.group()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
 from zonemesh.config import CpConfig
 from zonemesh.state.health import InstanceHealth
 from zonemesh.store.base import Store
+
+if TYPE_CHECKING:
+    from zonemesh.tls.material import ServerTls
 
 
 class Component(Protocol):
@@ -35,6 +38,11 @@ class Runtime:
     views: dict[str, Any] = field(default_factory=dict)
     # Human-readable state of sub-systems for `GET /` (e.g. the KDS client's connection).
     status: dict[str, str] = field(default_factory=dict)
+    # What xDS and KDS serve over TLS; None = plaintext gRPC (in-process tests build a
+    # Runtime without it; `cp run` sets it unless --grpc-plaintext).
+    server_tls: ServerTls | None = None
+    # What the HTTPS API serves (`apiServer.https`); None = no HTTPS listener.
+    api_tls: ServerTls | None = None
 
     @property
     def zone(self) -> str:
