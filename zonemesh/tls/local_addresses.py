@@ -9,6 +9,7 @@ addresses are left out: a certificate cannot name their zone, so no client can u
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 from pathlib import Path
@@ -41,10 +42,8 @@ def _fib_trie_locals() -> set[IpAddress]:
         if text.startswith("|--"):
             last = text[3:].strip()
         elif text.startswith("/32 host LOCAL") and last is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 found.add(ipaddress.ip_address(last))
-            except ValueError:
-                pass
     return found
 
 
@@ -57,10 +56,8 @@ def _if_inet6_addresses() -> set[IpAddress]:
     for line in lines:
         fields = line.split()
         if fields and len(fields[0]) == 32:
-            try:
+            with contextlib.suppress(ValueError):
                 found.add(ipaddress.IPv6Address(int(fields[0], 16)))
-            except ValueError:
-                pass
     return found
 
 
@@ -71,8 +68,6 @@ def _resolved(name: str) -> set[IpAddress]:
         return set()
     found: set[IpAddress] = set()
     for info in infos:
-        try:
+        with contextlib.suppress(ValueError):
             found.add(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
-        except ValueError:
-            pass
     return found

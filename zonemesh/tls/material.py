@@ -232,7 +232,9 @@ def _load_or_make_ca(
             f"{cert_path} and {key_path} to make a new one (clients must then trust it)"
         )
     if cert.not_valid_after_utc - now < RENEW_BEFORE:
-        log.warning("the TLS CA %s expires on %s", cert_path, f"{cert.not_valid_after_utc:%Y-%m-%d}")
+        log.warning(
+            "the TLS CA %s expires on %s", cert_path, f"{cert.not_valid_after_utc:%Y-%m-%d}"
+        )
     _ensure_private(key_path)
     return cert, key  # type: ignore[return-value]
 

@@ -46,9 +46,9 @@ from zonemesh.resources.registry import (
     ZONE_INGRESS,
 )
 from zonemesh.store.base import Subscription
+from zonemesh.tls.serving import add_grpc_port, scheme
 from zonemesh.translate.default import default_generator
 from zonemesh.translate.generator import Generator, Proxy, ProxyResources, ProxyType
-from zonemesh.tls.serving import add_grpc_port, scheme
 from zonemesh.translate.state import MeshState, build_mesh_state
 from zonemesh.xds.cache import ResourceInterner, Snapshot, SnapshotCache
 from zonemesh.xds.metrics import XdsMetrics
