@@ -160,7 +160,7 @@ def test_the_ca_file_verifies_only_the_names_in_the_certificate(tmp_path: Path) 
     try:
         context = verifying_context(cp.ca_file)
         with (
-            pytest.raises(ssl.SSLCertVerificationError, match="not-this-host.example"),
+            pytest.raises(ssl.SSLCertVerificationError, match=r"not-this-host\.example"),
             socket.create_connection(("127.0.0.1", cp.xds_port), timeout=5) as raw,
             context.wrap_socket(raw, server_hostname="not-this-host.example"),
         ):

@@ -105,9 +105,10 @@ async def _check_tls(endpoint: Endpoint, ca: ClientCa, peer: Peer, timeout: floa
         return connected
     _, writer = connected
     try:
-        await writer.start_tls(
-            ca.ssl_context(), server_hostname=endpoint.host, ssl_handshake_timeout=timeout
-        )
+        # Our own timeout, not `ssl_handshake_timeout`: asyncio reports that one as an
+        # aborted connection, which must not read as a handshake failure.
+        async with asyncio.timeout(timeout):
+            await writer.start_tls(ca.ssl_context(), server_hostname=endpoint.host)
     except ssl.SSLCertVerificationError as e:
         raise StartCheckError(
             f"the CA in {ca.path} does not verify {peer.what}'s certificate at {endpoint}: "
@@ -216,7 +217,8 @@ async def _completes_tls_handshake(endpoint: Endpoint, timeout: float) -> bool:
     context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(["h2"])
     try:
-        await writer.start_tls(context, server_hostname=None, ssl_handshake_timeout=timeout)
+        async with asyncio.timeout(timeout):
+            await writer.start_tls(context, server_hostname=None)
     except (ssl.SSLError, OSError, TimeoutError):
         return False
     else:
