@@ -9,7 +9,7 @@ import signal
 from zonemesh.config import CpConfig
 from zonemesh.cp.runtime import Component, Runtime
 from zonemesh.store.base import Store
-from zonemesh.tls.material import ServerTls
+from zonemesh.tls.material import ServerTls, load_server_tls
 
 log = logging.getLogger("zonemesh.cp")
 
@@ -58,8 +58,6 @@ def load_tls(config: CpConfig) -> tuple[ServerTls | None, ServerTls | None]:
     if plaintext and not https:
         log.warning("serving xDS and KDS in plaintext (--grpc-plaintext); HTTPS API off")
         return None, None
-    from zonemesh.tls.material import load_server_tls
-
     material = load_server_tls(config)
     if material.ca_file is not None:
         log.info(
