@@ -90,6 +90,7 @@ class Cp:
             *args,
             *("--api-port", str(self.api_port), "--store", store),
             *("--data-dir", str(tmp / name)),
+            "--grpc-plaintext",  # sync itself is measured, not TLS; loopback only
         ]
         self.log = tmp / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -100,6 +101,7 @@ class Cp:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KUMA_", "ZONEMESH_"))}
+        env["KUMA_API_SERVER_HTTPS_ENABLED"] = "false"  # one HTTPS port would not do for all
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [

@@ -631,13 +631,18 @@ class CliControlPlane(ControlPlane):
             str(self.kds_port),
             "--log-level",
             "warning",
+            "--grpc-plaintext",  # the benchmark's clients measure xDS work, not TLS
         ]
         self._proc = await asyncio.create_subprocess_exec(
             *die_with_parent(argv),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
-            env={**os.environ, "KUMA_MULTIZONE_ZONE_NAME": "bench"},
+            env={
+                **os.environ,
+                "KUMA_MULTIZONE_ZONE_NAME": "bench",
+                "KUMA_API_SERVER_HTTPS_ENABLED": "false",
+            },
         )
         self.pid = self._proc.pid
         self._http = httpx.AsyncClient(

@@ -51,8 +51,16 @@ class HttpConfig(_Section):
     port: int = 5681
 
 
+class HttpsConfig(_Section):
+    """The API over TLS, with the certificate xDS and KDS serve (`general.tls`)."""
+
+    enabled: bool = True
+    port: int = 5682
+
+
 class ApiServerConfig(_Section):
     http: HttpConfig = HttpConfig()
+    https: HttpsConfig = HttpsConfig()
     max_body_bytes: int = 1 << 20
 
 
@@ -73,6 +81,7 @@ class XdsConfig(_Section):
 class ZoneMultizone(_Section):
     name: str = ""
     global_address: str = ""
+    kds_root_ca_file: str = ""  # the CA that verifies global's KDS certificate (grpcs://)
 
 
 class GlobalMultizone(_Section):
@@ -103,9 +112,43 @@ class IpamConfig(_Section):
     mesh_multi_zone_service: CidrConfig = CidrConfig(cidr="243.0.0.0/8")
 
 
+class GeneralTlsConfig(_Section):
+    """The certificate xDS, KDS and the HTTPS API serve; none given: one is generated in
+    `<data-dir>/tls/` (see zonemesh/tls/material.py). `plaintext_grpc` turns TLS off for
+    xDS and KDS, and only on a loopback address."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    plaintext_grpc: bool = False
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> GeneralTlsConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            given, missing = ("certFile", "keyFile") if self.cert_file else ("keyFile", "certFile")
+            raise ValueError(
+                f"general.tls.{given} is set but general.tls.{missing} is not: give both "
+                "(KUMA_GENERAL_TLS_CERT_FILE and KUMA_GENERAL_TLS_KEY_FILE) or neither"
+            )
+        return self
+
+
+class GeneralConfig(_Section):
+    tls: GeneralTlsConfig = GeneralTlsConfig()
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class CpConfig(_Section):
     mode: Literal["zone", "global"] = "zone"
     address: str = "127.0.0.1"  # bind host of every listener
+    general: GeneralConfig = GeneralConfig()
     store: StoreConfig = StoreConfig()
     api_server: ApiServerConfig = ApiServerConfig()
     xds: XdsConfig = XdsConfig()
@@ -118,6 +161,16 @@ class CpConfig(_Section):
             raise ValueError("a global control plane takes no global address")
         if self.multizone.zone.global_address and not self.multizone.zone.name:
             raise ValueError("a zone connected to global needs a zone name (--zone)")
+        return self
+
+    @model_validator(mode="after")
+    def _plaintext_only_on_loopback(self) -> CpConfig:
+        if self.general.tls.plaintext_grpc and not is_loopback_host(self.address):
+            raise ValueError(
+                "general.tls.plaintextGrpc (--grpc-plaintext, ZONEMESH_GRPC_PLAINTEXT): "
+                f"plaintext gRPC is refused on {self.address}, which is not a loopback "
+                "address; serve TLS (the default) or bind 127.0.0.1"
+            )
         return self
 
     @property
@@ -152,6 +205,12 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "KUMA_STORE_TYPE": ("store", "type"),
     "KUMA_GENERAL_WORK_DIR": ("store", "dataDir"),
     "KUMA_API_SERVER_HTTP_PORT": ("apiServer", "http", "port"),
+    "KUMA_API_SERVER_HTTPS_ENABLED": ("apiServer", "https", "enabled"),
+    "KUMA_API_SERVER_HTTPS_PORT": ("apiServer", "https", "port"),
+    "KUMA_GENERAL_TLS_CERT_FILE": ("general", "tls", "certFile"),
+    "KUMA_GENERAL_TLS_KEY_FILE": ("general", "tls", "keyFile"),
+    "ZONEMESH_GRPC_PLAINTEXT": ("general", "tls", "plaintextGrpc"),
+    "KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": ("multizone", "zone", "kdsRootCaFile"),
     "KUMA_DP_SERVER_PORT": ("xds", "port"),
     "KUMA_MULTIZONE_ZONE_NAME": ("multizone", "zone", "name"),
     "KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS": ("multizone", "zone", "globalAddress"),
@@ -171,6 +230,8 @@ FLAGS: dict[str, tuple[str, ...]] = {
     "global_address": ("multizone", "zone", "globalAddress"),
     "address": ("address",),
     "api_port": ("apiServer", "http", "port"),
+    "https_port": ("apiServer", "https", "port"),
+    "grpc_plaintext": ("general", "tls", "plaintextGrpc"),
     "xds_port": ("xds", "port"),
     "kds_port": ("multizone", "global", "kdsPort"),
     "store": ("store", "type"),

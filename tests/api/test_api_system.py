@@ -117,6 +117,8 @@ async def test_index_names_the_product_and_instance(api: Api) -> None:
 
 async def test_config_is_the_effective_configuration(api: Api) -> None:
     body = (await api.client.get("/config")).json()
+    # An in-process runtime has no TLS material: plaintext gRPC, no HTTPS listener.
+    assert body.pop("tlsInUse") == {"grpc": "plaintext", "https": "off"}
     assert body == api.runtime.config.effective()
     assert body["store"]["type"] == "memory"
 

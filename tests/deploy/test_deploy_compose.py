@@ -3,7 +3,9 @@
 No Docker engine runs here, so these tests read the files the way `docker compose up --build`
 would: every service's command must be a `zonemesh` command line its role accepts, and the
 addresses and ports in the commands, the static IPs and the mounted resource files must agree,
-so that each proxy reaches its control plane and each client's requests reach `echo`.
+so that each proxy reaches its control plane and each client's requests reach `echo`, over
+TLS that verifies: every gRPC client dials grpcs:// and reads its server's CA from a volume
+that server writes its generated `tls/` directory to.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from support.processes import ZONEMESH, free_port, wait_for
 
 from zonemesh.cli.main import cli
 from zonemesh.config import FLAGS, ConfigError, CpConfig, load_config
-from zonemesh.dp.bootstrap import parse_cp_address
+from zonemesh.dp.cp_address import parse_cp_address
 from zonemesh.dp.run import load_resource
 from zonemesh.resources.codec import parse_documents, resource_from_wire
 
@@ -126,6 +128,30 @@ class Service:
         mode = self.raw.get("network_mode", "")
         return mode.removeprefix("service:") if mode.startswith("service:") else self.name
 
+    @property
+    def environment(self) -> dict[str, str]:
+        env = self.raw.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env)
+        return {str(k): str(v) for k, v in env.items()}
+
+    def named_volume(self, container_path: str) -> tuple[str, PurePosixPath, bool]:
+        """(volume, where it is mounted, read-only) of the named volume holding the path."""
+        target = PurePosixPath(container_path)
+        best: tuple[str, PurePosixPath, bool] | None = None
+        for volume in self.raw.get("volumes", []):
+            assert isinstance(volume, str), f"{self.name}: use the short volume syntax"
+            source, dest, *mode = volume.split(":")
+            dest_path = PurePosixPath(dest)
+            if source.startswith((".", "/")) or not (
+                target == dest_path or dest_path in target.parents
+            ):
+                continue
+            if best is None or len(dest_path.parts) > len(best[1].parts):  # innermost wins
+                best = (source, dest_path, bool(mode) and "ro" in mode[0].split(","))
+        assert best is not None, f"{self.name}: no named volume holds {container_path}"
+        return best
+
     def mount(self, container_path: str) -> Path:
         """The repository file bind-mounted at `container_path`; asserts it is read-only."""
         target = PurePosixPath(container_path)
@@ -183,7 +209,9 @@ class Topology:
             if chain == ("cp", "run"):
                 flags = {k: v for k, v in params.items() if k in FLAGS}
                 try:
-                    service.cp = load_config(params.get("config_file"), env={}, flags=flags)
+                    service.cp = load_config(
+                        params.get("config_file"), env=service.environment, flags=flags
+                    )
                 except ConfigError as e:
                     pytest.fail(f"{service.name}: `zonemesh cp run` would refuse to start: {e}")
                 service.role = "global-cp" if service.cp.is_global else "zone-cp"
@@ -224,8 +252,7 @@ class Topology:
         raise AssertionError(f"no service answers at {host!r}")
 
     def cp_of(self, proxy: Service) -> Service:
-        host, _ = parse_cp_address(proxy.params["cp_address"])
-        return self.service_at(host)
+        return self.service_at(parse_cp_address(proxy.params["cp_address"]).first.host)
 
     def sidecar_of(self, app: Service) -> Service:
         sidecars = [s for s in self.by_role("sidecar") if s.netns_owner == app.name]
@@ -286,7 +313,7 @@ def test_every_service_runs_the_image_built_from_this_repository(topo: Topology)
 def test_every_command_is_a_valid_zonemesh_command_line_for_its_role(
     topo: Topology, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("KUMA_CONTROL_PLANE_URL", "ZONEMESH_CP_URL"):  # flags only, as in compose
+    for name in ("KUMA_CONTROL_PLANE_URL", "KUMA_CONTROL_PLANE_CA_CERT_FILE", "ZONEMESH_CP_URL"):
         monkeypatch.delenv(name, raising=False)
     fresh = Topology()  # parsed again without the env var that could stand in for a flag
     roles = Counter(s.role for s in fresh.services.values())
@@ -305,7 +332,7 @@ def test_zone_control_planes_connect_to_globals_kds_port(topo: Topology) -> None
         assert zone_cp.cp is not None and zone_cp.cp.federated_zone
         address = zone_cp.cp.multizone.zone.global_address
         parts = urlsplit(address)
-        assert parts.scheme == "grpc", f"{zone_cp.name}: {address}"
+        assert parts.scheme == "grpcs", f"{zone_cp.name}: {address}"
         assert parts.hostname is not None
         assert topo.service_at(parts.hostname) is global_cp, f"{zone_cp.name}: {address}"
         assert parts.port == global_cp.cp.multizone.global_.kds_port == 5685
@@ -316,10 +343,48 @@ def test_data_planes_connect_to_their_zone_control_planes_xds_port(topo: Topolog
         cp = topo.cp_of(proxy)
         assert cp.role == "zone-cp", f"{proxy.name}: {proxy.params['cp_address']} is not a zone CP"
         assert cp.cp is not None
-        _, port = parse_cp_address(proxy.params["cp_address"])
+        port = parse_cp_address(proxy.params["cp_address"]).first.port
         assert port == cp.cp.xds.port == 5678, f"{proxy.name}: not {cp.name}'s xDS port"
     per_zone = Counter(p.zone for p in topo.by_role("ingress"))
     assert per_zone == Counter({"zone1": 1, "zone2": 1}), "one zone ingress per zone"
+
+
+def assert_trusts(client: Service, ca_file: str, server: Service, host: str) -> None:
+    """`client` reads `ca_file` from the read-only volume `server` writes its generated
+    `<data-dir>/tls/` to, and `server`'s certificate names `host` (its host name)."""
+    assert server.cp is not None and not server.cp.general.tls.cert_file
+    assert not server.cp.general.tls.plaintext_grpc, f"{server.name} must serve TLS"
+    volume, mounted_at, read_only = client.named_volume(ca_file)
+    assert read_only, f"{client.name}: mount {volume} read-only"
+    assert PurePosixPath(ca_file) == mounted_at / "ca.crt", f"{client.name}: {ca_file}"
+    tls_dir = PurePosixPath(str(server.cp.data_dir)) / "tls"
+    server_volume, server_at, server_ro = server.named_volume(str(tls_dir / "ca.crt"))
+    assert (server_volume, server_at, server_ro) == (volume, tls_dir, False), (
+        f"{client.name} reads {volume}, but {server.name} writes its CA to {server_volume}"
+    )
+    keys = PurePosixPath(str(server.cp.data_dir)) / "tls-keys" / "ca.key"
+    assert server.named_volume(str(keys))[0] != volume, "the keys must stay out of the CA volume"
+    assert server.raw.get("hostname") == host, (
+        f"{server.name}: set hostname: {host}, the name its generated certificate must carry"
+    )
+
+
+def test_proxies_dial_their_cp_over_tls_trusting_the_ca_it_generates(topo: Topology) -> None:
+    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress")]:
+        address = parse_cp_address(proxy.params["cp_address"])
+        assert address.tls, f"{proxy.name}: {address} must be grpcs://"
+        assert proxy.params["ca_cert_file"], f"{proxy.name}: grpcs:// needs --ca-cert-file"
+        assert_trusts(proxy, proxy.params["ca_cert_file"], topo.cp_of(proxy), address.first.host)
+
+
+def test_zone_control_planes_trust_globals_ca(topo: Topology) -> None:
+    (global_cp,) = topo.by_role("global-cp")
+    for zone_cp in topo.by_role("zone-cp"):
+        assert zone_cp.cp is not None
+        ca_file = zone_cp.cp.multizone.zone.kds_root_ca_file
+        assert ca_file, f"{zone_cp.name}: set KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE"
+        host = urlsplit(zone_cp.cp.multizone.zone.global_address).hostname
+        assert_trusts(zone_cp, ca_file, global_cp, str(host))
 
 
 def test_apply_puts_the_echo_mmzs_on_global(topo: Topology) -> None:

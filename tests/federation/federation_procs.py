@@ -28,6 +28,7 @@ class CpProcess:
     kds_port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # on top of the filtered environment
 
     @property
     def url(self) -> str:
@@ -36,6 +37,7 @@ class CpProcess:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KUMA_", "ZONEMESH_"))}
         env["ZONEMESH_ZONE_OFFLINE_GRACE"] = str(GRACE_S)
+        env.update(self.env)
         self.starts += 1
         log = self.log_path.open("ab")
         log.write(f"----- start {self.starts} -----\n".encode())
@@ -90,6 +92,7 @@ class Cluster:
     procs: dict[str, CpProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """KDS over TLS, as `cp run` serves it: zones trust global's generated CA."""
         kds = free_port()
         self.procs["global"] = self._cp("global", "--mode", "global", "--kds-port", str(kds))
         self.procs["global"].kds_port = kds
@@ -97,15 +100,18 @@ class Cluster:
             self.procs[zone] = self._cp(
                 zone,
                 *("--mode", "zone", "--zone", zone),
-                *("--global-address", f"grpc://127.0.0.1:{kds}"),
+                *("--global-address", f"grpcs://127.0.0.1:{kds}"),
                 *("--xds-port", str(free_port())),
+            )
+            self.procs[zone].env["KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE"] = str(
+                self.tmp / "global" / "tls" / "ca.crt"
             )
 
     def _cp(self, name: str, *extra: str) -> CpProcess:
         api_port = free_port()
         args = [
             *extra,
-            *("--api-port", str(api_port)),
+            *("--api-port", str(api_port), "--https-port", str(free_port())),
             *("--store", "sqlite", "--data-dir", str(self.tmp / name)),
         ]
         return CpProcess(name, args, self.tmp / f"{name}.log", api_port)
@@ -114,9 +120,14 @@ class Cluster:
         return self.procs[name]
 
     async def start(self, *names: str) -> None:
-        for name in names or tuple(self.procs):
+        """Global first when it is among them: the zones need the CA it writes at start."""
+        names = names or tuple(self.procs)
+        if "global" in names and len(names) > 1:
+            await self.start("global")
+            names = tuple(n for n in names if n != "global")
+        for name in names:
             self.procs[name].start()
-        await asyncio.gather(*(self.procs[n].wait_ready() for n in names or tuple(self.procs)))
+        await asyncio.gather(*(self.procs[n].wait_ready() for n in names))
 
     def stop_all(self) -> None:
         for proc in self.procs.values():

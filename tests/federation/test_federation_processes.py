@@ -241,7 +241,7 @@ async def test_zones_keep_serving_without_global_and_a_killed_global_loses_nothi
 
     async def zone1_reconnecting() -> None:
         info = await fed.z1.json("/")
-        assert "connecting to grpc://" in info["status"]["global"]
+        assert "connecting to grpcs://" in info["status"]["global"]
 
     await eventually(zone1_reconnecting)
     got = await fed.z1.json(f"{MMZS_PATH}/echo")

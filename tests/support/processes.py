@@ -26,7 +26,9 @@ class CpProcess:
     """`zonemesh cp run` in a subprocess; logs to `<workdir>/<name>.log`.
 
     Ports are chosen once, so a restart (`start()` again after `kill()`/`terminate()`)
-    comes back on the same addresses with the same data directory.
+    comes back on the same addresses with the same data directory. xDS and KDS serve TLS
+    as `cp run` does by default: clients dial `xds_address` / `kds_address` (grpcs://) and
+    trust `ca_file`, the CA the CP generated in its data directory (written once it started).
     """
 
     def __init__(
@@ -42,7 +44,9 @@ class CpProcess:
         self.api_port = free_port()
         self.xds_port = free_port()
         self.kds_port = free_port()
+        self.https_port = free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
+        self.https_url = f"https://127.0.0.1:{self.https_port}"
         self.data_dir = workdir / f"{name}-data"
         self.log = workdir / f"{name}.log"
         self.args = [
@@ -58,14 +62,25 @@ class CpProcess:
             str(self.xds_port),
             "--kds-port",
             str(self.kds_port),
+            "--https-port",
+            str(self.https_port),
             *args,
         ]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def ca_file(self) -> Path:
+        """The CA that signed the generated server certificate (`<data-dir>/tls/ca.crt`)."""
+        return self.data_dir / "tls" / "ca.crt"
+
+    @property
+    def xds_address(self) -> str:
+        return f"grpcs://127.0.0.1:{self.xds_port}"
+
+    @property
     def kds_address(self) -> str:
-        return f"grpc://127.0.0.1:{self.kds_port}"
+        return f"grpcs://127.0.0.1:{self.kds_port}"
 
     def start(self, wait: bool = True) -> CpProcess:
         with self.log.open("a") as log:

@@ -99,7 +99,7 @@ def test_zone_proxies_default_to_the_default_mesh() -> None:
     [
         ("127.0.0.1:5678", "scheme must be grpc://"),
         ("https://127.0.0.1:5678", "scheme must be grpc://"),
-        ("grpc://127.0.0.1", "must be grpc://HOST:PORT"),
+        ("grpc://127.0.0.1", r"must be grpc\[s\]://HOST:PORT"),
         ("grpc://127.0.0.1:notaport", "invalid port"),
     ],
 )

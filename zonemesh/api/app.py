@@ -49,6 +49,16 @@ def create_app(runtime: Runtime) -> FastAPI:
     return app
 
 
+def tls_in_use(runtime: Runtime) -> dict[str, Any]:
+    grpc_tls, api_tls = runtime.server_tls, runtime.api_tls
+    return {
+        "grpc": grpc_tls.describe() if grpc_tls is not None else "plaintext",
+        "https": api_tls.describe()
+        if api_tls is not None and runtime.config.api_server.https.enabled
+        else "off",
+    }
+
+
 def _add_system_routes(app: FastAPI, runtime: Runtime) -> None:
     config = runtime.config
     hostname = socket.gethostname()
@@ -69,8 +79,9 @@ def _add_system_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.get("/config", tags=["system"])
     async def effective_config() -> dict[str, Any]:
-        """The configuration in effect after defaults, file, env vars and flags."""
-        return config.effective()
+        """The configuration in effect after defaults, file, env vars and flags, and the TLS
+        material in use (paths and names, never a key)."""
+        return {**config.effective(), "tlsInUse": tls_in_use(runtime)}
 
     @app.get("/metrics", tags=["system"])
     async def metrics() -> Response:

@@ -31,21 +31,54 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
+class _Listener:
+    """One uvicorn server of the app on one bound socket (plain HTTP or HTTPS)."""
+
+    def __init__(self, name: str, server: _QuietServer, sock: socket.socket) -> None:
+        self.name = name
+        self.server = server
+        self.port: int = sock.getsockname()[1]
+        self.task = asyncio.create_task(server.serve(sockets=[sock]), name=name)
+
+    async def wait_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _START_TIMEOUT_S
+        while not self.server.started:
+            if self.task.done():
+                # serve() returned or raised before listening; surface why.
+                error = self.task.exception()
+                raise RuntimeError(f"the {self.name} did not start: {error!r}")
+            if loop.time() > deadline:
+                self.server.should_exit = True
+                raise RuntimeError(f"the {self.name} did not start in time")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), _GRACEFUL_STOP_S + 2)
+        except TimeoutError:
+            self.server.force_exit = True
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
 class ApiServer:
+    """HTTP on `apiServer.http.port`, and HTTPS on `apiServer.https.port` with the runtime's
+    `api_tls` (the certificate xDS and KDS serve) when that is set and HTTPS is enabled."""
+
     name = "api-server"
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.app = create_app(runtime)
         self.port: int | None = None  # the bound port (differs from the config when that is 0)
-        self._server: _QuietServer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.https_port: int | None = None  # None: no HTTPS listener
+        self._listeners: list[_Listener] = []
 
-    async def start(self) -> None:
-        config = self.runtime.config
-        sock = _bind(config.address, config.api_server.http.port)
-        self.port = sock.getsockname()[1]
-        self._server = _QuietServer(
+    def _server(self, **ssl: str) -> _QuietServer:
+        return _QuietServer(
             uvicorn.Config(
                 self.app,
                 lifespan="off",
@@ -53,43 +86,53 @@ class ApiServer:
                 log_level="warning",
                 access_log=False,
                 timeout_graceful_shutdown=_GRACEFUL_STOP_S,
+                **ssl,  # type: ignore[arg-type]
             )
         )
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=self.name)
-        await self._wait_started()
+
+    async def start(self) -> None:
+        config = self.runtime.config
+        tls = self.runtime.api_tls if config.api_server.https.enabled else None
+        # Both sockets first: a busy port fails the start before anything serves.
+        http_sock = _bind(config.address, config.api_server.http.port)
+        try:
+            https_sock = _bind(config.address, config.api_server.https.port) if tls else None
+        except OSError:
+            http_sock.close()
+            raise
+        try:
+            http = _Listener("API server", self._server(), http_sock)
+            self._listeners.append(http)
+            await http.wait_started()
+            self.port = http.port
+            if tls is not None and https_sock is not None:
+                https = _Listener(
+                    "HTTPS API server",
+                    self._server(ssl_certfile=str(tls.cert_file), ssl_keyfile=str(tls.key_file)),
+                    https_sock,
+                )
+                self._listeners.append(https)
+                await https.wait_started()
+                self.https_port = https.port
+        except BaseException:
+            await self._stop_listeners()
+            raise
         self.app.state.serving = True
         log.info("API server listening on http://%s:%d", config.address, self.port)
-
-    async def _wait_started(self) -> None:
-        assert self._server is not None and self._task is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _START_TIMEOUT_S
-        while not self._server.started:
-            if self._task.done():
-                # serve() returned or raised before listening; surface why.
-                error = self._task.exception()
-                raise RuntimeError(f"the API server did not start: {error!r}")
-            if loop.time() > deadline:
-                self._server.should_exit = True
-                raise RuntimeError("the API server did not start in time")
-            await asyncio.sleep(0.01)
+        if self.https_port is not None:
+            log.info("API server listening on https://%s:%d", config.address, self.https_port)
 
     async def stop(self) -> None:
         """Stop accepting, let running requests finish (up to a few seconds), then return."""
         self.app.state.serving = False
-        if self._server is None or self._task is None:
+        if not self._listeners:
             return
-        self._server.should_exit = True
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), _GRACEFUL_STOP_S + 2)
-        except TimeoutError:
-            self._server.force_exit = True
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._server = None
-        self._task = None
+        await self._stop_listeners()
         log.info("API server stopped")
+
+    async def _stop_listeners(self) -> None:
+        listeners, self._listeners = self._listeners, []
+        await asyncio.gather(*(listener.stop() for listener in listeners))
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -31,11 +31,22 @@ def cp() -> None:
 @click.option("--zone", help="This zone's name [env KUMA_MULTIZONE_ZONE_NAME]")
 @click.option(
     "--global-address",
-    help="grpc://HOST:PORT of global's KDS "
-    "[env KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS]; none = standalone",
+    help="grpcs://HOST:PORT[,HOST:PORT...] of global's KDS (grpc:// if global serves "
+    "plaintext) [env KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS]; none = standalone. grpcs:// "
+    "needs global's CA in KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE",
 )
 @click.option("--address", help="Host every listener binds (default 127.0.0.1)")
 @click.option("--api-port", type=int, help="HTTP API port (default 5681)")
+@click.option(
+    "--https-port", type=int, help="HTTPS API port (default 5682) [env KUMA_API_SERVER_HTTPS_PORT]"
+)
+@click.option(
+    "--grpc-plaintext",
+    is_flag=True,
+    default=None,
+    help="Serve xDS and KDS without TLS; only on a loopback --address "
+    "[env ZONEMESH_GRPC_PLAINTEXT]",
+)
 @click.option("--xds-port", type=int, help="xDS (ADS) port (default 5678)")
 @click.option("--kds-port", type=int, help="KDS port on global (default 5685)")
 @click.option("--store", type=click.Choice(["memory", "sqlite"]), help="[env KUMA_STORE_TYPE]")
@@ -49,13 +60,24 @@ def cp_run(config_file: str | None, log_level: str, **flags: object) -> None:
         config = load_config(config_file, flags=flags)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    from zonemesh.cp.run import ControlPlane
     from zonemesh.store.base import StoreError
+    from zonemesh.tls.material import TlsMaterialError
+    from zonemesh.tls.trust import StartCheckError
 
     try:
-        asyncio.run(ControlPlane(config).run_until_signalled())
+        asyncio.run(_run_control_plane(config))
     except (OSError, StoreError) as e:  # a port in use, a data directory held by another CP
         raise click.ClickException(f"control plane could not start: {e}") from None
+    except TlsMaterialError as e:
+        raise click.ClickException(f"control plane could not start: TLS: {e}") from None
+    except StartCheckError as e:  # a zone that cannot talk to global as configured
+        raise click.ClickException(f"control plane could not start: KDS: {e}") from None
+
+
+async def _run_control_plane(config: Any) -> None:
+    from zonemesh.cp.run import ControlPlane
+
+    await ControlPlane(config).run_until_signalled()
 
 
 @cli.group()
@@ -69,7 +91,14 @@ def _dp_options(f: Any) -> Any:
             "--cp-address",
             required=True,
             envvar="KUMA_CONTROL_PLANE_URL",
-            help="The zone CP's xDS address, grpc://HOST:PORT [env KUMA_CONTROL_PLANE_URL]",
+            help="The zone CP's xDS address, grpcs://HOST:PORT[,HOST:PORT...] (grpc:// for a "
+            "CP serving plaintext) [env KUMA_CONTROL_PLANE_URL]",
+        ),
+        click.option(
+            "--ca-cert-file",
+            envvar="KUMA_CONTROL_PLANE_CA_CERT_FILE",
+            help="The CA that signed the CP's certificate (the zone CP's <data-dir>/tls/ca.crt); "
+            "required for grpcs:// [env KUMA_CONTROL_PLANE_CA_CERT_FILE]",
         ),
         click.option(
             "--dataplane-file",
@@ -98,15 +127,16 @@ def _dp_options(f: Any) -> Any:
 def _data_plane_options(
     wire: dict[str, Any],
     cp_address: str,
+    ca_cert_file: str | None,
     proxy_type: str,
     admin_port: int | None,
     envoy_binary: str | None,
 ) -> Any:
-    from zonemesh.dp.bootstrap import parse_cp_address
+    from zonemesh.dp.cp_address import parse_cp_address, require_ca
     from zonemesh.dp.run import DataPlaneOptions
 
     try:
-        parse_cp_address(cp_address)
+        require_ca(parse_cp_address(cp_address), ca_cert_file)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     if admin_port is None:
@@ -116,6 +146,7 @@ def _data_plane_options(
         proxy_type=proxy_type,
         admin_port=admin_port,
         envoy_binary=envoy_binary,
+        ca_cert_file=ca_cert_file,
     )
 
 
@@ -124,6 +155,7 @@ def _data_plane_options(
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
 def dp_run(
     cp_address: str,
+    ca_cert_file: str | None,
     dataplane_file: str,
     proxy_type: str,
     admin_port: int | None,
@@ -134,9 +166,11 @@ def dp_run(
 
     \b
     Example:
-      zonemesh dp run --cp-address grpc://127.0.0.1:5678 --dataplane-file echo-z1-a.yaml
-      zonemesh dp run --cp-address grpc://127.0.0.1:5678 --dataplane-file ingress.yaml \\
-        --proxy-type ingress --admin-port 9902
+      zonemesh dp run --cp-address grpcs://127.0.0.1:5678 \\
+        --ca-cert-file ~/.local/share/zonemesh/tls/ca.crt --dataplane-file echo-z1-a.yaml
+      zonemesh dp run --cp-address grpcs://127.0.0.1:5678 --ca-cert-file ca.crt \\
+        --dataplane-file ingress.yaml --proxy-type ingress --admin-port 9902
+    A wrong CA, or TLS on one side only, stops it at start with the problem named.
     SIGTERM drains Envoy's listeners and exits 0.
     """
     _setup_logging(log_level)
@@ -144,7 +178,9 @@ def dp_run(
 
     try:
         wire = load_resource(dataplane_file, proxy_type)
-        options = _data_plane_options(wire, cp_address, proxy_type, admin_port, envoy_binary)
+        options = _data_plane_options(
+            wire, cp_address, ca_cert_file, proxy_type, admin_port, envoy_binary
+        )
         code = asyncio.run(run_data_plane(wire, options))
     except DataPlaneError as e:
         raise click.ClickException(str(e)) from None
@@ -155,6 +191,7 @@ def dp_run(
 @_dp_options
 def dp_bootstrap(
     cp_address: str,
+    ca_cert_file: str | None,
     dataplane_file: str,
     proxy_type: str,
     admin_port: int | None,
@@ -169,7 +206,9 @@ def dp_bootstrap(
         wire = load_resource(dataplane_file, proxy_type)
     except DataPlaneError as e:
         raise click.ClickException(str(e)) from None
-    options = _data_plane_options(wire, cp_address, proxy_type, admin_port, envoy_binary)
+    options = _data_plane_options(
+        wire, cp_address, ca_cert_file, proxy_type, admin_port, envoy_binary
+    )
     click.echo(json.dumps(DataPlane(wire, options).bootstrap(), indent=2))
 
 

@@ -9,6 +9,7 @@ import signal
 from zonemesh.config import CpConfig
 from zonemesh.cp.runtime import Component, Runtime
 from zonemesh.store.base import Store
+from zonemesh.tls.material import ServerTls, load_server_tls
 
 log = logging.getLogger("zonemesh.cp")
 
@@ -61,9 +62,39 @@ def build_components(runtime: Runtime) -> list[Component]:
     return components
 
 
+def load_tls(config: CpConfig) -> tuple[ServerTls | None, ServerTls | None]:
+    """(what xDS/KDS serve, what the HTTPS API serves); raises TlsMaterialError.
+
+    One certificate for all three, as Kuma's `general.tls*` is. gRPC is plaintext only when
+    asked for (and the config allows that only on loopback); the API's HTTP port is there
+    either way."""
+    plaintext = config.general.tls.plaintext_grpc
+    https = config.api_server.https.enabled
+    if plaintext and not https:
+        log.warning("serving xDS and KDS in plaintext (--grpc-plaintext); HTTPS API off")
+        return None, None
+    material = load_server_tls(config)
+    if material.ca_file is not None:
+        log.info(
+            "TLS: serving a certificate for %s signed by the CA in %s "
+            "(give that file to clients: dp run --ca-cert-file, "
+            "KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE)",
+            ", ".join(material.names),
+            material.ca_file,
+        )
+    else:
+        log.info("TLS: serving %s (for %s)", material.cert_file, ", ".join(material.names))
+    if plaintext:
+        log.warning("serving xDS and KDS in plaintext (--grpc-plaintext), on loopback only")
+    return (None if plaintext else material), (material if https else None)
+
+
 class ControlPlane:
     def __init__(self, config: CpConfig) -> None:
-        self.runtime = Runtime(config=config, store=open_store(config))
+        server_tls, api_tls = load_tls(config)
+        self.runtime = Runtime(
+            config=config, store=open_store(config), server_tls=server_tls, api_tls=api_tls
+        )
         self.components = build_components(self.runtime)
         self._started: list[Component] = []
 

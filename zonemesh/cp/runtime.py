@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -13,6 +13,9 @@ from zonemesh.auth.service import TokenService
 from zonemesh.config import CpConfig
 from zonemesh.state.health import InstanceHealth
 from zonemesh.store.base import Store
+
+if TYPE_CHECKING:
+    from zonemesh.tls.material import ServerTls
 
 
 class Component(Protocol):
@@ -37,6 +40,11 @@ class Runtime:
     views: dict[str, Any] = field(default_factory=dict)
     # Human-readable state of sub-systems for `GET /` (e.g. the KDS client's connection).
     status: dict[str, str] = field(default_factory=dict)
+    # What xDS and KDS serve over TLS; None = plaintext gRPC (in-process tests build a
+    # Runtime without it; `cp run` sets it unless --grpc-plaintext).
+    server_tls: ServerTls | None = None
+    # What the HTTPS API serves (`apiServer.https`); None = no HTTPS listener.
+    api_tls: ServerTls | None = None
     # Issues and verifies this CP's tokens; `cp run` starts it before the other components.
     tokens: TokenService = field(init=False)
     refusals: Refusals = field(init=False)

@@ -82,9 +82,19 @@ def explore_lines(mesh: TwoZoneMesh) -> list[str]:
         f"  {zm} inspect zoneingresses --cp {zone1}",
         f"  curl -s '{mesh.clients['zone1'].admin_url}/clusters'    # client-zone1's Envoy admin",
         f"  zone CPs: {', '.join(f'{z} {mesh.cps[z].url}' for z in ZONES)}; global {glob}",
+        f"  curl -s --cacert {mesh.cps['zone1'].ca_file} {mesh.cps['zone1'].https_url}/"
+        "    # the HTTPS API, verified with zone1's CA",
         f"  logs: {mesh.run_dir}/*.log   addresses: {mesh.run_dir}/topology.json",
     ]
     return lines
+
+
+def tls_lines(mesh: TwoZoneMesh) -> list[str]:
+    """Where the CAs are: xDS and KDS ran over TLS with each CP's generated certificate."""
+    if not mesh.cps:
+        return []
+    cas = ", ".join(f"{name} {cp.ca_file}" for name, cp in mesh.cps.items())
+    return [f"TLS: xDS and KDS served over TLS; CA files: {cas}"]
 
 
 def keep_running(mesh: TwoZoneMesh, out: Output) -> None:
@@ -128,6 +138,8 @@ def run_demo(mesh: TwoZoneMesh, out: Output, keep: bool) -> int:
         else:
             out.console.print(rich_summary(scenario))
         code = 0 if scenario.passed else 1
+        for line in tls_lines(mesh):
+            out.line(line)
         if keep and scenario.phases["ready"].seconds is not None and mesh.group.running():
             for line in explore_lines(mesh):
                 out.line(line)

@@ -62,23 +62,36 @@ def mmzs(name: str, app_protocol: str) -> dict[str, Any]:
 
 @dataclass
 class ControlPlane:
+    """A `cp run` serving xDS and KDS over TLS with the certificate it generates in its data
+    directory; its clients trust `ca_file`, written there at start."""
+
     name: str
     address: str
     api_port: int
     xds_port: int
     kds_port: int
+    https_port: int
+    data_dir: Path
 
     @property
     def url(self) -> str:
         return f"http://{self.address}:{self.api_port}"
 
     @property
+    def https_url(self) -> str:
+        return f"https://{self.address}:{self.https_port}"
+
+    @property
     def xds_address(self) -> str:
-        return f"grpc://{self.address}:{self.xds_port}"
+        return f"grpcs://{self.address}:{self.xds_port}"
 
     @property
     def kds_address(self) -> str:
-        return f"grpc://{self.address}:{self.kds_port}"
+        return f"grpcs://{self.address}:{self.kds_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "tls" / "ca.crt"
 
 
 @dataclass
@@ -240,17 +253,17 @@ class TwoZoneMesh:
             if self.slot is not None:
                 self.slot.release()
 
+    def _control_plane(self, name: str, address: str) -> ControlPlane:
+        api, xds, kds, https = (self._port(address) for _ in range(4))
+        return ControlPlane(name, address, api, xds, kds, https, self.run_dir / f"cp-{name}-data")
+
     def _plan(self) -> None:
-        glob = "127.0.0.1"
-        self.cps["global"] = ControlPlane(
-            "global", glob, self._port(glob), self._port(glob), self._port(glob)
-        )
+        self.cps["global"] = self._control_plane("global", "127.0.0.1")
         echo_inbound = self._common_port(
             [self.address(z, 11 + i) for z in ZONES for i in range(INSTANCES[z])]
         )
         for zone in ZONES:
-            cp = self.address(zone, 1)
-            self.cps[zone] = ControlPlane(zone, cp, self._port(cp), self._port(cp), self._port(cp))
+            self.cps[zone] = self._control_plane(zone, self.address(zone, 1))
             self.ingresses[zone] = self._ingress(zone)
             self.instances[zone] = [
                 self._instance(zone, i, echo_inbound) for i in range(INSTANCES[zone])
@@ -346,7 +359,13 @@ class TwoZoneMesh:
         return {
             "runDir": str(self.run_dir),
             "controlPlanes": {
-                n: {"api": cp.url, "xds": cp.xds_address, "kds": cp.kds_address}
+                n: {
+                    "api": cp.url,
+                    "https": cp.https_url,
+                    "xds": cp.xds_address,
+                    "kds": cp.kds_address,
+                    "caFile": str(cp.ca_file),
+                }
                 for n, cp in self.cps.items()
             },
             "proxies": {
@@ -376,7 +395,8 @@ class TwoZoneMesh:
         for zone in ZONES:
             cp = self.cps[zone]
             args = ("--mode", "zone", "--zone", zone, "--global-address", glob.kds_address)
-            self.group.spawn(f"cp-{zone}", self._cp_args(cp, *args))
+            env = {"KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": str(glob.ca_file)}
+            self.group.spawn(f"cp-{zone}", self._cp_args(cp, *args), env=env)
         for zone in ZONES:
             cp = self.cps[zone]
             self.group.wait_http(f"cp-{zone}", f"{cp.url}/ready", timeout=START_TIMEOUT_S)
@@ -408,13 +428,15 @@ class TwoZoneMesh:
         return [
             *("cp", "run", *extra, "--address", cp.address),
             *("--api-port", str(cp.api_port), "--xds-port", str(cp.xds_port)),
-            *("--kds-port", str(cp.kds_port), "--store", "memory"),
+            *("--kds-port", str(cp.kds_port), "--https-port", str(cp.https_port)),
+            *("--store", "memory", "--data-dir", str(cp.data_dir)),
             *("--log-level", self.log_level),
         ]
 
     def _dp_args(self, proxy: Proxy, proxy_type: str) -> list[str]:
         return [
             *("dp", "run", "--cp-address", self.cps[proxy.zone].xds_address),
+            *("--ca-cert-file", str(self.cps[proxy.zone].ca_file)),
             *("--dataplane-file", str(self.run_dir / f"{proxy.name}.yaml")),
             *("--proxy-type", proxy_type, "--admin-port", str(proxy.admin_port)),
             *("--log-level", self.log_level),

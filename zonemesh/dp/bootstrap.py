@@ -9,32 +9,19 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from zonemesh import __version__
+from zonemesh.dp.cp_address import parse_cp_address, require_ca
+from zonemesh.tls.address import GrpcAddress
+
+__all__ = ["parse_cp_address", "render_bootstrap"]
 
 PROXY_TYPES = ("dataplane", "ingress", "egress")
 ADS_CLUSTER = "ads_cluster"
 # Envoy's node.cluster for zone proxies, which have no inbound to name a service after.
 _ZONE_PROXY_SERVICE = {"ingress": "zone-ingress", "egress": "zone-egress"}
-_CP_SCHEMES = ("grpc", "http")  # plaintext gRPC; there is no TLS between DP and CP yet
-
-
-def parse_cp_address(cp_address: str) -> tuple[str, int]:
-    """`grpc://HOST:PORT` -> (host, port); raises ValueError naming what is wrong."""
-    parts = urlsplit(cp_address)
-    if parts.scheme not in _CP_SCHEMES:
-        raise ValueError(
-            f"--cp-address {cp_address!r}: scheme must be grpc:// (got {parts.scheme or 'none'!r})"
-        )
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"--cp-address {cp_address!r}: invalid port") from None
-    if not parts.hostname or port is None:
-        raise ValueError(f"--cp-address {cp_address!r}: must be grpc://HOST:PORT")
-    return parts.hostname, port
 
 
 def node_id(resource: dict[str, Any], proxy_type: str) -> str:
@@ -67,16 +54,19 @@ def render_bootstrap(
     zone: str | None = None,
     delta: bool = True,
     envoy_version: str = "",
+    ca_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Envoy's bootstrap (JSON form) for the given Dataplane/ZoneIngress/ZoneEgress wire form.
 
     `admin_port` 0 lets the kernel pick; `EnvoyProcess` reads the chosen port back.
+    `grpcs://` needs `ca_file`: Envoy's ADS connection then verifies the CP against it.
     """
     if proxy_type not in PROXY_TYPES:
         raise ValueError(f"proxy type must be one of: {', '.join(PROXY_TYPES)}")
     if not 0 <= admin_port <= 65535:
         raise ValueError(f"admin port {admin_port} out of range")
-    host, port = parse_cp_address(cp_address)
+    address = parse_cp_address(cp_address)
+    require_ca(address, ca_file)
 
     version: dict[str, Any] = {"dp": {"product": "zonemesh", "version": __version__}}
     if envoy_version:
@@ -110,7 +100,7 @@ def render_bootstrap(
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
-        "static_resources": {"clusters": [_ads_cluster(host, port)]},
+        "static_resources": {"clusters": [_ads_cluster(address, ca_file if address.tls else None)]},
         "stats_config": {"use_all_default_tags": True},
         "overload_manager": _overload_manager(),
         # An admin layer lets operators flip runtime flags through `/runtime_modify`.
@@ -118,13 +108,10 @@ def render_bootstrap(
     }
 
 
-def _ads_cluster(host: str, port: int) -> dict[str, Any]:
-    """HTTP/2 to the CP; STATIC for an IP, STRICT_DNS for a name; keepalives detect a dead CP."""
-    try:
-        ipaddress.ip_address(host)
-        discovery = "STATIC"
-    except ValueError:
-        discovery = "STRICT_DNS"
+def _ads_cluster(address: GrpcAddress, ca_file: str | Path | None) -> dict[str, Any]:
+    """HTTP/2 to the CP, one endpoint per address; STATIC for IPs, STRICT_DNS with a name;
+    keepalives detect a dead CP; TLS verifying the CP when `ca_file` is given."""
+    discovery = "STATIC" if all(e.is_ip for e in address.endpoints) else "STRICT_DNS"
     cluster: dict[str, Any] = {
         "name": ADS_CLUSTER,
         "type": discovery,
@@ -136,9 +123,12 @@ def _ads_cluster(host: str, port: int) -> dict[str, Any]:
                     "lb_endpoints": [
                         {
                             "endpoint": {
-                                "address": {"socket_address": {"address": host, "port_value": port}}
+                                "address": {
+                                    "socket_address": {"address": e.host, "port_value": e.port}
+                                }
                             }
                         }
+                        for e in address.endpoints
                     ]
                 }
             ],
@@ -166,7 +156,37 @@ def _ads_cluster(host: str, port: int) -> dict[str, Any]:
     }
     if discovery == "STRICT_DNS":
         cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if ca_file is not None:
+        cluster["transport_socket"] = _ads_tls(address, ca_file)
     return cluster
+
+
+def _ads_tls(address: GrpcAddress, ca_file: str | Path) -> dict[str, Any]:
+    """Trust only the given CA, and only a certificate naming a host we dial: an IP SAN for
+    an IP, a DNS SAN for a name (several addresses: any of them, as one CP certificate
+    serves every replica). SNI is the first name dialled; an IP is never sent as SNI."""
+    sans = [
+        {"san_type": "IP_ADDRESS", "matcher": {"exact": str(ipaddress.ip_address(e.host))}}
+        if e.is_ip
+        else {"san_type": "DNS", "matcher": {"exact": e.host}}
+        for e in address.endpoints
+    ]
+    unique = [s for i, s in enumerate(sans) if s not in sans[:i]]
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+            "validation_context": {
+                "trusted_ca": {"filename": str(Path(ca_file).expanduser().resolve())},
+                "match_typed_subject_alt_names": unique,
+            },
+        },
+    }
+    names = [e.host for e in address.endpoints if not e.is_ip]
+    if names:
+        context["sni"] = names[0]
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
 def _overload_manager() -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """`zonemesh dp run`: one Envoy for a Dataplane, ZoneIngress or ZoneEgress, fed by the zone CP.
 
-The data plane needs only the CP's xDS address: Envoy gets everything over ADS, and
-readiness reports travel on the same port. It waits for the CP with a backoff (saying so
-once per attempt), runs Envoy, probes the apps behind its inbounds, and on SIGTERM drains
-Envoy's listeners and exits 0 with no child left.
+The data plane needs only the CP's xDS address (and, for `grpcs://`, the CA that signed the
+CP's certificate): Envoy gets everything over ADS, and readiness reports travel on the same
+port. Before anything else it runs the start check (zonemesh/tls/probe.py): a wrong CA, or
+TLS on one side and plaintext on the other, ends `dp run` at once with the problem named. A
+CP that does not answer yet is waited for with a backoff (saying so once per attempt). Then
+it runs Envoy, probes the apps behind its inbounds, and on SIGTERM drains Envoy's listeners
+and exits 0 with no child left.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from typing import Any
 
 import grpc
 
-from zonemesh.dp.bootstrap import parse_cp_address, render_bootstrap
+from zonemesh.dp.bootstrap import render_bootstrap
+from zonemesh.dp.channel import open_cp_channel
+from zonemesh.dp.cp_address import CA_OPTION, parse_cp_address, require_ca
 from zonemesh.dp.envoy import EnvoyError, EnvoyProcess, envoy_binary, envoy_version
 from zonemesh.dp.probes import not_ready_ports, probes_for
 from zonemesh.resources import labels
@@ -28,12 +33,15 @@ from zonemesh.resources.base import Resource
 from zonemesh.resources.codec import parse_documents, resource_from_wire, resource_to_wire
 from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.types.dataplane import DataplaneSpec
+from zonemesh.tls.probe import check_address
+from zonemesh.tls.trust import ClientCa, StartCheckError, load_client_ca
 from zonemesh.translate.names import spiffe_id
 
 log = logging.getLogger("zonemesh.dp")
 
 RESOURCE_TYPE = {"dataplane": "Dataplane", "ingress": "ZoneIngress", "egress": "ZoneEgress"}
 READINESS_METHOD = "/zonemesh.dp.v1.Readiness/Report"
+CP_FLAG = "--cp-address"
 PROBE_INTERVAL_S = 1.0
 REPORT_REFRESH_S = 5.0  # re-send unchanged readiness: the CP may have restarted meanwhile
 
@@ -86,6 +94,7 @@ class DataPlaneOptions:
     envoy_binary: str | None = None
     envoy_log_level: str = "warn"
     max_backoff_s: float = 5.0
+    ca_cert_file: str | None = None  # required for grpcs://
 
 
 class DataPlane:
@@ -103,6 +112,7 @@ class DataPlane:
             self.options.cp_address,
             self.options.admin_port,
             envoy_version=version,
+            ca_file=self.options.ca_cert_file,
         )
 
     async def run(self, stop: asyncio.Event) -> int:
@@ -116,10 +126,11 @@ class DataPlane:
             who,
             options.cp_address,
         )
-        host, port = parse_cp_address(options.cp_address)
-        async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
-            if not await self._wait_for_cp(channel, stop):
-                return 0
+        address = parse_cp_address(options.cp_address)
+        ca = self._client_ca()
+        if not await self._wait_for_cp(ca, stop):
+            return 0
+        async with open_cp_channel(address, ca) as channel:
             self.envoy = EnvoyProcess(
                 self.bootstrap(await envoy_version(binary)),
                 binary=binary,
@@ -150,23 +161,42 @@ class DataPlane:
             log.info("stopped")
             return 0
 
-    async def _wait_for_cp(self, channel: grpc.aio.Channel, stop: asyncio.Event) -> bool:
-        """True once the CP's xDS port answers; False if asked to stop first."""
+    def _client_ca(self) -> ClientCa | None:
+        """The CA for grpcs:// (read and checked once); None for grpc://."""
+        address = parse_cp_address(self.options.cp_address)
+        try:
+            require_ca(address, self.options.ca_cert_file)
+        except ValueError as e:
+            raise DataPlaneError(str(e)) from None
+        if not address.tls or not self.options.ca_cert_file:
+            return None
+        try:
+            return load_client_ca(self.options.ca_cert_file, CA_OPTION)
+        except StartCheckError as e:
+            raise DataPlaneError(str(e)) from None
+
+    async def _wait_for_cp(self, ca: ClientCa | None, stop: asyncio.Event) -> bool:
+        """True once the CP answers as expected; False if asked to stop first. A CP that
+        answers with the wrong certificate or protocol is not waited for: DataPlaneError."""
+        address = parse_cp_address(self.options.cp_address)
         attempt, delay = 0, 0.25
         while not stop.is_set():
             attempt += 1
             try:
-                await asyncio.wait_for(channel.channel_ready(), timeout=2.0)
+                result = await check_address(address, ca)
+            except StartCheckError as e:
+                raise DataPlaneError(f"{CP_FLAG} {address}: {e}") from None
+            if result.ok:
                 if attempt > 1:
                     log.info("control plane %s reachable", self.options.cp_address)
                 return True
-            except TimeoutError:
-                log.warning(
-                    "control plane %s not reachable (attempt %d); retrying in %.1fs",
-                    self.options.cp_address,
-                    attempt,
-                    delay,
-                )
+            log.warning(
+                "control plane %s not reachable (attempt %d): %s; retrying in %.1fs",
+                self.options.cp_address,
+                attempt,
+                result.detail,
+                delay,
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, self.options.max_backoff_s)

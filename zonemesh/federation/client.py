@@ -18,7 +18,7 @@ import grpc
 
 from zonemesh import __version__
 from zonemesh.cp.runtime import Runtime
-from zonemesh.federation import mapping
+from zonemesh.federation import dial, mapping
 from zonemesh.federation.mapping import Entry
 from zonemesh.federation.proto import kds_pb2 as pb
 from zonemesh.federation.proto import kds_pb2_grpc as pb_grpc
@@ -27,14 +27,14 @@ from zonemesh.federation.protocol import (
     HANDSHAKE_TIMEOUT_S,
     PROTOCOL,
     PROTOCOL_VERSION,
-    AddressError,
-    parse_global_address,
 )
 from zonemesh.federation.sync import Inbox, InboxPolicy, Outbox, Rejected
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.registry import ALL_TYPES, by_kind
 from zonemesh.store.base import Store
+from zonemesh.tls.address import AddressError, GrpcAddress
+from zonemesh.tls.trust import ClientCa, StartCheckError
 
 log = logging.getLogger("zonemesh.kds")
 
@@ -107,14 +107,29 @@ class KdsClient:
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
     _rejected: dict[ResourceKey, str] = field(default_factory=dict)
+    _target: GrpcAddress | None = None
+    _ca: ClientCa | None = None
 
     @property
     def address(self) -> str:
         return self.runtime.config.multizone.zone.global_address
 
     async def start(self) -> None:
+        """The start check first: grpcs:// without a usable CA, a CA that does not verify
+        global, or TLS on one side only raise StartCheckError (`cp run` exits naming it);
+        a global that does not answer yet is waited for with the backoff."""
         self.runtime.views["kds"] = self  # e.g. for readiness: `connected`, `inbox.snapshot_done`
         self._set_status(f"connecting to {self.address}")
+        try:
+            self._target = dial.global_address(self.runtime.config)
+        except AddressError as e:
+            self._target = None
+            self.last_error = str(e)
+        else:
+            self._ca = dial.root_ca(self.runtime.config, self._target)
+            result = await dial.start_check(self._target, self._ca)
+            if not result.ok:
+                log.warning("KDS: global %s does not answer yet: %s", self.address, result.detail)
         self._task = asyncio.create_task(self._run_forever())
 
     async def stop(self) -> None:
@@ -135,11 +150,10 @@ class KdsClient:
 
     async def _run_forever(self) -> None:
         delay = BACKOFF_START_S
-        try:
-            target = parse_global_address(self.address)
-        except AddressError as e:
-            log.error("%s: not syncing with global", e)
-            self._set_status(f"not syncing: {e}")
+        target = self._target
+        if target is None:
+            log.error("%s: not syncing with global", self.last_error)
+            self._set_status(f"not syncing: {self.last_error}")
             return
         while True:
             self.attempts += 1
@@ -161,6 +175,8 @@ class KdsClient:
                 reason = f"{type(e).__name__}: {e}"
             if self._stopping:
                 return
+            if not self.connected.is_set():
+                reason = await self._mismatch(target) or reason
             self.last_error = reason
             if self.connected.is_set():  # it worked for a while: start the backoff over
                 self.connected.clear()
@@ -169,7 +185,9 @@ class KdsClient:
                 log.warning("KDS: %s: %s; reconnecting in %.1fs", self.address, reason, delay)
             else:
                 log.log(
-                    logging.ERROR if "already connected" in reason else logging.WARNING,
+                    logging.ERROR
+                    if "already connected" in reason or reason.startswith(dial.ADDRESS_OPTION)
+                    else logging.WARNING,
                     "KDS: attempt %d to %s failed: %s; retrying in %.1fs",
                     self.attempts,
                     self.address,
@@ -182,10 +200,19 @@ class KdsClient:
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_CAP_S)
 
-    async def _session(self, target: str) -> None:
+    async def _mismatch(self, target: GrpcAddress) -> str | None:
+        """After a failed attempt: the start check's verdict, if global now answers with the
+        wrong certificate or protocol (said plainly instead of as a handshake error)."""
+        try:
+            await dial.start_check(target, self._ca)
+        except StartCheckError as e:
+            return str(e)
+        return None
+
+    async def _session(self, target: GrpcAddress) -> None:
         """One stream, from handshake to its end."""
         runtime = self.runtime
-        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+        async with dial.open_global_channel(target, self._ca, CHANNEL_OPTIONS) as channel:
             call = pb_grpc.KDSStub(channel).Sync()
             await call.write(
                 pb.ZoneMessage(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from urllib.parse import urlsplit
 
 from zonemesh.federation.mapping import Entry
 from zonemesh.federation.proto import kds_pb2 as pb
@@ -31,26 +30,6 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
 ]
-
-
-class AddressError(ValueError):
-    pass
-
-
-def parse_global_address(address: str) -> str:
-    """`grpc://HOST:PORT` (or `HOST:PORT`) -> the gRPC target `HOST:PORT`."""
-    text = address.strip()
-    if "://" not in text:
-        text = "grpc://" + text
-    parts = urlsplit(text)
-    if parts.scheme != "grpc":
-        raise AddressError(
-            f"global address {address!r}: scheme must be grpc:// (TLS is not supported)"
-        )
-    if not parts.hostname or parts.port is None:
-        raise AddressError(f"global address {address!r}: expected grpc://HOST:PORT")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{host}:{parts.port}"
 
 
 def ref(key: ResourceKey) -> pb.ResourceRef:

@@ -46,6 +46,7 @@ from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.registry import ALL_TYPES, ZONE, by_kind
 from zonemesh.resources.types.zone import ZoneSpec, ZoneStatus
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError, Store
+from zonemesh.tls.serving import add_grpc_port, scheme
 
 log = logging.getLogger("zonemesh.kds")
 
@@ -587,16 +588,19 @@ class KdsServer:
         pb_grpc.add_KDSServicer_to_server(KdsServicer(self.tracker), server)
         address = f"{config.address}:{config.multizone.global_.kds_port}"
         try:
-            self.port = server.add_insecure_port(address)
+            self.port = add_grpc_port(server, address, self.runtime.server_tls)
         except RuntimeError as e:
             raise OSError(f"KDS could not listen on {address}: {e}") from None
+        if not self.port:
+            raise OSError(f"KDS could not listen on {address}")
         await server.start()
         self._server = server
         self._ticker = asyncio.create_task(self._tick_forever())
         self.runtime.views["kds"] = self.tracker  # connected zones and their availability
-        self.runtime.status["kds"] = f"listening on {config.address}:{self.port}"
+        where = f"{scheme(self.runtime.server_tls)}://{config.address}:{self.port}"
+        self.runtime.status["kds"] = f"listening on {where}"
         self.tracker._publish_status()
-        log.info("KDS listening on %s:%d", config.address, self.port)
+        log.info("KDS listening on %s", where)
 
     async def _tick_forever(self) -> None:
         interval = max(0.1, min(1.0, self.tracker.grace_s / 4))

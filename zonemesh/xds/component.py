@@ -46,6 +46,7 @@ from zonemesh.resources.registry import (
     ZONE_INGRESS,
 )
 from zonemesh.store.base import Subscription
+from zonemesh.tls.serving import add_grpc_port, scheme
 from zonemesh.translate.default import default_generator
 from zonemesh.translate.generator import Generator, Proxy, ProxyResources, ProxyType
 from zonemesh.translate.state import MeshState, build_mesh_state
@@ -164,7 +165,7 @@ class XdsServer:
         server.add_generic_rpc_handlers((self.service.rpc_handler(), readiness_handler(self)))
         address = f"{cfg.address}:{cfg.xds.port}"
         try:
-            self.port = server.add_insecure_port(address)
+            self.port = add_grpc_port(server, address, self.runtime.server_tls)
         except RuntimeError as e:
             raise OSError(f"xDS server cannot listen on {address}: {e}") from None
         if not self.port:
@@ -180,7 +181,12 @@ class XdsServer:
             asyncio.create_task(self._run(), name="xds-updater"),
         ]
         self.runtime.views["xds"] = self
-        log.info("xDS server listening on %s:%d", cfg.address, self.port)
+        log.info(
+            "xDS server listening on %s://%s:%d",
+            scheme(self.runtime.server_tls),
+            cfg.address,
+            self.port,
+        )
 
     async def stop(self) -> None:
         if self._rotation is not None:
