@@ -106,13 +106,18 @@ def mesh_service(
     )
 
 
-def mmzs(name: str, ports: Iterable[tuple[int, str]], match: str | None = None) -> Resource:
+def mmzs(
+    name: str,
+    ports: Iterable[tuple[int, str]],
+    match: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Resource:
     return resource_from_wire(
         {
             "type": "MeshMultiZoneService",
             "mesh": MESH,
             "name": name,
-            "labels": {"kuma.io/origin": "global"},
+            "labels": {"kuma.io/origin": "global", **(labels or {})},
             "spec": {
                 "selector": {
                     "meshService": {"matchLabels": {"kuma.io/display-name": match or name}}
@@ -187,7 +192,7 @@ class Topology:
             mesh_multi_zone_services=by_type.get("MeshMultiZoneService", {}),
             zone_ingresses=by_type.get("ZoneIngress", {}),
             zone_egresses=by_type.get("ZoneEgress", {}),
-            mesh_load_balancing_strategies={},
+            mesh_load_balancing_strategies=by_type.get("MeshLoadBalancingStrategy", {}),
             health=dict(self.health),
         )
 
@@ -231,6 +236,7 @@ def build(
     mtls: bool = False,
     tcp: bool = False,
     egress: bool = False,
+    mmzs_labels: Mapping[str, str] | None = None,
 ) -> Topology:
     """zone-1 with `local_instances` echo servers, plus remote zones with their counts."""
     ports = [ECHO_HTTP, ECHO_TCP] if tcp else [ECHO_HTTP]
@@ -254,7 +260,7 @@ def build(
         resources.append(mesh_service("echo", zone, ports, available=zone not in set(unavailable)))
         resources.append(zone_ingress(zone, services={"echo": count}))
     echo_ports = [(p, proto) for p, _, proto in ports]
-    resources.append(mmzs("echo", echo_ports))
+    resources.append(mmzs("echo", echo_ports, labels=mmzs_labels))
     if egress:
         egress_resource = zone_egress()
         resources.append(egress_resource)
