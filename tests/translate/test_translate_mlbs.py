@@ -354,3 +354,29 @@ def test_with_zone_egress_the_policy_decides_whether_and_where_the_egress_is() -
     assert egress_priority(mlbs("flat", [to_mmzs(DISABLED)])) == 0
     no_cross_zone = {"localityAwareness": {"crossZone": {"failover": [{"to": {"type": "None"}}]}}}
     assert egress_priority(mlbs("local", [to_mmzs(no_cross_zone)])) is None
+
+
+# --- from the store ------------------------------------------------------------------------------
+
+
+async def test_a_stored_policy_reaches_the_generated_configuration() -> None:
+    """The control plane's path: store -> `build_mesh_state` -> generators."""
+    from zonemesh.state.health import InstanceHealth
+    from zonemesh.store.memory import MemoryStore
+    from zonemesh.translate.state import build_mesh_state
+
+    topology = three_zones()
+    store = MemoryStore()
+    for resource in topology.resources:
+        await store.create(resource)
+
+    async def client_priorities() -> dict[str, int]:
+        state = await build_mesh_state(store, InstanceHealth(), version=1, zone=LOCAL_ZONE)
+        client = state.dataplanes[topology.proxies["client"]]
+        proxy = topology.proxy("client", state)
+        assert proxy.resource is client
+        return priorities(GENERATOR.generate(state, proxy))
+
+    assert await client_priorities() == {LOCAL_ZONE: 0, "zone-2": 1, "zone-3": 1}
+    await store.create(mlbs("flat", [to_mmzs(DISABLED)]))
+    assert await client_priorities() == {LOCAL_ZONE: 0, "zone-2": 0, "zone-3": 0}

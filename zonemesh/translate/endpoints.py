@@ -76,12 +76,13 @@ class RemoteZone:
 
 @dataclass(frozen=True)
 class Plan:
-    """The endpoints of one service port, before they become Envoy messages."""
+    """The endpoints of one service port, before they become Envoy messages (their priorities
+    and localities are the resolved policy's, applied by `load_assignment`)."""
 
     mesh: str
     sni: str
-    local: tuple[HostPort, ...]  # priority 0
-    remote: tuple[RemoteZone, ...]  # priority 1 (or priority 0 for a remote MeshService)
+    local: tuple[HostPort, ...]  # this zone's instances
+    remote: tuple[RemoteZone, ...]  # the other zones serving it
     spiffe_ids: tuple[str, ...]  # what the client accepts from the server
     app_protocol: str
 
