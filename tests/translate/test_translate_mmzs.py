@@ -21,6 +21,7 @@ from translate_topologies import (
 )
 
 from zonemesh.resources.base import ResourceKey
+from zonemesh.resources.codec import resource_from_wire
 from zonemesh.translate import names
 from zonemesh.translate.default import default_generator, traffic_generators
 from zonemesh.translate.generator import (
@@ -69,9 +70,8 @@ def upstream_tls(socket: Any) -> dict[str, Any]:
 # --- priorities, localities, weights -----------------------------------------------------
 
 
-def test_local_instances_at_priority_0_and_other_zones_at_priority_1_weighted_by_instances() -> (
-    None
-):
+def test_local_instances_at_priority_0_and_other_zones_equally_at_priority_1() -> None:
+    """Kuma's documented default: each other zone one equal share, whatever its size."""
     topology = build("t", local_instances=2, remote={"zone-2": 1, "zone-3": 3})
     assert localities(generate(topology)) == [
         {
@@ -80,8 +80,27 @@ def test_local_instances_at_priority_0_and_other_zones_at_priority_1_weighted_by
             "endpoints": [("127.0.1.21", 21027, 1, False), ("127.0.1.22", 21027, 1, False)],
         },
         {"zone": "zone-2", "priority": 1, "endpoints": [("127.0.2.100", 10001, 1, True)]},
-        {"zone": "zone-3", "priority": 1, "endpoints": [("127.0.3.100", 10001, 3, True)]},
+        {"zone": "zone-3", "priority": 1, "endpoints": [("127.0.3.100", 10001, 1, True)]},
     ]
+
+
+def test_zones_weighted_by_instances_only_when_the_mmzs_opts_in() -> None:
+    topology = build(
+        "t",
+        local_instances=2,
+        remote={"zone-2": 1, "zone-3": 3},
+        mmzs_labels={"zonemesh.io/zone-weights": "instances"},
+    )
+    weights = {g["zone"]: [ep[2] for ep in g["endpoints"]] for g in localities(generate(topology))}
+    assert weights == {LOCAL_ZONE: [1, 1], "zone-2": [1], "zone-3": [3]}
+
+
+def test_a_zone_with_two_ingresses_gets_the_same_share_as_a_zone_with_one() -> None:
+    topology = build("t", local_instances=0, remote={"zone-2": 1, "zone-3": 1})
+    topology.resources.append(_ingress_at("zone-3", "ingress-zone-3-b", "127.0.3.200"))
+    groups = {g["zone"]: g["endpoints"] for g in localities(generate(topology))}
+    assert groups["zone-2"] == [("127.0.2.100", 10001, 2, True)]
+    assert groups["zone-3"] == [("127.0.3.100", 10001, 1, True), ("127.0.3.200", 10001, 1, True)]
 
 
 def test_zone_whose_mesh_service_is_unavailable_is_left_out() -> None:
@@ -97,12 +116,34 @@ def test_zone_without_local_instances_sends_everything_to_priority_1() -> None:
     groups = localities(generate(topology))
     assert groups[0] == {"zone": LOCAL_ZONE, "priority": 0, "endpoints": []}
     assert groups[1]["priority"] == 1 and groups[1]["endpoints"] == [
-        ("127.0.2.100", 10001, 2, True)
+        ("127.0.2.100", 10001, 1, True)
     ]
 
 
+def _ingress_at(zone: str, name: str, address: str) -> Any:
+    return resource_from_wire(
+        {
+            "type": "ZoneIngress",
+            "name": name,
+            "labels": {"kuma.io/origin": "global", "kuma.io/zone": zone},
+            "zone": zone,
+            "networking": {
+                "address": address,
+                "port": 10001,
+                "advertisedAddress": address,
+                "advertisedPort": 10001,
+            },
+        }
+    )
+
+
 def test_unknown_instance_count_weighs_a_zone_as_one() -> None:
-    topology = build("t", local_instances=1, remote={"zone-2": 4})
+    topology = build(
+        "t",
+        local_instances=1,
+        remote={"zone-2": 4},
+        mmzs_labels={"zonemesh.io/zone-weights": "instances"},
+    )
     topology.resources = [
         zone_ingress("zone-2") if r.key == ResourceKey("ZoneIngress", "", "ingress-zone-2") else r
         for r in topology.resources

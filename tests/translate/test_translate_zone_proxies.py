@@ -126,13 +126,13 @@ def test_with_zone_egress_priority_1_goes_to_the_local_egress_keeping_the_sni() 
     assert tls["sni"] == "sni.mzsvc.default.echo.1027"
 
 
-def test_egress_forwards_each_remote_sni_to_the_zones_ingresses_by_weight() -> None:
+def test_egress_forwards_each_remote_sni_to_the_zones_ingresses_equally() -> None:
     topology = build("t", local_instances=1, remote={"zone-2": 2, "zone-3": 1}, egress=True)
     resources = generate(topology, "egress")
     by_sni = chains(resources.of_type(LISTENER)[EGRESS_LISTENER])
     weighted = by_sni["sni.mzsvc.default.echo.1027"]["weightedClusters"]["clusters"]
     assert weighted == [
-        {"name": names.egress_cluster("zone-2"), "weight": 2},
+        {"name": names.egress_cluster("zone-2"), "weight": 1},
         {"name": names.egress_cluster("zone-3"), "weight": 1},
     ]
     assert endpoints_of(resources, names.egress_cluster("zone-2")) == [("127.0.2.100", 10001)]
@@ -235,3 +235,18 @@ async def test_local_zone_ingress_advertises_healthy_instance_counts() -> None:
     # a pass with nothing new writes nothing (a fixed point: no write loop through events)
     result = await reconciler.run_once()
     assert result.writes == 0
+
+
+def test_egress_weighs_zones_by_instances_when_the_mmzs_opts_in() -> None:
+    topology = build(
+        "t",
+        local_instances=1,
+        remote={"zone-2": 2, "zone-3": 1},
+        egress=True,
+        mmzs_labels={"zonemesh.io/zone-weights": "instances"},
+    )
+    by_sni = chains(generate(topology, "egress").of_type(LISTENER)[EGRESS_LISTENER])
+    assert by_sni["sni.mzsvc.default.echo.1027"]["weightedClusters"]["clusters"] == [
+        {"name": names.egress_cluster("zone-2"), "weight": 2},
+        {"name": names.egress_cluster("zone-3"), "weight": 1},
+    ]

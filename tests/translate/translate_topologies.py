@@ -17,7 +17,7 @@ from zonemesh.translate.state import HealthSnapshot, MeshState
 
 LOCAL_ZONE = "zone-1"
 MESH = "default"
-ZONE_INDEX = {"zone-1": 1, "zone-2": 2, "zone-3": 3}
+ZONE_INDEX = {"zone-1": 1, "zone-2": 2, "zone-3": 3, "zone-4": 4}
 
 
 def mesh(*, mtls: bool = False, zone_egress: bool = False) -> Resource:
@@ -106,13 +106,18 @@ def mesh_service(
     )
 
 
-def mmzs(name: str, ports: Iterable[tuple[int, str]], match: str | None = None) -> Resource:
+def mmzs(
+    name: str,
+    ports: Iterable[tuple[int, str]],
+    match: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Resource:
     return resource_from_wire(
         {
             "type": "MeshMultiZoneService",
             "mesh": MESH,
             "name": name,
-            "labels": {"kuma.io/origin": "global"},
+            "labels": {"kuma.io/origin": "global", **(labels or {})},
             "spec": {
                 "selector": {
                     "meshService": {"matchLabels": {"kuma.io/display-name": match or name}}
@@ -187,7 +192,7 @@ class Topology:
             mesh_multi_zone_services=by_type.get("MeshMultiZoneService", {}),
             zone_ingresses=by_type.get("ZoneIngress", {}),
             zone_egresses=by_type.get("ZoneEgress", {}),
-            mesh_load_balancing_strategies={},
+            mesh_load_balancing_strategies=by_type.get("MeshLoadBalancingStrategy", {}),
             health=dict(self.health),
         )
 
@@ -231,6 +236,7 @@ def build(
     mtls: bool = False,
     tcp: bool = False,
     egress: bool = False,
+    mmzs_labels: Mapping[str, str] | None = None,
 ) -> Topology:
     """zone-1 with `local_instances` echo servers, plus remote zones with their counts."""
     ports = [ECHO_HTTP, ECHO_TCP] if tcp else [ECHO_HTTP]
@@ -254,7 +260,7 @@ def build(
         resources.append(mesh_service("echo", zone, ports, available=zone not in set(unavailable)))
         resources.append(zone_ingress(zone, services={"echo": count}))
     echo_ports = [(p, proto) for p, _, proto in ports]
-    resources.append(mmzs("echo", echo_ports))
+    resources.append(mmzs("echo", echo_ports, labels=mmzs_labels))
     if egress:
         egress_resource = zone_egress()
         resources.append(egress_resource)
@@ -266,6 +272,248 @@ def empty_zone() -> Topology:
     """Only a zone ingress: nothing to route, yet a listener Envoy accepts."""
     ingress = zone_ingress(LOCAL_ZONE)
     return Topology("empty-zone", [mesh(), ingress], {"ingress": ingress.key})
+
+
+# --- MeshLoadBalancingStrategy ----------------------------------------------------------------
+
+
+def mlbs(
+    name: str,
+    to: list[dict[str, Any]],
+    target_ref: dict[str, Any] | None = None,
+    *,
+    labels: Mapping[str, str] | None = None,
+) -> Resource:
+    spec: dict[str, Any] = {"to": to}
+    if target_ref is not None:
+        spec["targetRef"] = target_ref
+    return resource_from_wire(
+        {
+            "type": "MeshLoadBalancingStrategy",
+            "mesh": MESH,
+            "name": name,
+            "labels": dict(labels or {}),
+            "spec": spec,
+        }
+    )
+
+
+def to_mmzs(default: dict[str, Any], name: str = "echo", **ref: Any) -> dict[str, Any]:
+    return {"targetRef": {"kind": "MeshMultiZoneService", "name": name, **ref}, "default": default}
+
+
+def with_policies(topology: Topology, *policies: Resource, client_only: bool = True) -> Topology:
+    """The topology plus policies; only the client's configuration is golden-tested."""
+    proxies = {"client": topology.proxies["client"]} if client_only else topology.proxies
+    return Topology(topology.name, [*topology.resources, *policies], proxies, topology.health)
+
+
+AFFINITY_CLIENT_TAGS = {"k8s.io/node": "node-1", "k8s.io/az": "az-1", "k8s.io/region": "r-1"}
+
+
+def affinity_topology(name: str) -> Topology:
+    """zone-1's echo instances spread over nodes and zones of one region, a client on node-1,
+    and zone-2 serving echo too."""
+    placements = [
+        ("echo-node-1", {"k8s.io/node": "node-1", "k8s.io/az": "az-1"}),
+        ("echo-node-2", {"k8s.io/node": "node-2", "k8s.io/az": "az-1"}),
+        ("echo-az-2", {"k8s.io/node": "node-3", "k8s.io/az": "az-2", "k8s.io/region": "r-1"}),
+        ("echo-elsewhere", {"k8s.io/node": "node-4", "k8s.io/az": "az-9"}),
+    ]
+    base = build(name, local_instances=0, remote={"zone-2": 1})
+    resources = [r for r in base.resources if r.type != "Dataplane"]
+    for i, (instance, tags) in enumerate(placements):
+        server = inbound("echo", 21027, 1027, "http")
+        server["tags"] = {**server["tags"], **tags}
+        resources.append(dataplane(instance, f"127.0.1.{21 + i}", [server]))
+    client_inbound = inbound("client", 20080, 8080, "http")
+    client_inbound["tags"] = {**client_inbound["tags"], **AFFINITY_CLIENT_TAGS}
+    client = dataplane(
+        "client",
+        "127.0.1.10",
+        [client_inbound],
+        [mmzs_outbound("echo", 1027, 11027), ms_outbound("echo", 1027, 12027)],
+    )
+    resources.append(client)
+    resources.append(mesh_service("echo", LOCAL_ZONE, [ECHO_HTTP]))
+    return Topology(name, resources, {"client": client.key})
+
+
+AFFINITY_TAGS = [{"key": "k8s.io/node"}, {"key": "k8s.io/az"}, {"key": "k8s.io/region"}]
+
+
+def mlbs_topologies() -> list[Topology]:
+    """One per MeshLoadBalancingStrategy rule, each seen by the client in zone-1."""
+    three = {"zone-2": 2, "zone-3": 1}
+    four = {"zone-2": 1, "zone-3": 1, "zone-4": 1}
+    tcp = dict(local_instances=1, remote={"zone-2": 1}, tcp=True)
+    hashes = [
+        {"type": "Header", "header": {"name": "x-user"}, "terminal": True},
+        {"type": "Cookie", "cookie": {"name": "session", "ttl": "1h", "path": "/"}},
+        {"type": "QueryParameter", "queryParameter": {"name": "user"}},
+        {"type": "FilterState", "filterState": {"key": "io.zonemesh.key"}},
+        {"type": "Connection", "connection": {"sourceIP": True}},
+    ]
+    return [
+        with_policies(
+            build("mlbs-disabled", local_instances=1, remote=three),
+            mlbs("flat", [to_mmzs({"localityAwareness": {"disabled": True}})]),
+        ),
+        with_policies(
+            affinity_topology("mlbs-affinity-default-weights"),
+            mlbs(
+                "affinity",
+                [
+                    to_mmzs(
+                        {
+                            "localityAwareness": {
+                                "localZone": {"affinityTags": AFFINITY_TAGS},
+                                "crossZone": {"failover": [{"to": {"type": "Any"}}]},
+                            }
+                        }
+                    )
+                ],
+            ),
+        ),
+        with_policies(
+            affinity_topology("mlbs-affinity-explicit-weights-no-cross-zone"),
+            mlbs(
+                "affinity",
+                [
+                    to_mmzs(
+                        {
+                            "localityAwareness": {
+                                "localZone": {
+                                    "affinityTags": [
+                                        {"key": "k8s.io/node", "weight": 70},
+                                        {"key": "k8s.io/az", "weight": 20},
+                                        {"key": "k8s.io/region", "weight": 10},
+                                    ]
+                                }
+                            }
+                        }
+                    )
+                ],
+            ),
+        ),
+        with_policies(
+            build("mlbs-failover-rules", local_instances=1, remote=four),
+            mlbs(
+                "failover",
+                [
+                    to_mmzs(
+                        {
+                            "localityAwareness": {
+                                "crossZone": {
+                                    "failover": [
+                                        {
+                                            "from": {"zones": ["zone-9"]},
+                                            "to": {"type": "Only", "zones": ["zone-4"]},
+                                        },
+                                        {"to": {"type": "Only", "zones": ["zone-3"]}},
+                                        {
+                                            "to": {
+                                                "type": "AnyExcept",
+                                                "zones": ["zone-3", "zone-4"],
+                                            }
+                                        },
+                                        {"to": {"type": "None"}},
+                                    ],
+                                    "failoverThreshold": {"percentage": 30},
+                                }
+                            }
+                        }
+                    )
+                ],
+            ),
+        ),
+        with_policies(
+            build("mlbs-fallback-only-to-first-zone", local_instances=0, remote=three),
+            mlbs(
+                "first-zone",
+                [
+                    to_mmzs(
+                        {
+                            "localityAwareness": {
+                                "crossZone": {
+                                    "failover": [
+                                        {"to": {"type": "Only", "zones": ["zone-3"]}},
+                                        {"to": {"type": "Any"}},
+                                    ],
+                                    "failoverThreshold": {"percentage": 100},
+                                }
+                            }
+                        }
+                    )
+                ],
+            ),
+        ),
+        with_policies(
+            build("mlbs-round-robin", **tcp),
+            mlbs("lb", [{"targetRef": {"kind": "Mesh"}, "default": _lb("RoundRobin")}]),
+        ),
+        with_policies(
+            build("mlbs-least-request", **tcp),
+            mlbs(
+                "lb",
+                [
+                    {
+                        "targetRef": {"kind": "Mesh"},
+                        "default": _lb(
+                            "LeastRequest",
+                            leastRequest={"choiceCount": 4, "activeRequestBias": "1.5"},
+                        ),
+                    }
+                ],
+            ),
+        ),
+        with_policies(
+            build("mlbs-ring-hash", **tcp),
+            mlbs(
+                "lb",
+                [
+                    {
+                        "targetRef": {"kind": "Mesh"},
+                        "default": _lb(
+                            "RingHash",
+                            ringHash={
+                                "hashFunction": "MurmurHash2",
+                                "minRingSize": 64,
+                                "maxRingSize": 1024,
+                                "hashPolicies": hashes,
+                            },
+                        ),
+                    }
+                ],
+            ),
+        ),
+        with_policies(
+            build("mlbs-random", **tcp),
+            mlbs("lb", [{"targetRef": {"kind": "Mesh"}, "default": _lb("Random")}]),
+        ),
+        with_policies(
+            build("mlbs-maglev", **tcp),
+            mlbs(
+                "lb",
+                [
+                    {
+                        "targetRef": {"kind": "Mesh"},
+                        "default": _lb(
+                            "Maglev",
+                            maglev={
+                                "tableSize": 1021,
+                                "hashPolicies": [hashes[0], hashes[-1]],
+                            },
+                        ),
+                    }
+                ],
+            ),
+        ),
+    ]
+
+
+def _lb(kind: str, **options: Any) -> dict[str, Any]:
+    return {"loadBalancer": {"type": kind, **options}}
 
 
 def golden_topologies() -> list[Topology]:
@@ -284,4 +532,5 @@ def golden_topologies() -> list[Topology]:
         build("tcp-and-http", local_instances=1, remote={"zone-2": 1}, tcp=True),
         build("tcp-and-http-mtls", local_instances=1, remote={"zone-2": 1}, tcp=True, mtls=True),
         build("zone-egress", local_instances=1, remote={"zone-2": 2, "zone-3": 1}, egress=True),
+        *mlbs_topologies(),
     ]

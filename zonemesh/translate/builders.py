@@ -21,6 +21,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.v3 import hash_policy_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
 from google.protobuf.message import Message
 
@@ -130,9 +131,15 @@ def tls_inspector() -> listener_components_pb2.ListenerFilter:
 
 
 def tcp_proxy_filter(
-    prefix: str, cluster: str, *, max_connect_attempts: int = 0
+    prefix: str,
+    cluster: str,
+    *,
+    max_connect_attempts: int = 0,
+    hash_policy: Sequence[hash_policy_pb2.HashPolicy] = (),
 ) -> listener_components_pb2.Filter:
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix(prefix), cluster=cluster)
+    proxy = tcp_proxy_pb2.TcpProxy(
+        stat_prefix=stat_prefix(prefix), cluster=cluster, hash_policy=list(hash_policy)
+    )
     if max_connect_attempts:
         proxy.max_connect_attempts.value = max_connect_attempts
     return listener_components_pb2.Filter(name=TCP_PROXY, typed_config=packed(proxy))
@@ -163,12 +170,13 @@ def http_filter(
     *,
     virtual_host: str,
     retry_policy: route_components_pb2.RetryPolicy | None = None,
+    hash_policy: Sequence[route_components_pb2.RouteAction.HashPolicy] = (),
 ) -> listener_components_pb2.Filter:
     """An HTTP connection manager with one inline route: everything to `cluster`.
 
     The codec is AUTO, so the listener takes HTTP/1.1, h2c and (behind TLS) h2 alike.
     """
-    action = route_components_pb2.RouteAction(cluster=cluster)
+    action = route_components_pb2.RouteAction(cluster=cluster, hash_policy=list(hash_policy))
     if retry_policy is not None:
         action.retry_policy.CopyFrom(retry_policy)
     manager = hcm_pb2.HttpConnectionManager(

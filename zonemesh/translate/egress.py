@@ -2,8 +2,9 @@
 
 The sidecars' priority-1 endpoint becomes the local ZoneEgress (keeping the SNI). The egress
 has one `tls_inspector` filter chain per remote target SNI, a `tcp_proxy` (TLS passed through)
-to the ingresses of the zones serving that target: one cluster per remote zone, chosen by the
-zone's healthy instance count when several zones serve one SNI.
+to the ingresses of the zones serving that target: one cluster per remote zone, each zone an
+equal share when several zones serve one SNI (by instance count with the MeshMultiZoneService
+opt-in `zonemesh.io/zone-weights: instances`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def egress_routes(state: MeshState) -> dict[str, dict[str, int]]:
 
         def add(plan: Plan) -> None:
             for target in plan.remote:
-                weight = target.weight * len(target.addresses)
+                weight = target.weight  # the zone's, shared by its ingresses
                 zones = routes[plan.sni]
                 zones[target.zone] = zones.get(target.zone, 0) + weight
 

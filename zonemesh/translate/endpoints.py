@@ -4,24 +4,31 @@ Everything here is derived from the `MeshState` alone and memoized on it, so the
 service, and the ClusterLoadAssignment built from it, is computed once per state for every
 proxy that calls the service.
 
-Rules (see the module docstring of `resilience` for how Envoy uses the priorities):
+What a service has (`Plan`):
 
-- Priority 0, locality `{zone: <local>}`: each healthy local instance's inbound, for every
-  local MeshService the MeshMultiZoneService matches. Health is read from the state (the
-  proxy's ADS stream and readiness), not from `spec.state`, which may lag a pass behind.
-- Priority 1, one locality per other zone: one endpoint per distinct advertised address of
-  that zone's ZoneIngresses, weighted by that zone's healthy instance count (its ingress's
-  `availableServices`; 1 when unknown). A zone whose MeshService is not `Available` is left
-  out: federation marks a dead zone's services Unavailable.
-- With `routing.zoneEgress` and a local ZoneEgress, priority 1 is the egress instead; it
-  forwards by SNI to the zones' ingresses.
+- Local: each healthy local instance's inbound, for every local MeshService the
+  MeshMultiZoneService matches. Health is read from the state (the proxy's ADS stream and
+  readiness), not from `spec.state`, which may lag a pass behind.
+- Remote: per other zone, one endpoint per distinct advertised address of its ZoneIngresses.
+  A zone whose MeshService is not `Available` is left out: federation marks a dead zone's
+  services Unavailable. Every zone weighs the same (Kuma's documented default: "load
+  balanced equally for each zone"), however many instances or ingresses it has. Opt-in:
+  the label `zonemesh.io/zone-weights: instances` on a MeshMultiZoneService weighs each zone
+  by its healthy instance count as its ingress advertises it (`availableServices`).
+
+How it is laid out (`load_assignment`) is the resolved MeshLoadBalancingStrategy's
+`LocalityPolicy` (see `zonemesh.translate.policies.mlbs`); without a policy: the local zone at
+priority 0 (always present, even empty), the other zones at priority 1. With
+`routing.zoneEgress` and a local ZoneEgress, the other zones are the egress instead; it
+forwards by SNI to the zones' ingresses.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
@@ -41,6 +48,7 @@ from zonemesh.resources.types.zone_proxies import ZoneEgressSpec, ZoneIngressSpe
 from zonemesh.state.meshservices import is_local, is_synced
 from zonemesh.translate import names
 from zonemesh.translate.builders import is_ip, lb_endpoint
+from zonemesh.translate.policies.mlbs import LocalityPolicy
 from zonemesh.translate.resilience import load_assignment_policy
 from zonemesh.translate.state import MeshState
 from zonemesh.translate.tls import cross_zone_metadata
@@ -49,11 +57,17 @@ log = logging.getLogger("zonemesh.translate")
 
 HostPort = tuple[str, int]
 EGRESS_SUB_ZONE = "zone-egress"
+# Opt-in on a MeshMultiZoneService: weigh other zones by their healthy instance counts.
+ZONE_WEIGHTS_LABEL = "zonemesh.io/zone-weights"
+ZONE_WEIGHTS_BY_INSTANCES = "instances"
+# A local endpoint's place: (address:port, sub-zone, locality weight).
+LocalLayout = tuple[tuple[HostPort, str, int], ...]
 
 
 @dataclass(frozen=True)
 class RemoteZone:
-    """One other zone serving a target: its ingress addresses and its weight."""
+    """One other zone serving a target: its ingress addresses and the zone's weight (1, or its
+    instance count with the opt-in), shared by its addresses."""
 
     zone: str
     addresses: tuple[HostPort, ...]
@@ -62,12 +76,13 @@ class RemoteZone:
 
 @dataclass(frozen=True)
 class Plan:
-    """The endpoints of one service port, before they become Envoy messages."""
+    """The endpoints of one service port, before they become Envoy messages (their priorities
+    and localities are the resolved policy's, applied by `load_assignment`)."""
 
     mesh: str
     sni: str
-    local: tuple[HostPort, ...]  # priority 0
-    remote: tuple[RemoteZone, ...]  # priority 1 (or priority 0 for a remote MeshService)
+    local: tuple[HostPort, ...]  # this zone's instances
+    remote: tuple[RemoteZone, ...]  # the other zones serving it
     spiffe_ids: tuple[str, ...]  # what the client accepts from the server
     app_protocol: str
 
@@ -355,22 +370,29 @@ def mesh_service_port(ms: Resource, mmzs_port: MMZSPort) -> MeshServicePort | No
     return None
 
 
-def _remote_zone(state: MeshState, zone: str, mesh: str, service: str) -> RemoteZone | None:
+def _remote_zone(
+    state: MeshState, zone: str, mesh: str, service: str, *, by_instances: bool
+) -> RemoteZone | None:
     addresses = ingress_addresses(state).get(zone, ())
     if not addresses:
         log.info("zone %s has no usable ZoneIngress; its %s/%s left out", zone, mesh, service)
         return None
-    count = available_instances(state).get((zone, mesh, service))
+    if not by_instances:
+        return RemoteZone(zone, addresses, 1)
     # Unknown (or not yet counted) is weight 1: Available says at least one instance is healthy.
-    total = count if count else 1
-    per_ingress = max(1, -(-total // len(addresses)))
-    return RemoteZone(zone, addresses, per_ingress)
+    count = available_instances(state).get((zone, mesh, service))
+    return RemoteZone(zone, addresses, count or 1)
+
+
+def weighs_zones_by_instances(mmzs: Resource) -> bool:
+    return mmzs.labels.get(ZONE_WEIGHTS_LABEL, "").lower() == ZONE_WEIGHTS_BY_INSTANCES
 
 
 def mmzs_plan(state: MeshState, mmzs: Resource, mmzs_port: MMZSPort) -> Plan:
-    """Local instances at P0, other zones at P1, for one port of a MeshMultiZoneService."""
+    """Local instances and the other zones serving one port of a MeshMultiZoneService."""
 
     def build() -> Plan:
+        by_instances = weighs_zones_by_instances(mmzs)
         local: set[HostPort] = set()
         remote: dict[str, RemoteZone] = {}
         identities: set[str] = set()
@@ -387,12 +409,13 @@ def mmzs_plan(state: MeshState, mmzs: Resource, mmzs_port: MMZSPort) -> Plan:
             zone = service_zone(ms, state.zone)
             if spec.state != STATE_AVAILABLE or zone == state.zone:
                 continue
-            target = _remote_zone(state, zone, ms.mesh, display_name(ms))
+            target = _remote_zone(state, zone, ms.mesh, display_name(ms), by_instances=by_instances)
             if target is None:
                 continue
-            if zone in remote:  # two MeshServices of one zone: add their weights
+            if zone in remote:  # two MeshServices of one zone: still one zone
                 prev = remote[zone]
-                target = RemoteZone(zone, prev.addresses, prev.weight + target.weight)
+                weight = prev.weight + target.weight if by_instances else prev.weight
+                target = RemoteZone(zone, prev.addresses, weight)
             remote[zone] = target
         return Plan(
             mesh=mmzs.mesh,
@@ -420,7 +443,7 @@ def mesh_service_plan(state: MeshState, ms: Resource, port: MeshServicePort) -> 
             assert isinstance(spec, MeshServiceSpec)
             zone = service_zone(ms, state.zone)
             if spec.state == STATE_AVAILABLE:
-                target = _remote_zone(state, zone, ms.mesh, display_name(ms))
+                target = _remote_zone(state, zone, ms.mesh, display_name(ms), by_instances=False)
                 remote = (target,) if target is not None else ()
         return Plan(
             mesh=ms.mesh,
@@ -437,54 +460,109 @@ def mesh_service_plan(state: MeshState, ms: Resource, port: MeshServicePort) -> 
 # --- ClusterLoadAssignments ---------------------------------------------------------------
 
 
+def local_endpoint_tags(state: MeshState, mesh: str) -> dict[HostPort, Mapping[str, str]]:
+    """A local endpoint's tags, for affinity: its inbound's tags over its Dataplane's labels."""
+
+    def build() -> dict[HostPort, Mapping[str, str]]:
+        index = local_inbounds(state).get(mesh)
+        found: dict[HostPort, Mapping[str, str]] = {}
+        if index is None:
+            return found
+        for entry in sorted(index.all, key=lambda e: (e.dataplane, e.inbound.port)):
+            if not entry.is_ip or entry.address is None:
+                continue
+            where = (entry.address, entry.inbound.port)
+            if where not in found:
+                dp = state.dataplanes[entry.dataplane]
+                found[where] = {**dp.labels, **entry.inbound.tags}
+        return found
+
+    return state.memo(("endpoints.local_endpoint_tags", mesh), build)
+
+
+def local_layout(state: MeshState, plan: Plan, locality: LocalityPolicy) -> LocalLayout | None:
+    """Where each local endpoint goes when affinity tags split the local zone; None when
+    they all share the zone's one locality."""
+    if not locality.affinity or not plan.local:
+        return None
+    tags = local_endpoint_tags(state, plan.mesh)
+    return tuple((hp, *locality.local_locality(tags.get(hp, {}))) for hp in plan.local)
+
+
 def _locality(zone: str, sub_zone: str = "") -> base_pb2.Locality:
     return base_pb2.Locality(zone=zone, sub_zone=sub_zone)
+
+
+@dataclass
+class _Group:
+    """One LocalityLbEndpoints under construction."""
+
+    weight: int
+    endpoints: list[endpoint_components_pb2.LbEndpoint] = field(default_factory=list)
 
 
 def load_assignment(
     state: MeshState,
     cluster_name: str,
     plan: Plan,
+    locality: LocalityPolicy,
     *,
-    remote_priority: int = 1,
+    layout: LocalLayout | None = None,
+    remote_only: bool = False,
     egress: HostPort | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """The plan as a CLA. Remote endpoints carry the metadata that selects mutual TLS."""
+    """The plan as a CLA, laid out by `locality` (module docstring). `remote_only`: the
+    destination lives in another zone only (a synced MeshService), its zone at priority 0.
+
+    Each admitted zone gets the same share of its priority: its weight spread over its
+    ingress addresses (scaled by their least common multiple, so weights stay integers).
+    Remote endpoints carry the metadata that selects mutual TLS."""
     cla = endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=cluster_name, policy=load_assignment_policy()
+        cluster_name=cluster_name,
+        policy=load_assignment_policy(locality.overprovisioning_factor),
     )
-    if remote_priority > 0:
-        # Always present, even empty: P0 with no hosts sends everything to P1 at once.
-        cla.endpoints.append(
-            endpoint_components_pb2.LocalityLbEndpoints(
-                locality=_locality(state.zone),
-                lb_endpoints=[lb_endpoint(a, p) for a, p in plan.local],
-                priority=0,
-            )
-        )
-    if not plan.remote:
-        return cla
-    metadata = cross_zone_metadata()
-    if egress is not None:
-        cla.endpoints.append(
-            endpoint_components_pb2.LocalityLbEndpoints(
-                locality=_locality(state.zone, EGRESS_SUB_ZONE),
-                lb_endpoints=[lb_endpoint(*egress, metadata=metadata)],
-                priority=remote_priority,
-            )
-        )
-        return cla
+    admitted: list[tuple[RemoteZone, int]] = []
     for target in plan.remote:
-        cla.endpoints.append(
-            endpoint_components_pb2.LocalityLbEndpoints(
-                locality=_locality(target.zone),
-                lb_endpoints=[
-                    lb_endpoint(a, p, weight=target.weight, metadata=metadata)
-                    for a, p in target.addresses
-                ],
-                priority=remote_priority,
-            )
+        priority = locality.remote_priority(target.zone)
+        if priority is not None:
+            admitted.append((target, 0 if remote_only else priority))
+    scale = 1 if egress is not None else math.lcm(*(len(t.addresses) for t, _ in admitted))
+    shares_priority_0 = any(priority == 0 for _, priority in admitted)
+    groups: dict[tuple[int, str, str], _Group] = {}
+    if not remote_only:
+        # Always present, even empty: P0 with no hosts sends everything to P1 at once.
+        groups[(0, state.zone, "")] = _Group(1)
+        local_weight = scale if shares_priority_0 and scale > 1 else 0
+        places = layout or tuple((hp, "", 1) for hp in plan.local)
+        for (address, port), sub_zone, weight in places:
+            group = groups.setdefault((0, state.zone, sub_zone), _Group(weight))
+            group.endpoints.append(lb_endpoint(address, port, weight=local_weight))
+    metadata = cross_zone_metadata()
+    if egress is not None and admitted:
+        priority = min(p for _, p in admitted)
+        groups[(priority, state.zone, EGRESS_SUB_ZONE)] = _Group(
+            1, [lb_endpoint(*egress, metadata=metadata)]
         )
+    elif egress is None:
+        for target, priority in admitted:
+            weight = target.weight * scale // len(target.addresses)
+            groups[(priority, target.zone, "")] = _Group(
+                target.weight,
+                [lb_endpoint(a, p, weight=weight, metadata=metadata) for a, p in target.addresses],
+            )
+    local_zone = state.zone
+    for priority, zone, sub_zone in sorted(
+        groups, key=lambda k: (k[0], k[1] != local_zone, k[1], k[2])
+    ):
+        group = groups[(priority, zone, sub_zone)]
+        endpoints = endpoint_components_pb2.LocalityLbEndpoints(
+            locality=_locality(zone, sub_zone),
+            lb_endpoints=group.endpoints,
+            priority=priority,
+        )
+        if locality.weighted:
+            endpoints.load_balancing_weight.value = group.weight
+        cla.endpoints.append(endpoints)
     return cla
 
 

@@ -1,8 +1,10 @@
 """Outbound: one listener per `networking.outbound` entry, and the service clusters they use.
 
 A sidecar gets clusters only for the services its outbounds name. The cluster and its
-ClusterLoadAssignment depend on the service alone, so they are built once per state and shared
-by every caller (`MeshState.memo`).
+ClusterLoadAssignment depend on the service and on the MeshLoadBalancingStrategy resolved for
+(proxy, service) (`policies.mlbs`, taken as given here), so they are built once per state for
+every caller with the same resolved policy and shared (`MeshState.memo`); without a policy
+that is every caller.
 
 An outbound whose backend cannot be resolved (unknown service, unknown port, a kind zonemesh
 does not route) is logged and skipped: the rest of the proxy's configuration stays valid.
@@ -41,6 +43,7 @@ from zonemesh.translate.endpoints import (
     display_name,
     egress_for,
     load_assignment,
+    local_layout,
     mesh_service_plan,
     mmzs_plan,
     mtls_enabled,
@@ -48,6 +51,18 @@ from zonemesh.translate.endpoints import (
 )
 from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
 from zonemesh.translate.inbound import WILDCARDS
+from zonemesh.translate.policies import matching
+from zonemesh.translate.policies.mlbs import (
+    DEFAULT,
+    LbConf,
+    LocalityPolicy,
+    ProxyPolicies,
+    RequestHash,
+    configure_cluster,
+    policies_for,
+    route_hash_policies,
+    tcp_hash_policies,
+)
 from zonemesh.translate.resilience import (
     TCP_CONNECT_ATTEMPTS,
     apply_cluster_defaults,
@@ -69,10 +84,14 @@ class Backend:
     load_assignment: endpoint_pb2.ClusterLoadAssignment
     app_protocol: str
     display: str
+    hashes: tuple[RequestHash, ...] = ()  # what RingHash/Maglev hash on, for the listener
 
 
-def service_cluster(state: MeshState, name: str, plan: Plan) -> cluster_pb2.Cluster:
-    """EDS cluster with resilience defaults and mutual TLS to every zone-crossing endpoint.
+def service_cluster(
+    state: MeshState, name: str, plan: Plan, conf: LbConf = DEFAULT
+) -> cluster_pb2.Cluster:
+    """EDS cluster with resilience defaults, the policy's load balancer, and mutual TLS to
+    every zone-crossing endpoint.
 
     With the mesh's mTLS on, every endpoint gets TLS. With it off, only the endpoints marked
     cross-zone (other zones' ingresses, the egress) do, via `transport_socket_matches`, and
@@ -83,6 +102,7 @@ def service_cluster(state: MeshState, name: str, plan: Plan) -> cluster_pb2.Clus
     if http:
         set_http2_upstream(cluster)  # proxy-to-proxy hop: HTTP/2 whatever the app speaks
     apply_cluster_defaults(cluster)
+    configure_cluster(cluster, conf)
     tls = upstream_tls(plan.mesh, plan.sni, plan.spiffe_ids, http2=http)
     if mtls_enabled(state, plan.mesh):
         cluster.transport_socket.CopyFrom(tls)
@@ -97,65 +117,91 @@ def service_cluster(state: MeshState, name: str, plan: Plan) -> cluster_pb2.Clus
     return cluster
 
 
-def shared_service_cluster(state: MeshState, name: str, plan: Plan) -> cluster_pb2.Cluster:
+def shared_service_cluster(
+    state: MeshState, name: str, plan: Plan, conf: LbConf
+) -> cluster_pb2.Cluster:
     """`service_cluster`, reused across states while its inputs are the same."""
-    key = ("outbound.cluster", name, plan, mtls_enabled(state, plan.mesh))
-    return content_memo(key, lambda: service_cluster(state, name, plan))
+    key = (
+        "outbound.cluster",
+        name,
+        plan,
+        mtls_enabled(state, plan.mesh),
+        conf.balancer,
+        conf.locality.weighted,
+    )
+    return content_memo(key, lambda: service_cluster(state, name, plan, conf))
 
 
 def shared_load_assignment(
     state: MeshState,
     name: str,
     plan: Plan,
+    locality: LocalityPolicy,
     *,
-    remote_priority: int = 1,
+    remote_only: bool = False,
     egress: HostPort | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """`load_assignment`, reused across states while its inputs are the same."""
-    key = ("outbound.cla", name, plan, state.zone, remote_priority, egress)
+    layout = local_layout(state, plan, locality)
+    key = ("outbound.cla", name, plan, state.zone, locality, layout, remote_only, egress)
     return content_memo(
         key,
-        lambda: load_assignment(state, name, plan, remote_priority=remote_priority, egress=egress),
+        lambda: load_assignment(
+            state, name, plan, locality, layout=layout, remote_only=remote_only, egress=egress
+        ),
     )
 
 
-def mmzs_backend(state: MeshState, mmzs: Resource, port_number: int) -> Backend | None:
+def mmzs_backend(
+    state: MeshState, mmzs: Resource, port_number: int, policies: ProxyPolicies
+) -> Backend | None:
     spec = mmzs.spec
     assert isinstance(spec, MeshMultiZoneServiceSpec)
     port = next((p for p in spec.ports if p.port == port_number), None)
     if port is None:
         return None
+    conf = policies.conf_for(
+        state, matching.Destination(matching.MESH_MULTI_ZONE_SERVICE, mmzs, port.port, port.name)
+    )
 
     def build() -> Backend:
         name = names.mmzs_cluster(mmzs.mesh, mmzs.name, port.port)
         plan = mmzs_plan(state, mmzs, port)
-        cla = shared_load_assignment(state, name, plan, egress=egress_for(state, mmzs.mesh))
-        cluster = shared_service_cluster(state, name, plan)
-        return Backend(cluster, cla, port.app_protocol, mmzs.name)
+        egress = egress_for(state, mmzs.mesh)
+        cla = shared_load_assignment(state, name, plan, conf.locality, egress=egress)
+        cluster = shared_service_cluster(state, name, plan, conf)
+        return Backend(cluster, cla, port.app_protocol, mmzs.name, conf.hashes)
 
-    return state.memo(("outbound.mmzs", mmzs.key, port.port), build)
+    return state.memo(("outbound.mmzs", mmzs.key, port.port, conf), build)
 
 
-def mesh_service_backend(state: MeshState, ms: Resource, port_number: int) -> Backend | None:
+def mesh_service_backend(
+    state: MeshState, ms: Resource, port_number: int, policies: ProxyPolicies
+) -> Backend | None:
     spec = ms.spec
     assert isinstance(spec, MeshServiceSpec)
     port = spec.port_by_name_or_number(port_number)
     if port is None:
         return None
+    conf = policies.conf_for(
+        state, matching.Destination(matching.MESH_SERVICE, ms, port.port, port.name)
+    )
 
     def build() -> Backend:
         zone = service_zone(ms, state.zone)
         name = names.mesh_service_cluster(ms.mesh, display_name(ms), zone, port.port)
         plan = mesh_service_plan(state, ms, port)
         if is_local(ms, state.zone):
-            cla = shared_load_assignment(state, name, plan)
+            cla = shared_load_assignment(state, name, plan, conf.locality)
         else:  # another zone's service: its ingresses (or our egress) are all there is
             egress = egress_for(state, ms.mesh)
-            cla = shared_load_assignment(state, name, plan, remote_priority=0, egress=egress)
-        cluster = shared_service_cluster(state, name, plan)
-        return Backend(cluster, cla, port.app_protocol, ms.name)
+            cla = shared_load_assignment(
+                state, name, plan, conf.locality, remote_only=True, egress=egress
+            )
+        cluster = shared_service_cluster(state, name, plan, conf)
+        return Backend(cluster, cla, port.app_protocol, ms.name, conf.hashes)
 
-    return state.memo(("outbound.msvc", ms.key, port.port), build)
+    return state.memo(("outbound.msvc", ms.key, port.port, conf), build)
 
 
 def find_mesh_service(
@@ -186,7 +232,9 @@ def _find_mesh_service(
     return chosen[0] if chosen else None
 
 
-def resolve(state: MeshState, mesh: str, outbound: Outbound) -> Backend | str:
+def resolve(
+    state: MeshState, mesh: str, outbound: Outbound, policies: ProxyPolicies
+) -> Backend | str:
     """The backend an outbound names, or why it has none."""
     ref = outbound.backend_ref
     if ref is None:
@@ -200,7 +248,7 @@ def resolve(state: MeshState, mesh: str, outbound: Outbound) -> Backend | str:
         assert isinstance(ms_spec, MeshServiceSpec)
         # Legacy form: the listener port names the service port unless it has only one.
         number = ms_spec.ports[0].port if len(ms_spec.ports) == 1 else outbound.port
-        backend = mesh_service_backend(state, ms, number)
+        backend = mesh_service_backend(state, ms, number, policies)
         return backend or f"MeshService {service!r} has no port {number}"
     if ref.port is None:
         return "backendRef without a port"
@@ -210,13 +258,13 @@ def resolve(state: MeshState, mesh: str, outbound: Outbound) -> Backend | str:
         )
         if mmzs is None:
             return f"unknown MeshMultiZoneService {ref.name!r}"
-        backend = mmzs_backend(state, mmzs, ref.port)
+        backend = mmzs_backend(state, mmzs, ref.port, policies)
         return backend or f"MeshMultiZoneService {ref.name!r} has no port {ref.port}"
     if ref.kind == "MeshService":
         ms = find_mesh_service(state, mesh, ref.name, ref.labels)
         if ms is None:
             return f"unknown MeshService {ref.name or ref.labels!r}"
-        backend = mesh_service_backend(state, ms, ref.port)
+        backend = mesh_service_backend(state, ms, ref.port, policies)
         return backend or f"MeshService {ref.name!r} has no port {ref.port}"
     return f"backendRef kind {ref.kind} is not routed by zonemesh"
 
@@ -232,6 +280,7 @@ def shared_outbound_listener(
         backend.cluster.name,
         backend.app_protocol,
         backend.display,
+        backend.hashes,
     )
     return content_memo(key, lambda: outbound_listener(outbound, backend))
 
@@ -241,10 +290,20 @@ def outbound_listener(outbound: Outbound, backend: Backend) -> listener_pb2.List
     cluster = backend.cluster.name
     if is_http(backend.app_protocol):
         network_filter = http_filter(
-            name, name, cluster, virtual_host=backend.display, retry_policy=retry_policy()
+            name,
+            name,
+            cluster,
+            virtual_host=backend.display,
+            retry_policy=retry_policy(),
+            hash_policy=route_hash_policies(backend.hashes),
         )
     else:
-        network_filter = tcp_proxy_filter(name, cluster, max_connect_attempts=TCP_CONNECT_ATTEMPTS)
+        network_filter = tcp_proxy_filter(
+            name,
+            cluster,
+            max_connect_attempts=TCP_CONNECT_ATTEMPTS,
+            hash_policy=tcp_hash_policies(backend.hashes),
+        )
     return listener_pb2.Listener(
         name=name,
         address=socket(outbound.address, outbound.port),
@@ -347,8 +406,9 @@ class _Outbounds:
 class OutboundGenerator:
     """Outbound listeners of a Dataplane and the clusters (with endpoints) they route to.
 
-    Proxies with the same outbounds (and no inbound on their ports) get the same result, so
-    it is computed once per state and the per-proxy work is copying references."""
+    Proxies with the same outbounds (and no inbound on their ports) and the same
+    MeshLoadBalancingStrategies get the same result, so it is computed once per state and the
+    per-proxy work is copying references."""
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
@@ -370,9 +430,10 @@ class OutboundGenerator:
                 }
             )
         )
+        policies = policies_for(state, proxy.resource)
         generated = state.memo(
-            ("outbound.proxy", proxy.mesh, binds, signature),
-            lambda: _generate(state, proxy.mesh, binds, net.outbound),
+            ("outbound.proxy", proxy.mesh, binds, signature, policies.key),
+            lambda: _generate(state, proxy.mesh, binds, net.outbound, policies),
         )
         for fmt, args in generated.warnings:
             log.warning(fmt, proxy.key, *args)
@@ -381,7 +442,11 @@ class OutboundGenerator:
 
 
 def _generate(
-    state: MeshState, mesh: str, binds: tuple[tuple[str, int], ...], outbounds: list[Outbound]
+    state: MeshState,
+    mesh: str,
+    binds: tuple[tuple[str, int], ...],
+    outbounds: list[Outbound],
+    policies: ProxyPolicies,
 ) -> _Outbounds:
     out = ProxyResources()
     warnings: list[tuple[str, tuple[object, ...]]] = []
@@ -394,7 +459,7 @@ def _generate(
                 ("%s: outbound[%d] %s:%d collides with another listener; skipped", (i, *where))
             )
             continue
-        backend = resolve(state, mesh, outbound)
+        backend = resolve(state, mesh, outbound, policies)
         if isinstance(backend, str):
             warnings.append(("%s: outbound[%d] skipped: %s", (i, backend)))
             continue

@@ -14,7 +14,8 @@ Three mechanisms work together so that a crashed local instance costs at most a 
 - The control plane removes an instance from EDS as soon as its ADS stream ends or it reports
   not ready; the two above only cover the gap until then.
 
-Priorities (local zone at 0, other zones at 1) are tuned as follows:
+Priorities (by default the local zone at 0, other zones at 1; a MeshLoadBalancingStrategy
+may change that, see `policies.mlbs`) are tuned as follows:
 
 - Overprovisioning factor 200 (Envoy's default is 140). A priority keeps all its traffic
   while at least 1/2 of its hosts are healthy (with 140: 71.4 %), and spills proportionally
@@ -71,9 +72,12 @@ def apply_cluster_defaults(cluster: cluster_pb2.Cluster) -> None:
     cluster.outlier_detection.CopyFrom(detection)
 
 
-def load_assignment_policy() -> endpoint_pb2.ClusterLoadAssignment.Policy:
+def load_assignment_policy(
+    overprovisioning_factor: int = OVERPROVISIONING_FACTOR,
+) -> endpoint_pb2.ClusterLoadAssignment.Policy:
+    """200 unless a MeshLoadBalancingStrategy's `failoverThreshold` says otherwise."""
     policy = endpoint_pb2.ClusterLoadAssignment.Policy()
-    policy.overprovisioning_factor.value = OVERPROVISIONING_FACTOR
+    policy.overprovisioning_factor.value = overprovisioning_factor
     return policy
 
 
