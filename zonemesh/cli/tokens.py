@@ -39,7 +39,7 @@ def generate_group() -> None:
 
 def _issue(connection: Connection, kind: TokenKind, body: dict[str, Any]) -> None:
     with connection.client() as client:
-        token = client.post_text(f"/tokens/{kind.value}", body, context=f"{kind.value} token")
+        token = client.post_text(f"/tokens/{kind.value}", body)
     click.echo(token.strip())
 
 
@@ -169,7 +169,7 @@ def rotate_signing_key_cmd(kind: str, mesh: str, connection: Connection) -> None
     """
     body = {"kind": kind, "mesh": mesh} if kind == TokenKind.DATAPLANE.value else {"kind": kind}
     with connection.client() as client:
-        answer = client.post("/tokens/signing-keys", body, context="rotate")
+        answer = client.post("/tokens/signing-keys", body)
     kid = str((answer or {}).get("kid", ""))
     click.echo(kid)
     click.echo(f"{kind} tokens are now signed with key {kid}", err=True)
