@@ -18,6 +18,7 @@ group → 403; AIP-193 bodies, nothing done, and every refusal logged and counte
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -29,6 +30,8 @@ from zonemesh.auth.proxies import bearer
 from zonemesh.auth.tokens import ADMIN_GROUP, TokenError
 from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.registry import GLOBAL_SECRET, SECRET
+
+log = logging.getLogger("zonemesh.api")
 
 AUTHENTICATED_GROUP = "mesh-system:authenticated"
 UNAUTHENTICATED_GROUP = "mesh-system:unauthenticated"
@@ -100,6 +103,10 @@ def authenticate(scope: Scope, runtime: Runtime) -> Identity:
         token = runtime.tokens.verify_user(bearer(raw))
     except TokenError as e:
         raise Refused(401, e.reason, f"the user token is refused: {e.message}") from None
+    except Exception:
+        # A token no rule foresaw must still be a 401, never a 500 or a way in.
+        log.exception("verifying a user token failed unexpectedly")
+        raise Refused(401, "malformed", "the user token is refused: it cannot be read") from None
     groups = (*token.groups, AUTHENTICATED_GROUP)
     return Identity(token.name, tuple(dict.fromkeys(groups)), "token")
 
