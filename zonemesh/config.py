@@ -58,10 +58,24 @@ class HttpsConfig(_Section):
     port: int = 5682
 
 
+class TokensAuthnConfig(_Section):
+    # Kuma's `apiServer.authn.tokens.bootstrapAdminToken`: write an admin token on first start.
+    bootstrap_admin_token: bool = True
+
+
+class AuthnConfig(_Section):
+    """Kuma's `apiServer.authn` (type `tokens`, the only one zonemesh has)."""
+
+    # Loopback requests without a token are admin (see `zonemesh.api.auth` for the conditions).
+    localhost_is_admin: bool = True
+    tokens: TokensAuthnConfig = TokensAuthnConfig()
+
+
 class ApiServerConfig(_Section):
     http: HttpConfig = HttpConfig()
     https: HttpsConfig = HttpsConfig()
     max_body_bytes: int = 1 << 20
+    authn: AuthnConfig = AuthnConfig()
 
 
 class XdsConfig(_Section):
@@ -211,6 +225,13 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "KUMA_GENERAL_TLS_KEY_FILE": ("general", "tls", "keyFile"),
     "ZONEMESH_GRPC_PLAINTEXT": ("general", "tls", "plaintextGrpc"),
     "KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": ("multizone", "zone", "kdsRootCaFile"),
+    "KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN": ("apiServer", "authn", "localhostIsAdmin"),
+    "KUMA_API_SERVER_AUTHN_TOKENS_BOOTSTRAP_ADMIN_TOKEN": (
+        "apiServer",
+        "authn",
+        "tokens",
+        "bootstrapAdminToken",
+    ),
     "KUMA_DP_SERVER_PORT": ("xds", "port"),
     "KUMA_MULTIZONE_ZONE_NAME": ("multizone", "zone", "name"),
     "KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS": ("multizone", "zone", "globalAddress"),

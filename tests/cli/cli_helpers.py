@@ -72,12 +72,19 @@ class ThreadedCp:
             await server.stop()
 
 
+CLIENT_ENV_VARS = ("ZONEMESH_CP_URL", "ZONEMESH_CP_TOKEN", "ZONEMESH_CP_CA_CERT_FILE")
+
+
 def zonemesh(
-    *args: str, cp_url: str | None = None, stdin: str | None = None
+    *args: str,
+    cp_url: str | None = None,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the console script the way a user does; the CP address comes from the env var."""
-    env = dict(os.environ)
-    env.pop("ZONEMESH_CP_URL", None)
+    """Run the console script the way a user does; the CP address comes from the env var,
+    and nothing else of the caller's client settings (token, CA) leaks in unless given."""
+    base = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_VARS}
+    env = {**base, **(env or {})}
     if cp_url is not None:
         env["ZONEMESH_CP_URL"] = cp_url
     return subprocess.run(

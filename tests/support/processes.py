@@ -108,6 +108,24 @@ class CpProcess:
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.request(method, f"{self.url}{path}", timeout=10, **kwargs)
 
+    # --- tokens (API authentication) ---
+
+    @property
+    def admin_token(self) -> str:
+        """The admin user token `cp run` writes to its data directory on first start."""
+        return (self.data_dir / "admin-user-token").read_text().strip()
+
+    def as_admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """An API request with the admin token (works whether loopback is admin or not)."""
+        headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self.admin_token}"}
+        return self.api(method, path, headers=headers, **kwargs)
+
+    def issue_token(self, kind: str, body: dict[str, Any]) -> str:
+        """A token from `POST /tokens/<kind>` (dataplane, zone or user), asked as the admin."""
+        response = self.as_admin("POST", f"/tokens/{kind}", json=body)
+        assert response.status_code == 200, response.text
+        return response.text.strip()
+
     def terminate(self, timeout: float = 30) -> int:
         """SIGTERM and wait: the exit code of a clean shutdown is 0."""
         assert self.proc is not None

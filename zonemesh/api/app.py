@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from zonemesh import __version__
 from zonemesh.api import inspect, resources, tokens
+from zonemesh.api.auth import AuthMiddleware
 from zonemesh.api.errors import ApiError, install_error_handlers
 from zonemesh.api.middleware import BodyLimitMiddleware, RequestCounterMiddleware, request_counter
 from zonemesh.api.openapi import openapi_document
@@ -30,8 +31,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.state.serving = False
     install_error_handlers(app)
-    # Starlette runs the last-added middleware first: count every request, limit bodies inside.
+    # Starlette runs the last-added middleware first: count every request (refused ones too),
+    # then authenticate and authorize it before any handler or body read, then limit bodies.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=runtime.config.api_server.max_body_bytes)
+    app.add_middleware(AuthMiddleware, runtime=runtime)
     app.add_middleware(RequestCounterMiddleware, counter=request_counter(runtime.metrics))
 
     def openapi() -> dict[str, Any]:

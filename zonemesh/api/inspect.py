@@ -11,14 +11,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from zonemesh.api.auth import is_admin
 from zonemesh.api.errors import ApiError
 from zonemesh.api.listing import filter_resources, page
+from zonemesh.api.redact import scrub
 from zonemesh.api.resources import not_found, runtime_of
 from zonemesh.api.wire import render
 from zonemesh.cp.insights import ProxyInsight, XdsView
 from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
-from zonemesh.resources.codec import resource_to_wire
 from zonemesh.resources.registry import DATAPLANE, ZONE, ZONE_EGRESS, ZONE_INGRESS
 
 router = APIRouter()
@@ -82,7 +83,7 @@ def proxy_status(
 
 
 def _proxy_overview(
-    resource: Resource, rtype: ResourceType, insight: ProxyInsight | None
+    resource: Resource, rtype: ResourceType, insight: ProxyInsight | None, admin: bool
 ) -> dict[str, Any]:
     field = rtype.name[0].lower() + rtype.name[1:]  # dataplane, zoneIngress, zoneEgress
     networking = getattr(resource.spec, "networking", None)
@@ -94,7 +95,7 @@ def _proxy_overview(
     item.update(
         {
             "name": resource.name,
-            field: render(resource, rtype),
+            field: render(resource, rtype, admin=admin),
             f"{field}Insight": None if insight is None else insight_to_wire(insight),
             "status": status,
             "notes": notes,
@@ -109,7 +110,8 @@ async def _proxy_overviews(
     runtime = runtime_of(request)
     found = filter_resources(request, await runtime.store.list(rtype.name, mesh))
     insights = _insights(runtime)
-    return page(request, found, lambda r: _proxy_overview(r, rtype, insights.get(r.key)))
+    admin = is_admin(request)
+    return page(request, found, lambda r: _proxy_overview(r, rtype, insights.get(r.key), admin))
 
 
 @router.get("/meshes/{mesh}/dataplanes/_overview", tags=["inspect"])
@@ -139,14 +141,16 @@ async def zones_overview(request: Request) -> dict[str, Any]:
     """Zones with the connection status the federation code keeps in their `status`."""
     runtime = runtime_of(request)
     found = filter_resources(request, await runtime.store.list(ZONE.name, None))
+    admin = is_admin(request)
 
     def overview(zone: Resource) -> dict[str, Any]:
-        status = zone.status.to_wire() if zone.status is not None else None
+        wire = render(zone, ZONE, admin=admin)
+        status = wire.get("status")
         connected = bool(status and status.get("connected"))
         return {
             "type": "ZoneOverview",
             "name": zone.name,
-            "zone": resource_to_wire(zone, ZONE),
+            "zone": wire,
             "zoneInsight": status,
             "status": ONLINE if connected else OFFLINE,
         }
@@ -168,7 +172,8 @@ async def _config_dump(request: Request, key: ResourceKey) -> JSONResponse:
         error = not_found(key)
         error.detail += ": no proxy of that name has connected to this control plane"
         raise error
-    return JSONResponse(dump)
+    # The xDS cache redacts keys already; scrubbed again so that no change there can leak one.
+    return JSONResponse(scrub(dump))
 
 
 @router.get("/meshes/{mesh}/dataplanes/{name}/xds", tags=["inspect"])

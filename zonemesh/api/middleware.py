@@ -1,4 +1,4 @@
-"""ASGI middleware: the request body limit and request counting.
+"""ASGI middleware: the request body limit and request counting (and their shared helpers).
 
 The body limit is checked twice: on `Content-Length` before the handler runs (a client that
 announces a large body is refused without reading it), and on the bytes actually received
@@ -44,7 +44,7 @@ class BodyLimitMiddleware:
         if declared is not None and declared > self.limit:
             if declared <= self.drain_cap and not _expects_continue(scope):
                 await self._drain(receive, 0)
-            await _send_error(send, too_large(self.limit))
+            await send_error(send, too_large(self.limit))
             return
         received = 0
 
@@ -63,14 +63,31 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
     async def _drain(self, receive: Receive, received: int) -> None:
-        """Read and drop the rest of the body, up to the drain cap."""
-        while received <= self.drain_cap:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            received += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
+        await _drain(receive, received, self.drain_cap)
+
+
+async def _drain(receive: Receive, received: int, cap: int) -> bool:
+    """Read and drop the rest of the body, up to `cap` bytes; True if it was all read."""
+    while received <= cap:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        received += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+    return False
+
+
+async def discard_body(scope: Scope, receive: Receive, cap: int) -> bool:
+    """Before answering without reading the body: read and drop it (see the module docstring),
+    unless it is announced larger than `cap` or the client waits for `100 Continue` (it then
+    sends nothing unless asked). True if the connection can be kept: the body is all read."""
+    declared = _content_length(scope)
+    if declared == 0 or (declared is None and not _has_body(scope)):
+        return True
+    if _expects_continue(scope) or (declared is not None and declared > cap):
+        return False
+    return await _drain(receive, 0, cap)
 
 
 class RequestCounterMiddleware:
@@ -118,6 +135,10 @@ def _expects_continue(scope: Scope) -> bool:
     )
 
 
+def _has_body(scope: Scope) -> bool:
+    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))
+
+
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -128,17 +149,15 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_error(send: Send, error: ApiError) -> None:
+async def send_error(send: Send, error: ApiError, *, close: bool = True) -> None:
+    """Answer `error` from a middleware (outside the app's error handlers)."""
     body = json.dumps(error.body()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

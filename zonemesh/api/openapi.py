@@ -161,4 +161,9 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             schemas[f"{rtype.name}{suffix}"] = schema
         schemas[rtype.name] = _resource_schema(rtype)
         doc["paths"].update(_paths_for(rtype))
+    # A user token is optional (reads are open); writes, tokens and secrets need an admin's.
+    doc["components"]["securitySchemes"] = {
+        "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    }
+    doc["security"] = [{}, {"userToken": []}]
     return doc

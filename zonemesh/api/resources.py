@@ -14,6 +14,7 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from zonemesh.api.auth import is_admin
 from zonemesh.api.errors import ApiError
 from zonemesh.api.listing import filter_resources, page
 from zonemesh.api.wire import render
@@ -88,7 +89,8 @@ def etag(resource: Resource) -> dict[str, str]:
 async def list_in_mesh(request: Request, mesh: str, plural: str) -> dict[str, Any]:
     rtype = _mesh_scoped(plural)
     found = await runtime_of(request).store.list(rtype.name, mesh)
-    return page(request, filter_resources(request, found), lambda r: render(r, rtype))
+    admin = is_admin(request)
+    return page(request, filter_resources(request, found), lambda r: render(r, rtype, admin=admin))
 
 
 @router.get("/meshes/{mesh}/{plural}/{name}", include_in_schema=False)
@@ -101,7 +103,8 @@ async def list_all(request: Request, plural: str) -> dict[str, Any]:
     """A global type, or a mesh-scoped type across every mesh."""
     rtype = resolve_type(plural)
     found = await runtime_of(request).store.list(rtype.name, None)
-    return page(request, filter_resources(request, found), lambda r: render(r, rtype))
+    admin = is_admin(request)
+    return page(request, filter_resources(request, found), lambda r: render(r, rtype, admin=admin))
 
 
 @router.get("/{plural}/{name}", include_in_schema=False)
@@ -114,7 +117,7 @@ async def _get(request: Request, rtype: ResourceType, mesh: str, name: str) -> J
     found = await runtime_of(request).store.find(key)
     if found is None:
         raise not_found(key)
-    return JSONResponse(render(found, rtype), headers=etag(found))
+    return JSONResponse(render(found, rtype, admin=is_admin(request)), headers=etag(found))
 
 
 # --- writes ------------------------------------------------------------------------------
@@ -154,9 +157,12 @@ async def _put(request: Request, rtype: ResourceType, mesh: str, name: str) -> J
             "mesh", f"mesh of name {mesh} is not found", title="Resource is not valid"
         )
     wanted_version = if_match(request)
+    create_only = _if_none_match_any(request)
     store = runtime.store
     existing = await store.find(resource.key)
     check_resource_writable(runtime, rtype, existing)
+    if create_only and existing is not None:
+        raise _conflict(f"{_describe(resource.key)} exists already (If-None-Match: * was given)")
     stamped = stamp_origin(resource, is_global=runtime.config.is_global, zone=runtime.zone)
     warnings = _replaced_label_warnings(resource, stamped)
     try:
@@ -262,6 +268,16 @@ def if_match(request: Request) -> int | str | None:
         raise ApiError.invalid(
             "If-Match", f'must be the ETag a GET returned (like "3"), got {raw!r}'
         ) from None
+
+
+def _if_none_match_any(request: Request) -> bool:
+    """`If-None-Match: *`: create only, never overwrite (a read-modify-write's first write)."""
+    raw = request.headers.get("if-none-match")
+    if raw is None:
+        return False
+    if raw.strip() != "*":
+        raise ApiError.invalid("If-None-Match", f'only "*" is supported, got {raw!r}')
+    return True
 
 
 async def read_document(request: Request) -> dict[str, Any]:

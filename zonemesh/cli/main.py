@@ -11,6 +11,8 @@ import click
 
 from zonemesh import __version__
 from zonemesh.cli.resources import apply_cmd, delete_cmd, get_cmd, inspect_cmd
+from zonemesh.cli.revocations import revoke_group
+from zonemesh.cli.tokens import generate_group, rotate_group
 from zonemesh.config import ConfigError, load_config
 from zonemesh.demo.cli import demo_cmd
 
@@ -248,6 +250,9 @@ cli.add_command(apply_cmd)
 cli.add_command(get_cmd)
 cli.add_command(delete_cmd)
 cli.add_command(inspect_cmd)
+cli.add_command(generate_group)
+cli.add_command(rotate_group)
+cli.add_command(revoke_group)
 cli.add_command(demo_cmd)
 
 

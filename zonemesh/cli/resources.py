@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 
 from zonemesh.cli import output
-from zonemesh.cli.client import ApiClient, CliError, cp_option, resource_path
+from zonemesh.cli.client import CliError, Connection, client_options, resource_path
 from zonemesh.resources.base import Resource, ResourceType
 from zonemesh.resources.codec import parse_documents, resource_from_wire
 from zonemesh.resources.errors import ValidationError
@@ -119,11 +119,11 @@ def _parse_all(sources: list[tuple[str, str]]) -> list[_Manifest]:
     metavar="FILE|DIR|-",
     help="YAML or JSON manifests (repeatable); a directory means its .yaml/.yml/.json files",
 )
-@cp_option
-def apply_cmd(files: tuple[str, ...], cp_url: str) -> None:
+@client_options
+def apply_cmd(files: tuple[str, ...], connection: Connection) -> None:
     """Create or update resources from YAML or JSON files."""
     manifests = _parse_all(_sources(files))
-    with ApiClient(cp_url) as client:
+    with connection.client() as client:
         for manifest in manifests:
             res = manifest.resource
             rtype = by_kind(res.type)
@@ -148,7 +148,7 @@ def apply_cmd(files: tuple[str, ...], cp_url: str) -> None:
 @format_option
 @click.option("--size", type=click.IntRange(1, 1000), help="Page size (default 100)")
 @click.option("--offset", help="Where the page starts (from a previous page)")
-@cp_option
+@client_options
 def get_cmd(
     type_name: str,
     name: str | None,
@@ -156,11 +156,11 @@ def get_cmd(
     fmt: str,
     size: int | None,
     offset: str | None,
-    cp_url: str,
+    connection: Connection,
 ) -> None:
     """Show resources of a TYPE (plural like meshmultizoneservices, alias like mzsvc), or one."""
     rtype = _type(type_name)
-    with ApiClient(cp_url) as client:
+    with connection.client() as client:
         if name:
             item = client.get(resource_path(rtype, mesh, name))
             click.echo(
@@ -200,11 +200,11 @@ def _offset_of(next_url: Any) -> str | None:
 @click.argument("type_name", metavar="TYPE")
 @click.argument("name")
 @mesh_option
-@cp_option
-def delete_cmd(type_name: str, name: str, mesh: str, cp_url: str) -> None:
+@client_options
+def delete_cmd(type_name: str, name: str, mesh: str, connection: Connection) -> None:
     """Delete one resource."""
     rtype = _type(type_name)
-    with ApiClient(cp_url) as client:
+    with connection.client() as client:
         client.delete(resource_path(rtype, mesh, name))
     click.echo(f'deleted {rtype.name} "{name}"')
 
@@ -216,8 +216,8 @@ def delete_cmd(type_name: str, name: str, mesh: str, cp_url: str) -> None:
 @click.argument("what", metavar="dataplanes|zones|zoneingresses|zoneegresses")
 @mesh_option
 @format_option
-@cp_option
-def inspect_cmd(what: str, mesh: str, fmt: str, cp_url: str) -> None:
+@client_options
+def inspect_cmd(what: str, mesh: str, fmt: str, connection: Connection) -> None:
     """Status tables: Online/Offline, last connected, updates, NACKs."""
     kind = _INSPECTABLE.get(what.lower())
     if kind is None:
@@ -225,7 +225,7 @@ def inspect_cmd(what: str, mesh: str, fmt: str, cp_url: str) -> None:
             f'cannot inspect "{what}": choose one of dataplanes, zones, zoneingresses, zoneegresses'
         )
     path = f"/meshes/{mesh}/dataplanes/_overview" if kind == "dataplanes" else f"/{kind}/_overview"
-    with ApiClient(cp_url) as client:
+    with connection.client() as client:
         items = client.get_all(path)
     if fmt != "table":
         click.echo(output.dump({"items": items, "total": len(items)}, fmt))

@@ -42,10 +42,15 @@ class TokenComponent:
 
 def build_components(runtime: Runtime) -> list[Component]:
     """In start order; stopped in reverse. The API comes last so /ready means ready."""
+    from zonemesh.api.admin_token import AdminTokenBootstrap
     from zonemesh.api.server import ApiServer
     from zonemesh.state.component import ComputedState
 
-    components: list[Component] = [TokenComponent(runtime), ComputedState(runtime)]
+    components: list[Component] = [
+        TokenComponent(runtime),
+        AdminTokenBootstrap(runtime),
+        ComputedState(runtime),
+    ]
     if not runtime.config.is_global:
         from zonemesh.xds.component import XdsServer
 
