@@ -335,7 +335,10 @@ def test_zone_instance_ids_are_for_admins_only(tmp_path) -> None:
             tmp_path,
             *("--mode", "zone", "--zone", "zone1", "--global-address", global_cp.kds_address),
             name="zone1",
-            env={"KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH": str(token_file)},
+            env={
+                "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH": str(token_file),
+                "KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": str(global_cp.ca_file),
+            },
         ).start()
         instance_id = zone_cp.api("GET", "/").json()["instanceId"]
 
