@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
+from zonemesh.resources import identifiers
 from zonemesh.resources.base import Model
 from zonemesh.resources.errors import Violations
 from zonemesh.resources.types.common import TargetRef
@@ -75,13 +76,18 @@ class MeshLoadBalancingStrategySpec(Model):
     to: list[ToRule] = []
 
     def validate_semantics(self, path: str, errors: Violations) -> None:
-        if self.target_ref is not None and self.target_ref.kind not in TOP_TARGET_KINDS:
-            errors.add(f"{path}.targetRef.kind", "value is not supported: " + self.target_ref.kind)
+        if self.target_ref is not None:
+            if self.target_ref.kind not in TOP_TARGET_KINDS:
+                errors.add(
+                    f"{path}.targetRef.kind", "value is not supported: " + self.target_ref.kind
+                )
+            self.target_ref.validate_semantics(f"{path}.targetRef", errors)
         if not self.to:
             errors.add(f"{path}.to", "needs at least one item")
         for i, rule in enumerate(self.to):
             rpath = f"{path}.to[{i}]"
             ref = rule.target_ref
+            ref.validate_semantics(f"{rpath}.targetRef", errors)
             if ref.kind not in TO_TARGET_KINDS:
                 errors.add(f"{rpath}.targetRef.kind", "value is not supported: " + ref.kind)
             elif ref.kind != "Mesh" and not ref.name and not ref.labels:
@@ -94,6 +100,10 @@ class MeshLoadBalancingStrategySpec(Model):
                 errors.add(cz_path, "must not be set: MeshService traffic is local")
             for j, failover in enumerate(la.cross_zone.failover or []):
                 _validate_failover_to(failover.to, f"{cz_path}.failover[{j}].to", errors)
+                for k, zone in enumerate(failover.from_.zones if failover.from_ else []):
+                    identifiers.check_resource_name(
+                        zone, f"{cz_path}.failover[{j}].from.zones[{k}]", errors
+                    )
             threshold = la.cross_zone.failover_threshold
             if threshold is not None:
                 _validate_percentage(
@@ -102,8 +112,7 @@ class MeshLoadBalancingStrategySpec(Model):
             if la.local_zone is not None:
                 for j, tag in enumerate(la.local_zone.affinity_tags or []):
                     tpath = f"{rpath}.default.localityAwareness.localZone.affinityTags[{j}]"
-                    if not tag.key:
-                        errors.add(f"{tpath}.key", "cannot be empty")
+                    identifiers.check_tag_name(tag.key, f"{tpath}.key", errors)
                     if tag.weight is not None and tag.weight <= 0:
                         errors.add(f"{tpath}.weight", "must be greater than 0")
 
@@ -115,6 +124,8 @@ def _validate_failover_to(to: FailoverTo, path: str, errors: Violations) -> None
         errors.add(f"{path}.zones", f"must be empty when type is {to.type}")
     elif to.type in ("Only", "AnyExcept") and not to.zones:
         errors.add(f"{path}.zones", f"must not be empty when type is {to.type}")
+    for i, zone in enumerate(to.zones or []):
+        identifiers.check_resource_name(zone, f"{path}.zones[{i}]", errors)
 
 
 def _validate_percentage(value: int | str, path: str, errors: Violations) -> None:
