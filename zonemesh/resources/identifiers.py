@@ -88,7 +88,7 @@ def check_resource_name(value: str, path: str, errors: Violations) -> None:
     if not value:
         errors.add(path, "cannot be empty")
     elif not is_resource_name(value):
-        errors.add(path, _problem(value, MAX_NAME) or f"invalid name: {RESOURCE_NAME_RULE}")
+        errors.add(path, _problem(value, MAX_NAME, "") or f"invalid name: {RESOURCE_NAME_RULE}")
 
 
 def check_string_map(value: Any, path: str, errors: Violations) -> dict[str, str]:
@@ -131,7 +131,7 @@ def check_tags(
         if not key:
             errors.add(at, "tag name cannot be empty")
         elif len(key) > MAX_TAG or not _TAG_NAME.fullmatch(key):
-            errors.add(at, _problem(key, MAX_TAG) or _TAG_NAME_RULE)
+            errors.add(at, _problem(key, MAX_TAG, "tag name") or _TAG_NAME_RULE)
         if selector and item == "*":
             continue
         if key == well_known.SERVICE_TAG:
@@ -139,14 +139,14 @@ def check_tags(
         elif not item:
             errors.add(at, "tag value cannot be empty")
         elif len(item) > MAX_TAG or not _TAG_VALUE.fullmatch(item):
-            errors.add(at, _problem(item, MAX_TAG) or _TAG_VALUE_RULE)
+            errors.add(at, _problem(item, MAX_TAG, "tag value") or _TAG_VALUE_RULE)
 
 
 def check_tag_name(value: str, path: str, errors: Violations) -> None:
     if not value:
         errors.add(path, "cannot be empty")
     elif len(value) > MAX_TAG or not _TAG_NAME.fullmatch(value):
-        errors.add(path, _problem(value, MAX_TAG) or _TAG_NAME_RULE)
+        errors.add(path, _problem(value, MAX_TAG, "tag name") or _TAG_NAME_RULE)
 
 
 def is_service_name(value: str) -> bool:
@@ -162,7 +162,7 @@ def check_service_name(value: str, path: str, errors: Violations) -> None:
     if not value:
         errors.add(path, "service name cannot be empty")
     elif not is_service_name(value):
-        errors.add(path, _problem(value, MAX_NAME) or _SERVICE_RULE)
+        errors.add(path, _problem(value, MAX_NAME, "service name") or _SERVICE_RULE)
 
 
 def check_port_name(value: str, path: str, errors: Violations) -> None:
@@ -170,7 +170,7 @@ def check_port_name(value: str, path: str, errors: Violations) -> None:
     if not value:
         errors.add(path, "must not be empty")
     elif len(value) > MAX_PORT_NAME or not _PORT_NAME.fullmatch(value):
-        errors.add(path, _problem(value, MAX_PORT_NAME) or _PORT_NAME_RULE)
+        errors.add(path, _problem(value, MAX_PORT_NAME, "") or _PORT_NAME_RULE)
 
 
 def _label_key_problem(key: str) -> str | None:
@@ -180,11 +180,11 @@ def _label_key_problem(key: str) -> str | None:
         return "label key may contain at most one '/'"
     prefix, slash, name = key.rpartition("/")
     if slash and (not prefix or len(prefix) > MAX_NAME or not _DNS_SUBDOMAIN.fullmatch(prefix)):
-        return _problem(prefix, MAX_NAME) or _LABEL_KEY_PREFIX_RULE
+        return _problem(prefix, MAX_NAME, "label key prefix") or _LABEL_KEY_PREFIX_RULE
     if not name:
         return "label key name (after '/') cannot be empty"
     if len(name) > MAX_LABEL_NAME or not _LABEL_NAME.fullmatch(name):
-        return _problem(name, MAX_LABEL_NAME) or _LABEL_KEY_NAME_RULE
+        return _problem(name, MAX_LABEL_NAME, "label key name") or _LABEL_KEY_NAME_RULE
     return None
 
 
@@ -193,20 +193,21 @@ def _label_value_problem(key: str, value: str) -> str | None:
         if is_resource_name(value):
             return None
         return (
-            _problem(value, MAX_NAME)
+            _problem(value, MAX_NAME, "label value")
             or f"label value must be a resource name: {RESOURCE_NAME_RULE}"
         )
     if not value:
         return None
     if len(value) > MAX_LABEL_NAME or not _LABEL_NAME.fullmatch(value):
-        return _problem(value, MAX_LABEL_NAME) or _LABEL_VALUE_RULE
+        return _problem(value, MAX_LABEL_NAME, "label value") or _LABEL_VALUE_RULE
     return None
 
 
-def _problem(value: str, max_length: int) -> str | None:
+def _problem(value: str, max_length: int, subject: str) -> str | None:
     """The reasons shared by every rule, said specifically: too long, control characters."""
+    lead = f"{subject} must" if subject else "must"
     if len(value) > max_length:
-        return f"must be at most {max_length} characters (got {len(value)})"
+        return f"{lead} be at most {max_length} characters (got {len(value)})"
     if _CONTROL.search(value):
-        return "must not contain control characters (such as NUL or a line break)"
+        return f"{lead} not contain control characters (such as NUL or a line break)"
     return None
