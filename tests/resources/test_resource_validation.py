@@ -125,7 +125,8 @@ def test_envelope_errors() -> None:
     assert violations({"type": "Mesh", "name": "m", "mesh": "default"}) == [
         "mesh: must be empty: Mesh is not scoped to a mesh"
     ]
-    assert violations({**mmzs(), "labels": {"a": 1}}) == [
+    assert violations({**mmzs(), "labels": {"a": 1}}) == ['labels["a"]: must be a string']
+    assert violations({**mmzs(), "labels": False}) == [
         "labels: must be a map of strings to strings"
     ]
 

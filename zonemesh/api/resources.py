@@ -6,6 +6,7 @@ across meshes); global-scoped types at `/{plural}[/{name}]`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from typing import Any
@@ -22,6 +23,7 @@ from zonemesh.cp.runtime import Runtime
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.resources.documents import DocumentLimitError, load_json, load_yaml_all
 from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.registry import ALL_TYPES, MESH
@@ -290,16 +292,16 @@ async def read_document(request: Request) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not UTF-8 text", title="Bad Request") from None
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json" or content_type.endswith("+json"):
-        try:
-            docs = [json.loads(text)]
-        except json.JSONDecodeError as e:
-            raise _unparsable("JSON", e) from None
-    else:
-        try:
-            docs = [d for d in yaml.safe_load_all(text) if d is not None]
-        except yaml.YAMLError as e:
-            raise _unparsable("YAML", e) from None
+    is_json = content_type == "application/json" or content_type.endswith("+json")
+    try:
+        # In a worker thread: a large body must not hold up the event loop while it parses.
+        docs = await asyncio.to_thread(_parse_body, text, is_json)
+    except DocumentLimitError as e:
+        raise ApiError.from_validation(e) from None
+    except json.JSONDecodeError as e:
+        raise _unparsable("JSON", e) from None
+    except yaml.YAMLError as e:
+        raise _unparsable("YAML", e) from None
     if len(docs) != 1:
         raise ApiError(
             400,
@@ -309,6 +311,13 @@ async def read_document(request: Request) -> dict[str, Any]:
     if not isinstance(docs[0], dict):
         raise ApiError(400, "the request body must be an object", title="Could not parse the body")
     return docs[0]
+
+
+def _parse_body(text: str, is_json: bool) -> list[Any]:
+    """Depth, size and YAML alias expansion bounded (resources/documents.py)."""
+    if is_json:
+        return [load_json(text, source="request body")]
+    return [d for d in load_yaml_all(text, source="request body") if d is not None]
 
 
 def _unparsable(kind: str, error: Exception) -> ApiError:

@@ -21,13 +21,18 @@ from zonemesh.resources.errors import Violations
 
 
 class Model(BaseModel):
-    """Base of every spec and status model: camelCase on the wire, unknown fields rejected."""
+    """Base of every spec and status model: camelCase on the wire, unknown fields rejected.
+
+    Strict: a value is taken only in its own type. A port written `"2000"`, `2000.0` or `true`
+    (which lax validation would turn into 2000, 2000 and 1) is refused as not an integer, a
+    boolean written `"yes"` as not a boolean."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        strict=True,
     )
 
     def to_wire(self) -> dict[str, Any]:

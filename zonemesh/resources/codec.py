@@ -14,31 +14,41 @@ from typing import Any
 import pydantic
 import yaml
 
+from zonemesh.resources import identifiers
 from zonemesh.resources.base import Model, Resource, ResourceType
+from zonemesh.resources.documents import DocumentLimitError, ParseError, load_json, load_yaml_all
 from zonemesh.resources.errors import ValidationError, Violation, Violations
 from zonemesh.resources.registry import UnknownTypeError, by_kind
 from zonemesh.resources.types.common import is_dns_name
 
+__all__ = [
+    "READ_ONLY_FIELDS",
+    "DocumentLimitError",
+    "ParseError",
+    "is_valid_hostname",
+    "parse_documents",
+    "resource_from_wire",
+    "resource_to_wire",
+]
+
 # Fields a GET returns that an apply may carry back; accepted and ignored on input.
 READ_ONLY_FIELDS = frozenset({"creationTime", "modificationTime", "status", "kri", "snis"})
 _ENVELOPE = frozenset({"type", "name", "mesh", "labels"})
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class ParseError(ValidationError):
-    """The text is not YAML/JSON, or a document is not an object."""
-
-
 def parse_documents(text: str, source: str = "input") -> list[dict[str, Any]]:
-    """Multi-document YAML (JSON is accepted too: a JSON object or a list of objects)."""
+    """Multi-document YAML (JSON is accepted too: a JSON object or a list of objects).
+
+    Depth, size and YAML alias expansion are bounded (`documents`): exceeding them raises
+    `DocumentLimitError`, a `ParseError` naming the bound."""
     stripped = text.lstrip()
     try:
         if stripped.startswith(("{", "[")):
-            loaded = json.loads(text)
+            loaded = load_json(text, source=source)
             docs = loaded if isinstance(loaded, list) else [loaded]
         else:
-            docs = [d for d in yaml.safe_load_all(text) if d is not None]
+            docs = [d for d in load_yaml_all(text, source=source) if d is not None]
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ParseError(
             [Violation("", f"{source}: could not parse: {_one_line(e)}")],
@@ -67,24 +77,18 @@ def resource_from_wire(doc: dict[str, Any], *, keep_status: bool = False) -> Res
     name = doc.get("name")
     if not isinstance(name, str) or not name:
         errors.add("name", "cannot be empty")
-    elif len(name) > 253 or not _NAME.match(name):
-        errors.add(
-            "name",
-            "invalid name: must consist of lower case alphanumeric characters, "
-            "'-', '_' or '.', and start and end with an alphanumeric character",
-        )
+    else:
+        identifiers.check_resource_name(name, "name", errors)
     mesh = doc.get("mesh", "")
     if rtype.mesh_scoped:
         if not isinstance(mesh, str) or not mesh:
             errors.add("mesh", "cannot be empty")
+        else:
+            identifiers.check_resource_name(mesh, "mesh", errors)
     elif mesh:
         errors.add("mesh", f"must be empty: {rtype.name} is not scoped to a mesh")
-    labels = doc.get("labels") or {}
-    if not isinstance(labels, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-    ):
-        errors.add("labels", "must be a map of strings to strings")
-        labels = {}
+    labels = identifiers.check_string_map(doc.get("labels"), "labels", errors)
+    identifiers.check_labels(labels, "labels", errors)
 
     if rtype.flat:
         spec_doc = {k: v for k, v in doc.items() if k not in _ENVELOPE | READ_ONLY_FIELDS}

@@ -7,6 +7,7 @@ import ipaddress
 import re
 from typing import Literal
 
+from zonemesh.resources import identifiers
 from zonemesh.resources.base import Model
 from zonemesh.resources.errors import Violations
 
@@ -84,6 +85,10 @@ class HostnameGeneratorStatus(Model):
 class LabelSelector(Model):
     match_labels: dict[str, str] | None = None
 
+    def validate_semantics(self, path: str, errors: Violations) -> None:
+        if self.match_labels:
+            identifiers.check_labels(self.match_labels, f"{path}.matchLabels", errors)
+
 
 class TargetRef(Model):
     kind: str
@@ -94,3 +99,16 @@ class TargetRef(Model):
     mesh: str | None = None
     tags: dict[str, str] | None = None
     proxy_types: list[str] | None = None
+
+    def validate_semantics(self, path: str, errors: Violations) -> None:
+        """The identifiers it carries; which kinds fit where is the policy's to check."""
+        if self.name:
+            identifiers.check_resource_name(self.name, f"{path}.name", errors)
+        if self.mesh:
+            identifiers.check_resource_name(self.mesh, f"{path}.mesh", errors)
+        if self.section_name and not self.section_name.isdigit():
+            identifiers.check_port_name(self.section_name, f"{path}.sectionName", errors)
+        if self.labels:
+            identifiers.check_labels(self.labels, f"{path}.labels", errors)
+        if self.tags:
+            identifiers.check_tags(self.tags, f"{path}.tags", errors, selector=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from zonemesh.resources import labels
+from zonemesh.resources import identifiers, labels
 from zonemesh.resources.base import Model
 from zonemesh.resources.errors import Violations
 from zonemesh.resources.types.common import validate_address, validate_port
@@ -52,8 +52,11 @@ class Inbound(Model):
             )
         if self.address is not None:
             validate_address(self.address, f"{path}.address", errors, allow_hostname=False)
-        if not self.service:
+        if self.name is not None:
+            identifiers.check_port_name(self.name, f"{path}.name", errors)
+        if labels.SERVICE_TAG not in self.tags:
             errors.add(f'{path}.tags["{labels.SERVICE_TAG}"]', "tag has to exist")
+        identifiers.check_tags(self.tags, f"{path}.tags", errors)
         proto = self.tags.get(labels.PROTOCOL_TAG)
         if proto is not None and proto not in ("http", "http2", "grpc", "tcp", "kafka"):
             errors.add(
@@ -73,6 +76,10 @@ class BackendRef(Model):
             errors.add(f"{path}.kind", "must be one of: " + ", ".join(BACKEND_REF_KINDS))
         if not self.name and not self.labels:
             errors.add(f"{path}.name", "cannot be empty")
+        if self.name:
+            identifiers.check_resource_name(self.name, f"{path}.name", errors)
+        if self.labels:
+            identifiers.check_labels(self.labels, f"{path}.labels", errors)
         if self.port is None:
             errors.add(f"{path}.port", "must be defined")
         else:
@@ -90,6 +97,8 @@ class Outbound(Model):
         validate_address(self.address, f"{path}.address", errors, allow_hostname=False)
         if self.backend_ref is None and not self.tags:
             errors.add(path, "either backendRef or tags has to be defined")
+        if self.tags:
+            identifiers.check_tags(self.tags, f"{path}.tags", errors)
         if self.backend_ref is not None:
             self.backend_ref.validate_semantics(f"{path}.backendRef", errors)
 
@@ -118,6 +127,8 @@ class DataplaneNetworking(Model):
             )
         if not self.inbound and self.gateway is None:
             errors.add(f"{path}", "has to contain at least one inbound interface or gateway")
+        if self.gateway is not None:
+            _validate_gateway(self.gateway, f"{path}.gateway", errors)
         seen: dict[tuple[str, int], int] = {}
         for i, inbound in enumerate(self.inbound):
             inbound.validate_semantics(f"{path}.inbound[{i}]", errors)
@@ -136,6 +147,20 @@ class DataplaneNetworking(Model):
             listen[key] = i
         if self.admin is not None:
             self.admin.validate_semantics(f"{path}.admin", errors)
+
+
+GATEWAY_TYPES = ("BUILTIN", "DELEGATED")
+
+
+def _validate_gateway(gateway: dict[str, Any], path: str, errors: Violations) -> None:
+    """`{type, tags}` as in Kuma; its `kuma.io/service` names the gateway's identity."""
+    kind = gateway.get("type", "DELEGATED")
+    if kind not in GATEWAY_TYPES:
+        errors.add(f"{path}.type", "must be one of: " + ", ".join(GATEWAY_TYPES))
+    tags = identifiers.check_string_map(gateway.get("tags"), f"{path}.tags", errors)
+    if labels.SERVICE_TAG not in tags:
+        errors.add(f'{path}.tags["{labels.SERVICE_TAG}"]', "tag has to exist")
+    identifiers.check_tags(tags, f"{path}.tags", errors)
 
 
 class DataplaneSpec(Model):

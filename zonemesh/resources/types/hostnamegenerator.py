@@ -19,14 +19,16 @@ class HostnameGeneratorSpec(Model):
 
     def validate_semantics(self, path: str, errors: Violations) -> None:
         chosen = [
-            s
-            for s in (
-                self.selector.mesh_service,
-                self.selector.mesh_multi_zone_service,
-                self.selector.mesh_external_service,
+            (field, s)
+            for field, s in (
+                ("meshService", self.selector.mesh_service),
+                ("meshMultiZoneService", self.selector.mesh_multi_zone_service),
+                ("meshExternalService", self.selector.mesh_external_service),
             )
             if s is not None
         ]
+        for field, selector in chosen:
+            selector.validate_semantics(f"{path}.selector.{field}", errors)
         if len(chosen) != 1:
             errors.add(
                 f"{path}.selector",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from zonemesh.resources import identifiers
 from zonemesh.resources.base import Model
 from zonemesh.resources.errors import Violations
 from zonemesh.resources.types.common import (
@@ -27,6 +28,14 @@ class MeshServiceSelector(Model):
     dataplane_tags: dict[str, str] | None = None
     dataplane_ref: DataplaneRef | None = None
 
+    def validate_semantics(self, path: str, errors: Violations) -> None:
+        if self.dataplane_tags:
+            identifiers.check_tags(self.dataplane_tags, f"{path}.dataplaneTags", errors)
+        if self.dataplane_ref is not None:
+            identifiers.check_resource_name(
+                self.dataplane_ref.name, f"{path}.dataplaneRef.name", errors
+            )
+
 
 class MeshServicePort(Model):
     port: int
@@ -39,13 +48,17 @@ class MeshServicePort(Model):
         if isinstance(self.target_port, int):
             validate_port(self.target_port, f"{path}.targetPort", errors)
         validate_app_protocol(self.app_protocol, f"{path}.appProtocol", errors)
-        if self.name is not None and self.name == "":
-            errors.add(f"{path}.name", "must not be empty")
+        if self.name is not None:
+            identifiers.check_port_name(self.name, f"{path}.name", errors)
 
 
 class Identity(Model):
     type: Literal["ServiceTag", "SpiffeID"]
     value: str
+
+    def validate_semantics(self, path: str, errors: Violations) -> None:
+        if self.type == "ServiceTag":
+            identifiers.check_service_name(self.value, f"{path}.value", errors)
 
 
 class MeshServiceSpec(Model):
@@ -59,6 +72,9 @@ class MeshServiceSpec(Model):
             errors.add(f"{path}.ports", "cannot be empty")
         for i, port in enumerate(self.ports):
             port.validate_semantics(f"{path}.ports[{i}]", errors)
+        self.selector.validate_semantics(f"{path}.selector", errors)
+        for i, identity in enumerate(self.identities):
+            identity.validate_semantics(f"{path}.identities[{i}]", errors)
 
     def port_by_name_or_number(self, ref: str | int) -> MeshServicePort | None:
         for port in self.ports:

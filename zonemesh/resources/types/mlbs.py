@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from zonemesh.config import parse_duration
+from zonemesh.resources import identifiers
 from zonemesh.resources.base import Model
 from zonemesh.resources.errors import Violations
 from zonemesh.resources.types.common import TargetRef
@@ -145,8 +146,12 @@ class MeshLoadBalancingStrategySpec(Model):
     to: list[ToRule] = []
 
     def validate_semantics(self, path: str, errors: Violations) -> None:
-        if self.target_ref is not None and self.target_ref.kind not in TOP_TARGET_KINDS:
-            errors.add(f"{path}.targetRef.kind", "value is not supported: " + self.target_ref.kind)
+        if self.target_ref is not None:
+            if self.target_ref.kind not in TOP_TARGET_KINDS:
+                errors.add(
+                    f"{path}.targetRef.kind", "value is not supported: " + self.target_ref.kind
+                )
+            self.target_ref.validate_semantics(f"{path}.targetRef", errors)
         if not self.to:
             errors.add(f"{path}.to", "needs at least one item")
         for i, rule in enumerate(self.to):
@@ -155,6 +160,7 @@ class MeshLoadBalancingStrategySpec(Model):
 
 def _validate_to(rule: ToRule, path: str, errors: Violations) -> None:
     ref = rule.target_ref
+    ref.validate_semantics(f"{path}.targetRef", errors)
     if ref.kind not in TO_TARGET_KINDS:
         errors.add(f"{path}.targetRef.kind", "value is not supported: " + ref.kind)
         return
@@ -189,7 +195,9 @@ def _validate_local_zone(local: LocalZone, path: str, errors: Violations) -> Non
     for j, tag in enumerate(tags):
         tpath = f"{path}.affinityTags[{j}]"
         if not tag.key:
-            errors.add(f"{tpath}.key", "must not be empty")
+            errors.add(f"{tpath}.key", "must not be empty")  # Kuma's wording for this field
+        else:
+            identifiers.check_tag_name(tag.key, f"{tpath}.key", errors)
         if tag.weight is not None and tag.weight <= 0:
             errors.add(f"{tpath}.weight", "must be greater than 0")
     with_weight = sum(1 for tag in tags if tag.weight is not None)
@@ -204,8 +212,7 @@ def _validate_cross_zone(cross: CrossZone, path: str, errors: Violations) -> Non
             if not failover.from_.zones:
                 errors.add(f"{fpath}.from.zones", "must not be empty")
             for k, zone in enumerate(failover.from_.zones):
-                if not zone:
-                    errors.add(f"{fpath}.from.zones[{k}]", "must not be empty")
+                identifiers.check_resource_name(zone, f"{fpath}.from.zones[{k}]", errors)
         _validate_failover_to(failover.to, f"{fpath}.to", errors)
     if cross.failover_threshold is not None:
         _validate_percentage(
@@ -220,6 +227,8 @@ def _validate_failover_to(to: FailoverTo, path: str, errors: Violations) -> None
         errors.add(f"{path}.zones", f"must be empty when type is {to.type}")
     elif to.type in ("Only", "AnyExcept") and not to.zones:
         errors.add(f"{path}.zones", f"must not be empty when type is {to.type}")
+    for i, zone in enumerate(to.zones or []):
+        identifiers.check_resource_name(zone, f"{path}.zones[{i}]", errors)
 
 
 def percentage_value(value: int | float | str) -> float | None:

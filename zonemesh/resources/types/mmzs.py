@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from zonemesh.resources import identifiers
 from zonemesh.resources.base import Model
 from zonemesh.resources.errors import Violations
 from zonemesh.resources.types.common import (
@@ -29,8 +30,8 @@ class MMZSPort(Model):
     def validate_semantics(self, path: str, errors: Violations) -> None:
         validate_port(self.port, f"{path}.port", errors)
         validate_app_protocol(self.app_protocol, f"{path}.appProtocol", errors)
-        if self.name is not None and self.name == "":
-            errors.add(f"{path}.name", "must not be empty")
+        if self.name is not None:
+            identifiers.check_port_name(self.name, f"{path}.name", errors)
 
     @property
     def section_name(self) -> str:
@@ -44,6 +45,7 @@ class MeshMultiZoneServiceSpec(Model):
     def validate_semantics(self, path: str, errors: Violations) -> None:
         if not self.selector.mesh_service.match_labels:
             errors.add(f"{path}.selector.meshService.matchLabels", "cannot be empty")
+        self.selector.mesh_service.validate_semantics(f"{path}.selector.meshService", errors)
         if not self.ports:
             errors.add(f"{path}.ports", "cannot be empty")
         for i, port in enumerate(self.ports):
