@@ -1,5 +1,8 @@
 """Real control-plane processes (`zonemesh cp run`) for federation tests: start, wait until
-ready, kill, restart on the same data directory; every process is terminated at teardown."""
+ready, kill, restart on the same data directory; every process is terminated at teardown.
+
+Zone CPs authenticate to global with zone tokens, issued by global (`POST /tokens/zone`) once
+it is up and passed as `KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_INLINE`, as an operator would."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import httpx
 from federation_helpers import free_port
 
 GRACE_S = 2
+TOKEN_INLINE_ENV = "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_INLINE"
 
 
 @dataclass
@@ -28,6 +32,8 @@ class CpProcess:
     kds_port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # KUMA_* settings of this CP
+    zone: str = ""  # set on a zone CP: it needs a zone token from global before it starts
 
     @property
     def url(self) -> str:
@@ -36,6 +42,7 @@ class CpProcess:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KUMA_", "ZONEMESH_"))}
         env["ZONEMESH_ZONE_OFFLINE_GRACE"] = str(GRACE_S)
+        env.update(self.env)
         self.starts += 1
         log = self.log_path.open("ab")
         log.write(f"----- start {self.starts} -----\n".encode())
@@ -94,12 +101,19 @@ class Cluster:
         self.procs["global"] = self._cp("global", "--mode", "global", "--kds-port", str(kds))
         self.procs["global"].kds_port = kds
         for zone in ("zone1", "zone2"):
-            self.procs[zone] = self._cp(
-                zone,
-                *("--mode", "zone", "--zone", zone),
-                *("--global-address", f"grpc://127.0.0.1:{kds}"),
-                *("--xds-port", str(free_port())),
-            )
+            self.add_zone(zone)
+
+    def add_zone(self, zone: str) -> CpProcess:
+        """A zone CP of this cluster (not started); `start` gives it a zone token first."""
+        kds = self.procs["global"].kds_port
+        self.procs[zone] = self._cp(
+            zone,
+            *("--mode", "zone", "--zone", zone),
+            *("--global-address", f"grpc://127.0.0.1:{kds}"),
+            *("--xds-port", str(free_port())),
+        )
+        self.procs[zone].zone = zone
+        return self.procs[zone]
 
     def _cp(self, name: str, *extra: str) -> CpProcess:
         api_port = free_port()
@@ -113,10 +127,26 @@ class Cluster:
     def __getitem__(self, name: str) -> CpProcess:
         return self.procs[name]
 
+    async def zone_token(self, zone: str, valid_for: str = "24h") -> str:
+        """A zone token from the running global (its API is open from loopback)."""
+        async with httpx.AsyncClient(base_url=self.procs["global"].url, timeout=10) as client:
+            response = await client.post("/tokens/zone", json={"zone": zone, "validFor": valid_for})
+        assert response.status_code == 200, f"POST /tokens/zone: {response.text}"
+        return response.text
+
     async def start(self, *names: str) -> None:
-        for name in names or tuple(self.procs):
-            self.procs[name].start()
-        await asyncio.gather(*(self.procs[n].wait_ready() for n in names or tuple(self.procs)))
+        """Start these (default: all), global first; zone CPs without a token get one."""
+        wanted = names or tuple(self.procs)
+        if "global" in wanted:
+            self.procs["global"].start()
+            await self.procs["global"].wait_ready()
+        zones = [self.procs[n] for n in wanted if n != "global"]
+        for proc in zones:
+            settings = (TOKEN_INLINE_ENV, "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH")
+            if proc.zone and not any(k in proc.env for k in settings):
+                proc.env[TOKEN_INLINE_ENV] = await self.zone_token(proc.zone)
+            proc.start()
+        await asyncio.gather(*(p.wait_ready() for p in zones))
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
