@@ -86,6 +86,8 @@ class CpProcess:
                 self.proc.wait()
 
     def log(self) -> str:
+        if not self.log_path.exists():
+            return "(never started)"
         return self.log_path.read_text(errors="replace")[-6000:]
 
 

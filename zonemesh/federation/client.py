@@ -108,7 +108,7 @@ def describe_status(
 ) -> str:
     """Why a call to global failed (or a stream ended), in words an operator can act on."""
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        fix = f"; fix {token_setting} (re-read on every attempt)" if token_setting else ""
+        fix = f"; fix {token_setting}" if token_setting else ""
         return f"global refused this zone's token: {code.name}: {details}{fix}"
     if lost:
         return f"lost the stream: {code.name}: {details}"
@@ -149,7 +149,9 @@ class KdsClient:
     @property
     def _token_setting(self) -> str:
         auth = self.runtime.config.multizone.zone.kds_auth
-        return "" if auth.type == "none" else auth.setting
+        if auth.type == "none":
+            return ""
+        return auth.setting + (" (the file is re-read on every attempt)" if auth.token_path else "")
 
     async def start(self) -> None:
         # A zone without a usable token stops here, at start, naming the setting; later
