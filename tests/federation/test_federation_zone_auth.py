@@ -132,8 +132,8 @@ async def raw_refusal(federation: Federation, zone: str, token: str) -> grpc.aio
         hello = pb.Hello(
             protocol=PROTOCOL, protocol_version=PROTOCOL_VERSION, zone=zone, instance_id="x"
         )
-        await call.write(pb.ZoneMessage(hello=hello))
         with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.write(pb.ZoneMessage(hello=hello))
             await call.read()
         return info.value
 

@@ -27,6 +27,7 @@ from zonemesh.auth.proxies import bearer
 from zonemesh.auth.refusals import Refusals
 from zonemesh.auth.service import TokenService
 from zonemesh.auth.tokens import ZONE_SCOPE_CP, TokenError, TokenKind, ZoneToken
+from zonemesh.cp.runtime import Runtime
 from zonemesh.federation.zone_token import METADATA_KEY
 
 INTERFACE = "kds"
@@ -49,6 +50,12 @@ class KdsAuthenticator:
         self.tokens = tokens
         self.refusals = refusals
         self.required = required
+
+    @classmethod
+    def of(cls, runtime: Runtime) -> KdsAuthenticator:
+        """As global's configuration says (`multizone.global.kdsAuth.type`)."""
+        required = runtime.config.multizone.global_.kds_auth.type == "cpToken"
+        return cls(runtime.tokens, runtime.refusals, required=required)
 
     def authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> ZoneToken | None:
         """The verified token of a stream's metadata (None when not required); raises Refused."""

@@ -542,9 +542,9 @@ class ZoneSession:
 
 
 class KdsServicer(pb_grpc.KDSServicer):
-    def __init__(self, tracker: ZoneTracker, auth: KdsAuthenticator) -> None:
+    def __init__(self, tracker: ZoneTracker) -> None:
         self.tracker = tracker
-        self.auth = auth
+        self.auth = KdsAuthenticator.of(tracker.runtime)
 
     async def _refuse(self, context: grpc.aio.ServicerContext, refused: Refused) -> None:
         self.auth.record(refused, context.peer())
@@ -553,12 +553,6 @@ class KdsServicer(pb_grpc.KDSServicer):
     async def Sync(  # the name the .proto gives the method
         self, request_iterator: object, context: grpc.aio.ServicerContext
     ) -> None:
-        # The token first: a peer without a valid one learns nothing and nothing it sends
-        # is read, let alone kept.
-        try:
-            token = self.auth.authenticate(context.invocation_metadata() or ())
-        except Refused as refused:
-            await self._refuse(context, refused)
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                 first = await context.read()
@@ -570,6 +564,14 @@ class KdsServicer(pb_grpc.KDSServicer):
             )
         if first is grpc.aio.EOF:
             return
+        # The token before the Hello is looked at: a peer without a valid one learns nothing
+        # (not even whether it speaks our protocol) and nothing more it sends is read. The
+        # Hello is read first only so that the peer's write of it completes: ending a call
+        # the client is still writing to can lose the status on its side.
+        try:
+            token = self.auth.authenticate(context.invocation_metadata() or ())
+        except Refused as refused:
+            await self._refuse(context, refused)
         hello = first.hello if first.WhichOneof("message") == "hello" else None
         problem = _check_hello(hello)
         if problem is not None:
@@ -639,15 +641,12 @@ class KdsServer:
     name: str = "kds-server"
     port: int = 0  # the bound port, once started
     tracker: ZoneTracker = field(init=False)
-    auth: KdsAuthenticator = field(init=False)
     _server: grpc.aio.Server | None = None
     _ticker: asyncio.Task[None] | None = None
     _unsubscribe: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self.tracker = ZoneTracker(self.runtime)
-        required = self.runtime.config.multizone.global_.kds_auth.type == "cpToken"
-        self.auth = KdsAuthenticator(self.runtime.tokens, self.runtime.refusals, required=required)
 
     def _on_revocation(self, kind: TokenKind, mesh: str, revoked: frozenset[str]) -> None:
         """Revoked zone tokens end their live sessions now, not at the next reconnect."""
@@ -660,14 +659,14 @@ class KdsServer:
     async def start(self) -> None:
         config = self.runtime.config
         await self.tracker.load()
-        if not self.auth.required:
+        if not KdsAuthenticator.of(self.runtime).required:
             log.warning(
                 "KDS authentication is off (KUMA_MULTIZONE_GLOBAL_KDS_AUTH_TYPE=none): any "
                 "process that reaches the KDS port can join as any zone"
             )
         self._unsubscribe = self.runtime.tokens.on_revocation(self._on_revocation)
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        pb_grpc.add_KDSServicer_to_server(KdsServicer(self.tracker, self.auth), server)
+        pb_grpc.add_KDSServicer_to_server(KdsServicer(self.tracker), server)
         address = f"{config.address}:{config.multizone.global_.kds_port}"
         try:
             self.port = server.add_insecure_port(address)
