@@ -102,6 +102,9 @@ class Cp:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KUMA_", "ZONEMESH_"))}
         env["KUMA_API_SERVER_HTTPS_ENABLED"] = "false"  # one HTTPS port would not do for all
+        # Sync throughput, not the (once per connection) zone token check: KDS auth off.
+        env["KUMA_MULTIZONE_GLOBAL_KDS_AUTH_TYPE"] = "none"
+        env["KUMA_MULTIZONE_ZONE_KDS_AUTH_TYPE"] = "none"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -287,7 +290,7 @@ async def run_in_process(count: int, timeout: float) -> None:
             {
                 "mode": "global",
                 "store": {"type": "memory"},
-                "multizone": {"global": {"kdsPort": kds}},
+                "multizone": {"global": {"kdsPort": kds, "kdsAuth": {"type": "none"}}},
             }
         ),
         store=MemoryStore(),
@@ -298,7 +301,13 @@ async def run_in_process(count: int, timeout: float) -> None:
             {
                 "mode": "zone",
                 "store": {"type": "memory"},
-                "multizone": {"zone": {"name": name, "globalAddress": f"grpc://127.0.0.1:{kds}"}},
+                "multizone": {
+                    "zone": {
+                        "name": name,
+                        "globalAddress": f"grpc://127.0.0.1:{kds}",
+                        "kdsAuth": {"type": "none"},
+                    }
+                },
             }
         )
         return Runtime(config=config, store=MemoryStore())

@@ -92,15 +92,55 @@ class XdsConfig(_Section):
         return value
 
 
+# KDS authentication: `cpToken` = a zone token with scope `cp` (Kong Mesh's name), `none` =
+# no token (open-source Kuma's behaviour; only for a global that also says `none`).
+KdsAuthType = Literal["cpToken", "none"]
+ZONE_TOKEN_PATH_ENV = "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH"
+ZONE_TOKEN_INLINE_ENV = "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_INLINE"
+
+
+class ZoneKdsAuth(_Section):
+    """How this zone proves its name to global: its zone token, inline or in a file (the file
+    is re-read on every connection attempt, so replacing it needs no restart)."""
+
+    type: KdsAuthType = "cpToken"
+    token_path: str = ""
+    token_inline: str = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ZoneKdsAuth:
+        if self.token_path and self.token_inline:
+            raise ValueError(
+                f"give the zone token once: {ZONE_TOKEN_PATH_ENV} (a file) or "
+                f"{ZONE_TOKEN_INLINE_ENV}, not both"
+            )
+        return self
+
+    @property
+    def setting(self) -> str:
+        """Where the token comes from, as a user would look for it."""
+        if self.token_inline:
+            return f"multizone.zone.kdsAuth.tokenInline ({ZONE_TOKEN_INLINE_ENV})"
+        return f"multizone.zone.kdsAuth.tokenPath ({ZONE_TOKEN_PATH_ENV}={self.token_path})"
+
+
 class ZoneMultizone(_Section):
     name: str = ""
     global_address: str = ""
     kds_root_ca_file: str = ""  # the CA that verifies global's KDS certificate (grpcs://)
+    kds_auth: ZoneKdsAuth = ZoneKdsAuth()
+
+
+class GlobalKdsAuth(_Section):
+    """What global asks of a zone before it syncs anything with it."""
+
+    type: KdsAuthType = "cpToken"
 
 
 class GlobalMultizone(_Section):
     kds_port: int = 5685
     zone_offline_grace_s: float = 30.0  # after this, a disconnected zone's services go unavailable
+    kds_auth: GlobalKdsAuth = GlobalKdsAuth()
 
 
 class MultizoneConfig(_Section):
@@ -236,6 +276,13 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "KUMA_MULTIZONE_ZONE_NAME": ("multizone", "zone", "name"),
     "KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS": ("multizone", "zone", "globalAddress"),
     "KUMA_MULTIZONE_GLOBAL_KDS_GRPC_PORT": ("multizone", "global", "kdsPort"),
+    "KUMA_MULTIZONE_GLOBAL_KDS_AUTH_TYPE": ("multizone", "global", "kdsAuth", "type"),
+    "KUMA_MULTIZONE_ZONE_KDS_AUTH_TYPE": ("multizone", "zone", "kdsAuth", "type"),
+    # Kong Mesh < 3 names first: the newer names, later in this table, win when both are set.
+    "KUMA_MULTIZONE_ZONE_KDS_AUTH_CP_TOKEN_PATH": ("multizone", "zone", "kdsAuth", "tokenPath"),
+    "KUMA_MULTIZONE_ZONE_KDS_AUTH_CP_TOKEN_INLINE": ("multizone", "zone", "kdsAuth", "tokenInline"),
+    ZONE_TOKEN_PATH_ENV: ("multizone", "zone", "kdsAuth", "tokenPath"),
+    ZONE_TOKEN_INLINE_ENV: ("multizone", "zone", "kdsAuth", "tokenInline"),
     "KUMA_IPAM_MESH_SERVICE_CIDR": ("ipam", "meshService", "cidr"),
     "KUMA_IPAM_MESH_MULTI_ZONE_SERVICE_CIDR": ("ipam", "meshMultiZoneService", "cidr"),
     "ZONEMESH_ZONE_OFFLINE_GRACE": ("multizone", "global", "zoneOfflineGraceS"),
@@ -287,9 +334,29 @@ def load_config(
         if value is not None:
             _set(merged, FLAGS[name], value)
     try:
-        return CpConfig.model_validate(merged)
+        config = CpConfig.model_validate(merged)
     except ValueError as e:  # pydantic.ValidationError is a ValueError
         raise ConfigError(_describe(e)) from None
+    check_zone_kds_auth(config)
+    return config
+
+
+def check_zone_kds_auth(config: CpConfig) -> None:
+    """A federated zone must be given its zone token (global refuses KDS without one), unless
+    it says `kdsAuth.type: none`. Raises ConfigError naming the settings. Only whether one is
+    given: the KDS client reads it (and reports an unreadable file) when it starts."""
+    auth = config.multizone.zone.kds_auth
+    if not config.federated_zone or auth.type == "none":
+        return
+    if not auth.token_path and not auth.token_inline:
+        raise ConfigError(
+            f'zone "{config.zone_name}" connects to global but has no zone token: set '
+            f"{ZONE_TOKEN_PATH_ENV} (a file holding it) or {ZONE_TOKEN_INLINE_ENV} "
+            "(multizone.zone.kdsAuth.tokenPath / tokenInline); global issues it "
+            f'(POST /tokens/zone {{"zone": "{config.zone_name}"}} or '
+            f"`zonemesh generate zone-token --zone {config.zone_name}`). Only for a global "
+            "with KUMA_MULTIZONE_GLOBAL_KDS_AUTH_TYPE=none: KUMA_MULTIZONE_ZONE_KDS_AUTH_TYPE=none"
+        )
 
 
 def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

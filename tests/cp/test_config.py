@@ -50,10 +50,12 @@ def test_kuma_env_names_configure_a_federated_zone() -> None:
             "KUMA_MODE": "zone",
             "KUMA_MULTIZONE_ZONE_NAME": "zone1",
             "KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS": "grpc://127.0.0.1:5685",
+            "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH": "/etc/zonemesh/zone-token",
             "KUMA_STORE_TYPE": "memory",
         }
     )
     assert config.federated_zone and config.zone_name == "zone1" and config.store.type == "memory"
+    assert config.multizone.zone.kds_auth.token_path == "/etc/zonemesh/zone-token"
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 CLIENT_SCRIPT = REPO / "deploy" / "compose" / "client.py"
+ZONE_TOKENS_SCRIPT = REPO / "deploy" / "compose" / "zone_tokens.py"
+TOKEN_PATH_ENV = "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH"
 NETWORK = "zonemesh"
 ENVOY_ADMIN_PORT = 9901  # `zonemesh dp run`'s default when the file names no admin port
 EXPECTED_ROLES = {
@@ -51,6 +53,7 @@ EXPECTED_ROLES = {
     "sidecar": 5,  # one per echo instance and per client
     "apply": 1,
     "client": 2,
+    "zone-tokens": 1,
 }
 
 
@@ -105,7 +108,11 @@ def parse_zonemesh(args: list[str]) -> tuple[tuple[str, ...], dict[str, Any]]:
 
 
 def load_client_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("compose_client", CLIENT_SCRIPT)
+    return load_script(CLIENT_SCRIPT)
+
+
+def load_script(script: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"compose_{script.stem}", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -121,6 +128,26 @@ class Service:
     params: dict[str, Any] = field(default_factory=dict)
     cp: CpConfig | None = None  # the effective configuration, for control planes
     zone: str = ""  # the zone it belongs to ("" for global's services)
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The container's environment as compose gives it (map or KEY=VALUE list form)."""
+        raw = self.raw.get("environment") or {}
+        if isinstance(raw, list):
+            return dict(str(item).partition("=")[::2] for item in raw)
+        return {str(k): str(v) for k, v in raw.items()}
+
+    def named_volume(self, container_path: str) -> tuple[str, bool]:
+        """(volume, read-only) of the named volume holding `container_path`."""
+        target = PurePosixPath(container_path)
+        for volume in self.raw.get("volumes", []):
+            source, dest, *mode = str(volume).split(":")
+            if source.startswith((".", "/")):
+                continue  # a bind mount
+            dest_path = PurePosixPath(dest)
+            if target == dest_path or dest_path in target.parents:
+                return source, bool(mode) and "ro" in mode[0].split(",")
+        raise AssertionError(f"{self.name}: no named volume holds {container_path}")
 
     @property
     def netns_owner(self) -> str:
@@ -224,12 +251,13 @@ class Topology:
                 service.role = chain[0]
         elif argv[:1] in (["python"], ["python3"]) and argv[1:2] and argv[1].endswith(".py"):
             script = service.mount(argv[1])
-            assert script == CLIENT_SCRIPT, f"{service.name}: runs {script}, not the demo client"
+            roles = {CLIENT_SCRIPT: "client", ZONE_TOKENS_SCRIPT: "zone-tokens"}
+            assert script in roles, f"{service.name}: runs {script}, no script of the demo"
             try:
-                service.params = vars(load_client_module().build_parser().parse_args(argv[2:]))
+                service.params = vars(load_script(script).build_parser().parse_args(argv[2:]))
             except SystemExit:
-                pytest.fail(f"{service.name}: client.py refuses `{shlex.join(argv[2:])}`")
-            service.role = "client"
+                pytest.fail(f"{service.name}: {script.name} refuses `{shlex.join(argv[2:])}`")
+            service.role = roles[script]
         assert service.role, f"{service.name}: `{shlex.join(argv)}` plays no role of the demo"
 
     def by_role(self, role: str) -> list[Service]:
@@ -532,6 +560,107 @@ def test_proxies_and_zones_start_once_their_control_plane_is_ready(topo: Topolog
         (apply,) = topo.by_role("apply")
         condition = client.raw["depends_on"][apply.name]["condition"]
         assert condition == "service_completed_successfully", client.name
+
+
+# ------------------------------------------------------------------------------ zone tokens
+
+
+def test_zone_cps_read_the_token_zone_tokens_issues_on_global(topo: Topology) -> None:
+    (issuer,) = topo.by_role("zone-tokens")
+    (global_cp,) = topo.by_role("global-cp")
+    assert global_cp.cp is not None
+    # From global's own network namespace: its loopback, which global treats as admin.
+    assert issuer.netns_owner == global_cp.name
+    parts = urlsplit(issuer.params["cp"])
+    assert (parts.hostname, parts.port) == ("127.0.0.1", global_cp.cp.api_server.http.port)
+    assert issuer.raw["depends_on"][global_cp.name]["condition"] == "service_healthy"
+    out_volume, out_read_only = issuer.named_volume(issuer.params["out"])
+    assert not out_read_only, "zone-tokens writes the token files"
+    # The bootstrap admin token global writes to its data directory, sent when it exists.
+    data_dir = PurePosixPath(str(global_cp.cp.data_dir))
+    assert PurePosixPath(issuer.params["admin_token_file"]) == data_dir / "admin-user-token"
+    data_volume, _ = issuer.named_volume(issuer.params["admin_token_file"])
+    assert data_volume == global_cp.named_volume(str(data_dir))[0]
+
+    zone_cps = topo.by_role("zone-cp")
+    assert sorted(issuer.params["zone"]) == sorted(cp.zone for cp in zone_cps)
+    for cp in zone_cps:
+        assert cp.cp is not None and cp.cp.multizone.zone.kds_auth.type == "cpToken"
+        path = cp.environment.get(TOKEN_PATH_ENV, "")
+        assert path == cp.cp.multizone.zone.kds_auth.token_path
+        assert PurePosixPath(path) == PurePosixPath(issuer.params["out"]) / cp.zone
+        volume, read_only = cp.named_volume(path)
+        assert volume == out_volume and read_only, f"{cp.name}: {volume} (read-only {read_only})"
+        condition = cp.raw["depends_on"][issuer.name]["condition"]
+        assert condition == "service_completed_successfully", cp.name
+    assert out_volume in topo.compose["volumes"]
+
+
+@pytest.fixture
+def global_cp(tmp_path: Path) -> Any:
+    from support.processes import CpProcess
+
+    cp = CpProcess(tmp_path, "--mode", "global", name="global", env={"KUMA_MODE": "global"})
+    try:
+        yield cp.start()
+    finally:
+        cp.kill()
+
+
+def run_zone_tokens(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ZONE_TOKENS_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_zone_tokens_writes_private_token_files_a_zone_cp_connects_with(
+    global_cp: Any, tmp_path: Path
+) -> None:
+    from support.processes import CpProcess
+
+    out = tmp_path / "tokens"
+    done = run_zone_tokens(
+        *("--cp", global_cp.url, "--out", str(out), "--zone", "zone1", "--zone", "zone2"),
+        *("--admin-token-file", str(tmp_path / "no-admin-token-here")),
+    )
+    assert done.returncode == 0, done.stderr
+    for zone in ("zone1", "zone2"):
+        assert f"wrote {out / zone}" in done.stdout
+        assert (out / zone).stat().st_mode & 0o777 == 0o600, "a token is a secret"
+    assert sorted(p.name for p in out.iterdir()) == ["zone1", "zone2"], "no temporary left"
+
+    zone = CpProcess(
+        tmp_path,
+        "--mode",
+        "zone",
+        "--zone",
+        "zone1",
+        "--global-address",
+        global_cp.kds_address,
+        name="zone1",
+        env={TOKEN_PATH_ENV: str(out / "zone1")},
+    )
+    try:
+        zone.start()
+
+        def online() -> bool:
+            found = global_cp.api("GET", "/zones/zone1")
+            return found.status_code == 200 and found.json()["status"]["connected"] is True
+
+        wait_for(online, timeout=20, message=f"zone1 did not connect:\n{zone.log.read_text()}")
+    finally:
+        zone.kill()
+
+
+def test_zone_tokens_fails_clearly_when_global_does_not_answer(tmp_path: Path) -> None:
+    cp = f"http://127.0.0.1:{free_port()}"
+    done = run_zone_tokens("--cp", cp, "--out", str(tmp_path), "--zone", "zone1")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"zone-tokens: {cp} does not answer")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------ the client

@@ -8,8 +8,10 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from zonemesh.auth.service import TokenService
 from zonemesh.config import CpConfig
 from zonemesh.cp.runtime import Runtime
 from zonemesh.federation.client import KdsClient
@@ -37,12 +39,18 @@ def global_config(kds_port: int = 0, grace_s: float = 30.0) -> CpConfig:
     )
 
 
-def zone_config(name: str, global_address: str) -> CpConfig:
+def zone_config(name: str, global_address: str, token: str) -> CpConfig:
     return CpConfig.model_validate(
         {
             "mode": "zone",
             "store": {"type": "memory"},
-            "multizone": {"zone": {"name": name, "globalAddress": global_address}},
+            "multizone": {
+                "zone": {
+                    "name": name,
+                    "globalAddress": global_address,
+                    "kdsAuth": {"tokenInline": token},
+                }
+            },
         }
     )
 
@@ -128,6 +136,7 @@ class Federation:
     server: KdsServer | None = None
     zones: dict[str, tuple[Runtime, KdsClient]] = field(default_factory=dict)
     _started: list[Any] = field(default_factory=list)
+    _issuer: TokenService | None = None  # issues zone tokens while global is not running
 
     @property
     def address(self) -> str:
@@ -137,6 +146,8 @@ class Federation:
         runtime = Runtime(
             config=global_config(self.kds_port, self.grace_s), store=self.global_store
         )
+        await runtime.tokens.start()
+        self._started.append(runtime.tokens)
         server = KdsServer(runtime)
         await server.start()
         self._started.append(server)
@@ -144,16 +155,39 @@ class Federation:
         return runtime
 
     async def stop_global(self) -> None:
-        assert self.server is not None
+        assert self.server is not None and self.global_rt is not None
         await self.server.stop()
         self._started.remove(self.server)
+        await self.global_rt.tokens.stop()
+        self._started.remove(self.global_rt.tokens)
         self.server = None
 
+    async def zone_token(
+        self, zone: str, *, scope: tuple[str, ...] = ("cp",), valid_for: float = 86400
+    ) -> str:
+        """A zone token signed with global's key (as `POST /tokens/zone` issues it)."""
+        if self.server is not None and self.global_rt is not None:
+            tokens = self.global_rt.tokens
+        else:
+            if self._issuer is None:
+                self._issuer = TokenService(self.global_store)
+                await self._issuer.start()
+                self._started.insert(0, self._issuer)  # stopped last
+            tokens = self._issuer
+        return await tokens.issue_zone(
+            zone=zone, scope=list(scope), valid_for=timedelta(seconds=valid_for)
+        )
+
     async def start_zone(
-        self, name: str, store: Store | None = None, address: str | None = None
+        self,
+        name: str,
+        store: Store | None = None,
+        address: str | None = None,
+        token: str | None = None,
     ) -> tuple[Runtime, KdsClient]:
+        token = token or await self.zone_token(name)
         runtime = Runtime(
-            config=zone_config(name, address or self.address), store=store or MemoryStore()
+            config=zone_config(name, address or self.address, token), store=store or MemoryStore()
         )
         client = KdsClient(runtime)
         await client.start()

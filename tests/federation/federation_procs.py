@@ -1,5 +1,8 @@
 """Real control-plane processes (`zonemesh cp run`) for federation tests: start, wait until
-ready, kill, restart on the same data directory; every process is terminated at teardown."""
+ready, kill, restart on the same data directory; every process is terminated at teardown.
+
+Zone CPs authenticate to global with zone tokens, issued by global (`POST /tokens/zone`) once
+it is up and passed as `KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_INLINE`, as an operator would."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import httpx
 from federation_helpers import free_port
 
 GRACE_S = 2
+TOKEN_INLINE_ENV = "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_INLINE"
 
 
 @dataclass
@@ -28,7 +32,8 @@ class CpProcess:
     kds_port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
-    env: dict[str, str] = field(default_factory=dict)  # on top of the filtered environment
+    env: dict[str, str] = field(default_factory=dict)  # KUMA_* settings of this CP
+    zone: str = ""  # set on a zone CP: it needs a zone token from global before it starts
 
     @property
     def url(self) -> str:
@@ -81,6 +86,8 @@ class CpProcess:
                 self.proc.wait()
 
     def log(self) -> str:
+        if not self.log_path.exists():
+            return "(never started)"
         return self.log_path.read_text(errors="replace")[-6000:]
 
 
@@ -97,15 +104,22 @@ class Cluster:
         self.procs["global"] = self._cp("global", "--mode", "global", "--kds-port", str(kds))
         self.procs["global"].kds_port = kds
         for zone in ("zone1", "zone2"):
-            self.procs[zone] = self._cp(
-                zone,
-                *("--mode", "zone", "--zone", zone),
-                *("--global-address", f"grpcs://127.0.0.1:{kds}"),
-                *("--xds-port", str(free_port())),
-            )
-            self.procs[zone].env["KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE"] = str(
-                self.tmp / "global" / "tls" / "ca.crt"
-            )
+            self.add_zone(zone)
+
+    def add_zone(self, zone: str) -> CpProcess:
+        """A zone CP of this cluster (not started); `start` gives it a zone token first."""
+        kds = self.procs["global"].kds_port
+        self.procs[zone] = self._cp(
+            zone,
+            *("--mode", "zone", "--zone", zone),
+            *("--global-address", f"grpcs://127.0.0.1:{kds}"),
+            *("--xds-port", str(free_port())),
+        )
+        self.procs[zone].zone = zone
+        self.procs[zone].env["KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE"] = str(
+            self.tmp / "global" / "tls" / "ca.crt"
+        )
+        return self.procs[zone]
 
     def _cp(self, name: str, *extra: str) -> CpProcess:
         api_port = free_port()
@@ -119,15 +133,26 @@ class Cluster:
     def __getitem__(self, name: str) -> CpProcess:
         return self.procs[name]
 
+    async def zone_token(self, zone: str, valid_for: str = "24h") -> str:
+        """A zone token from the running global (its API is open from loopback)."""
+        async with httpx.AsyncClient(base_url=self.procs["global"].url, timeout=10) as client:
+            response = await client.post("/tokens/zone", json={"zone": zone, "validFor": valid_for})
+        assert response.status_code == 200, f"POST /tokens/zone: {response.text}"
+        return response.text
+
     async def start(self, *names: str) -> None:
-        """Global first when it is among them: the zones need the CA it writes at start."""
-        names = names or tuple(self.procs)
-        if "global" in names and len(names) > 1:
-            await self.start("global")
-            names = tuple(n for n in names if n != "global")
-        for name in names:
-            self.procs[name].start()
-        await asyncio.gather(*(self.procs[n].wait_ready() for n in names))
+        """Start these (default: all), global first; zone CPs without a token get one."""
+        wanted = names or tuple(self.procs)
+        if "global" in wanted:
+            self.procs["global"].start()
+            await self.procs["global"].wait_ready()
+        zones = [self.procs[n] for n in wanted if n != "global"]
+        for proc in zones:
+            settings = (TOKEN_INLINE_ENV, "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH")
+            if proc.zone and not any(k in proc.env for k in settings):
+                proc.env[TOKEN_INLINE_ENV] = await self.zone_token(proc.zone)
+            proc.start()
+        await asyncio.gather(*(p.wait_ready() for p in zones))
 
     def stop_all(self) -> None:
         for proc in self.procs.values():

@@ -17,6 +17,7 @@ from federation_helpers import (
     mesh_service,
     names,
     put,
+    zone_ingress,
 )
 
 from zonemesh.federation.mapping import content_hash, encode, global_name
@@ -57,8 +58,20 @@ async def channel(federation: Federation) -> AsyncIterator[grpc.aio.Channel]:
         yield ch
 
 
-async def refusal(channel: grpc.aio.Channel, first: pb.ZoneMessage) -> grpc.aio.AioRpcError:
-    call = pb_grpc.KDSStub(channel).Sync()
+@pytest.fixture
+async def token(federation: Federation, channel: grpc.aio.Channel) -> str:
+    """A valid zone token for "rogue": these peers are authenticated, just misbehaving."""
+    return await federation.zone_token("rogue")
+
+
+def sync(channel: grpc.aio.Channel, token: str) -> grpc.aio.StreamStreamCall:
+    return pb_grpc.KDSStub(channel).Sync(metadata=(("authorization", token),))
+
+
+async def refusal(
+    channel: grpc.aio.Channel, token: str, first: pb.ZoneMessage
+) -> grpc.aio.AioRpcError:
+    call = sync(channel, token)
     await call.write(first)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call.read()
@@ -66,36 +79,39 @@ async def refusal(channel: grpc.aio.Channel, first: pb.ZoneMessage) -> grpc.aio.
 
 
 async def test_foreign_protocol_and_unsupported_version_are_refused_clearly(
-    channel: grpc.aio.Channel,
+    channel: grpc.aio.Channel, token: str
 ) -> None:
-    error = await refusal(channel, hello(protocol="kuma.kds"))
+    error = await refusal(channel, token, hello(protocol="kuma.kds"))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "unknown protocol 'kuma.kds'" in (error.details() or "")
 
-    error = await refusal(channel, hello(protocol_version=99))
+    error = await refusal(channel, token, hello(protocol_version=99))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "unsupported zonemesh.kds version 99 (this global speaks version 1)" in (
         error.details() or ""
     )
 
-    error = await refusal(channel, pb.ZoneMessage(changes=pb.Changes()))
+    error = await refusal(channel, token, pb.ZoneMessage(changes=pb.Changes()))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "first message must be a Hello" in (error.details() or "")
 
-    error = await refusal(channel, hello(zone="Not A Name"))
+    error = await refusal(channel, token, hello(zone="Not A Name"))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "zone name 'Not A Name'" in (error.details() or "")
 
 
 async def test_invalid_and_unknown_resources_are_refused_and_the_rest_syncs(
-    federation: Federation, channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+    federation: Federation,
+    channel: grpc.aio.Channel,
+    token: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="zonemesh.kds")
     g = federation.global_rt
     assert g is not None
     z1, _ = await federation.start_zone("zone1")  # a well-behaved zone, to watch
 
-    call = pb_grpc.KDSStub(channel).Sync()
+    call = sync(channel, token)
     await call.write(hello("rogue"))
     welcome = await call.read()
     assert welcome.WhichOneof("message") == "welcome"
@@ -161,28 +177,42 @@ async def test_invalid_and_unknown_resources_are_refused_and_the_rest_syncs(
 
 
 async def test_a_zone_cannot_claim_another_zone_or_echo_globals_data(
-    federation: Federation, channel: grpc.aio.Channel
+    federation: Federation, channel: grpc.aio.Channel, token: str
 ) -> None:
     g = federation.global_rt
     assert g is not None
-    call = pb_grpc.KDSStub(channel).Sync()
+    call = sync(channel, token)
     await call.write(hello("rogue"))
     await call.read()
     spoofed = mesh_service("spoof")
     spoofed["labels"] = {"kuma.io/zone": "zone1", "kuma.io/origin": "zone"}
+    foreign_ingress = zone_ingress("hijack")
+    foreign_ingress["zone"] = "zone1"
     echoed = mesh_service("echoed")
     echoed["labels"] = {"kuma.io/origin": "global"}
-    await call.write(
-        pb.ZoneMessage(changes=pb.Changes(batch=1, upserts=[resource(spoofed), resource(echoed)]))
-    )
+    own = zone_ingress("own")
+    own["zone"] = "rogue"
+    upserts = [resource(d) for d in (spoofed, foreign_ingress, echoed, own)]
+    await call.write(pb.ZoneMessage(changes=pb.Changes(batch=1, upserts=upserts)))
+    ack = await read_ack(call, 1)
 
-    async def applied() -> None:
-        copy = await find(g, MS, global_name("spoof", "rogue"))
-        assert copy is not None and copy.labels["kuma.io/zone"] == "rogue"
-
-    await eventually(applied)
-    assert await find(g, MS, global_name("echoed", "rogue")) is None
+    reasons = {r.ref.name: r.reason for r in ack.rejected}
+    assert set(reasons) == {"spoof", "hijack", "echoed"}
+    assert reasons["spoof"].startswith("labelled kuma.io/zone: 'zone1', but it comes from zone")
+    assert reasons["hijack"].startswith("zone: 'zone1', but it comes from zone 'rogue'")
+    # Refused, not rewritten: nothing of them on global, under any name.
+    assert await names(g, MS) == set()
+    assert await names(g, "ZoneIngress") == {global_name("own", "rogue")}
+    assert g.refusals.count("kds", "foreign-zone") == 2
     call.cancel()
+
+
+async def read_ack(call: grpc.aio.StreamStreamCall, batch: int) -> pb.Ack:
+    """Global's snapshot batches and the Ack for ours arrive in any order."""
+    while True:
+        message = await asyncio.wait_for(call.read(), 5)
+        if message.WhichOneof("message") == "ack" and message.ack.batch == batch:
+            return message.ack
 
 
 async def test_an_address_that_is_not_a_global_cp_is_reported_and_retried(

@@ -248,7 +248,7 @@ async def test_a_zone_that_was_standalone_takes_globals_version_of_global_types(
     await put(g, mmzs("echo", port=7070))
     # Written while standalone (origin zone); global's MMZS of the same name takes over.
     store = MemoryStore()
-    standalone = Runtime(config=zone_config("zone1", ""), store=store)
+    standalone = Runtime(config=zone_config("zone1", "", token=""), store=store)
     await put(standalone, mmzs("echo", port=1111))
     await put(standalone, mmzs("local-only", port=2222))
     z1, _ = await federation.start_zone("zone1", store=store)

@@ -368,6 +368,7 @@ class TwoZoneMesh:
                 }
                 for n, cp in self.cps.items()
             },
+            "zoneTokens": {z: str(self.zone_token_file(z)) for z in ZONES},
             "proxies": {
                 p.name: {
                     "zone": p.zone,
@@ -395,7 +396,10 @@ class TwoZoneMesh:
         for zone in ZONES:
             cp = self.cps[zone]
             args = ("--mode", "zone", "--zone", zone, "--global-address", glob.kds_address)
-            env = {"KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": str(glob.ca_file)}
+            env = {
+                "KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": str(glob.ca_file),
+                "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH": str(self._zone_token(zone)),
+            }
             self.group.spawn(f"cp-{zone}", self._cp_args(cp, *args), env=env)
         for zone in ZONES:
             cp = self.cps[zone]
@@ -407,6 +411,28 @@ class TwoZoneMesh:
                 f"/meshes/{MESH}/meshmultizoneservices/{TCP_MMZS}",
             ):
                 self.group.wait_http(f"cp-{zone}", f"{cp.url}{path}", timeout=START_TIMEOUT_S)
+
+    def zone_token_file(self, zone: str) -> Path:
+        return self.run_dir / "zone-tokens" / f"{zone}.token"
+
+    def _zone_token(self, zone: str) -> Path:
+        """Global issues the zone's token (its API is admin from loopback); the zone CP reads
+        it from a file only this user can read, as an operator would deploy it."""
+        response = httpx.post(
+            f"{self.cps['global'].url}/tokens/zone",
+            json={"zone": zone, "validFor": "24h"},
+            timeout=10,
+        )
+        if response.status_code != 200:
+            raise ProcessError(
+                f"POST /tokens/zone on global: {response.status_code} {response.text}"
+            )
+        path = self.zone_token_file(zone)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(response.text)
+        return path
 
     def _start_together(self) -> None:
         """The apps (which need nothing) while the CPs start, then every proxy at once."""

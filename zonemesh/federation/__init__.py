@@ -5,5 +5,8 @@
 - global -> the other zones: each zone's types flagged `sync.zone_to_zones`.
 
 `server.KdsServer` runs on global, `client.KdsClient` on a federated zone; `sync` holds the
-snapshot-then-changes engine both use, `mapping` how resources are renamed and relabelled.
+snapshot-then-changes engine both use, `mapping` how resources are renamed and relabelled
+(and what of the mesh CAs each zone receives). A zone presents its zone token
+(`zone_token`); global checks it before anything else (`auth`), which open-source Kuma
+does not do at all.
 """

@@ -4,6 +4,12 @@ The zone uploads only what it owns (types flagged `zone_to_global`, not labelled
 `kuma.io/origin: global`), so nothing global sent is ever echoed back, and stores what global
 sends with `kuma.io/origin: global`. Losing global never deletes anything: the zone keeps
 serving with what it has and converges on the snapshot exchanged at the next connection.
+
+The zone presents its zone token (`zone_token`) on every stream. A token global refuses
+(UNAUTHENTICATED, PERMISSION_DENIED) or a zone name taken by another control plane
+(ALREADY_EXISTS) is an ERROR in the log and in `GET /` status, yet the zone keeps retrying
+with backoff: the fix (a new token in the file, which is re-read on every attempt; the other
+control plane stopped) needs no restart.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from zonemesh import __version__
+from zonemesh.config import ConfigError, check_zone_kds_auth
 from zonemesh.cp.runtime import Runtime
 from zonemesh.federation import dial, mapping
 from zonemesh.federation.mapping import Entry
@@ -29,6 +36,7 @@ from zonemesh.federation.protocol import (
     PROTOCOL_VERSION,
 )
 from zonemesh.federation.sync import Inbox, InboxPolicy, Outbox, Rejected
+from zonemesh.federation.zone_token import METADATA_KEY, ZoneTokenError, read_zone_token
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.registry import ALL_TYPES, by_kind
@@ -46,8 +54,23 @@ STATUS_KEY = "global"
 REJECTED_KEY = "global_rejected"
 
 
+# Answers that need an operator (a token to fix, a duplicate zone to stop): logged as ERROR.
+OPERATOR_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.ALREADY_EXISTS,
+    }
+)
+
+
 class SyncRefused(Exception):
-    """Global (or whatever answered) refused or does not speak KDS: retry later."""
+    """Global (or whatever answered) refused or does not speak KDS: retry later. `severe`
+    when retrying alone will not fix it."""
+
+    def __init__(self, message: str, *, severe: bool = False) -> None:
+        super().__init__(message)
+        self.severe = severe
 
 
 class ZoneInboxPolicy(InboxPolicy):
@@ -80,10 +103,13 @@ class ZoneInboxPolicy(InboxPolicy):
         return [r for t in DOWN_TYPES for r in await self.store.list(t.name) if self.owns(r)]
 
 
-def describe_rpc_error(error: grpc.aio.AioRpcError, *, lost: bool = False) -> str:
-    """Why a call to global failed, in words an operator can act on."""
-    code = error.code()
-    details = error.details() or ""
+def describe_status(
+    code: grpc.StatusCode, details: str, *, lost: bool = False, token_setting: str = ""
+) -> str:
+    """Why a call to global failed (or a stream ended), in words an operator can act on."""
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        fix = f"; fix {token_setting}" if token_setting else ""
+        return f"global refused this zone's token: {code.name}: {details}{fix}"
     if lost:
         return f"lost the stream: {code.name}: {details}"
     if code == grpc.StatusCode.UNIMPLEMENTED:
@@ -91,6 +117,14 @@ def describe_rpc_error(error: grpc.aio.AioRpcError, *, lost: bool = False) -> st
     if code == grpc.StatusCode.UNAVAILABLE:
         return f"does not answer: {details}"
     return f"refused: {code.name}: {details}"
+
+
+def describe_rpc_error(
+    error: grpc.aio.AioRpcError, *, lost: bool = False, token_setting: str = ""
+) -> str:
+    return describe_status(
+        error.code(), error.details() or "", lost=lost, token_setting=token_setting
+    )
 
 
 @dataclass
@@ -114,10 +148,24 @@ class KdsClient:
     def address(self) -> str:
         return self.runtime.config.multizone.zone.global_address
 
+    @property
+    def _token_setting(self) -> str:
+        auth = self.runtime.config.multizone.zone.kds_auth
+        if auth.type == "none":
+            return ""
+        return auth.setting + (" (the file is re-read on every attempt)" if auth.token_path else "")
+
     async def start(self) -> None:
         """The start check first: grpcs:// without a usable CA, a CA that does not verify
         global, or TLS on one side only raise StartCheckError (`cp run` exits naming it);
         a global that does not answer yet is waited for with the backoff."""
+        # A zone without a usable token stops here, at start, naming the setting; later
+        # read failures (a file being replaced) are retried like any other.
+        try:
+            check_zone_kds_auth(self.runtime.config)
+        except ConfigError as e:
+            raise ZoneTokenError(str(e)) from None
+        read_zone_token(self.runtime.config.multizone.zone.kds_auth)
         self.runtime.views["kds"] = self  # e.g. for readiness: `connected`, `inbox.snapshot_done`
         self._set_status(f"connecting to {self.address}")
         try:
@@ -161,13 +209,19 @@ class KdsClient:
                 f"connecting to {self.address} (attempt {self.attempts})"
                 + (f": {self.last_error}" if self.last_error else "")
             )
+            severe = False
             try:
                 await self._session(target)
                 reason = "global closed the stream"
             except grpc.aio.AioRpcError as e:
-                reason = describe_rpc_error(e, lost=self.connected.is_set())
+                reason = describe_rpc_error(
+                    e, lost=self.connected.is_set(), token_setting=self._token_setting
+                )
+                severe = e.code() in OPERATOR_CODES
             except SyncRefused as e:
-                reason = str(e)
+                reason, severe = str(e), e.severe
+            except ZoneTokenError as e:
+                reason, severe = str(e), True
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -177,17 +231,22 @@ class KdsClient:
                 return
             if not self.connected.is_set():
                 reason = await self._mismatch(target) or reason
+            severe = severe or reason.startswith(dial.ADDRESS_OPTION)
             self.last_error = reason
             if self.connected.is_set():  # it worked for a while: start the backoff over
                 self.connected.clear()
                 self.attempts = 0
                 delay = BACKOFF_START_S
-                log.warning("KDS: %s: %s; reconnecting in %.1fs", self.address, reason, delay)
+                log.log(
+                    logging.ERROR if severe else logging.WARNING,
+                    "KDS: %s: %s; reconnecting in %.1fs",
+                    self.address,
+                    reason,
+                    delay,
+                )
             else:
                 log.log(
-                    logging.ERROR
-                    if "already connected" in reason or reason.startswith(dial.ADDRESS_OPTION)
-                    else logging.WARNING,
+                    logging.ERROR if severe else logging.WARNING,
                     "KDS: attempt %d to %s failed: %s; retrying in %.1fs",
                     self.attempts,
                     self.address,
@@ -212,8 +271,11 @@ class KdsClient:
     async def _session(self, target: GrpcAddress) -> None:
         """One stream, from handshake to its end."""
         runtime = self.runtime
+        token = read_zone_token(runtime.config.multizone.zone.kds_auth)
+        # Per-call metadata, not channel credentials: it travels on whatever channel is open.
+        metadata = ((METADATA_KEY, token),) if token is not None else None
         async with dial.open_global_channel(target, self._ca, CHANNEL_OPTIONS) as channel:
-            call = pb_grpc.KDSStub(channel).Sync()
+            call = pb_grpc.KDSStub(channel).Sync(metadata=metadata)
             await call.write(
                 pb.ZoneMessage(
                     hello=pb.Hello(
@@ -236,7 +298,11 @@ class KdsClient:
                 ) from None
             if first is grpc.aio.EOF:
                 code = await call.code()
-                raise SyncRefused(f"refused: {code.name}: {await call.details()}")
+                details = await call.details()
+                raise SyncRefused(
+                    describe_status(code, details or "", token_setting=self._token_setting),
+                    severe=code in OPERATOR_CODES,
+                )
             welcome = first.welcome if first.WhichOneof("message") == "welcome" else None
             if welcome is None or welcome.protocol != PROTOCOL:
                 call.cancel()
@@ -299,7 +365,13 @@ class KdsClient:
             if message is grpc.aio.EOF:
                 code = await call.code()
                 if code != grpc.StatusCode.OK:
-                    raise SyncRefused(f"lost the stream: {code.name}: {await call.details()}")
+                    details = await call.details()
+                    raise SyncRefused(
+                        describe_status(
+                            code, details or "", lost=True, token_setting=self._token_setting
+                        ),
+                        severe=code in OPERATOR_CODES,
+                    )
                 return
             kind = message.WhichOneof("message")
             if kind == "changes":

@@ -6,8 +6,17 @@ Three mappings, all pure functions of a stored resource:
   from the zone (`echo` from zone1 is `echo-<8 hex>` on global), so two zones' MeshServices
   of the same name never collide; `kuma.io/display-name` keeps the name users and selectors
   see; `kuma.io/origin: zone` and `kuma.io/zone` are set by global, never trusted from the zone.
+  A resource that names another zone (a `kuma.io/zone` label, or a ZoneIngress/ZoneEgress
+  `zone` field) is refused (`ForeignZone`), never rewritten: a zone speaks only for itself.
 - `pass_on` (global -> the other zones, a zone's copy): the global copy relabelled
   `kuma.io/origin: global`, keeping `kuma.io/zone` so the receiving zone knows where it lives.
+- `secret_for_zone` (global -> one zone, a Secret): what of the mesh CAs a zone may hold.
+  Decided: per-zone intermediates. The root `ca-builtin` goes out as its certificate only
+  (every PEM block whose type contains "PRIVATE KEY" is stripped), so no zone can mint
+  certificates under the root; a Secret labelled `zonemesh.io/ca-zone: Z` (zone Z's
+  intermediate CA, cert + key) goes to zone Z and nowhere else, so a compromised zone can
+  sign only under its own intermediate, which global can replace. GlobalSecrets (token
+  signing keys, revocation lists of zone and user tokens) are never sent.
 
 Status never travels: every control plane computes its own. The content hash is taken over
 the canonical JSON (sorted keys, no status, no timestamps), so equal hashes mean equal content
@@ -16,22 +25,43 @@ on both sides and a receiver can skip writes that would change nothing.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from zonemesh.mtls.ca import CA_SECRET_NAME
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_to_wire
-from zonemesh.resources.registry import MESH_SERVICE, ZONE_EGRESS, ZONE_INGRESS, by_kind
+from zonemesh.resources.registry import (
+    GLOBAL_SECRET,
+    MESH_SERVICE,
+    SECRET,
+    ZONE_EGRESS,
+    ZONE_INGRESS,
+    by_kind,
+)
 from zonemesh.resources.types.meshservice import STATE_UNAVAILABLE
+from zonemesh.resources.types.secret import SecretSpec
 
 # A zone-internal bookkeeping label (which local controller manages a resource): meaningless
 # anywhere else, and harmful if another zone's controller took the copy for its own.
 ZONE_LOCAL_LABELS = frozenset({"zonemesh.io/generated-by"})
 
 MAX_NAME = 253
+
+# On a mesh Secret: the one zone it is for (a zone's intermediate CA, `zone-ca-<zone>`).
+CA_ZONE_LABEL = "zonemesh.io/ca-zone"
+_PRIVATE_KEY_BLOCK = re.compile(
+    rb"-----BEGIN ([^-\r\n]*PRIVATE KEY[^-\r\n]*)-----.*?-----END \1-----[ \t]*\r?\n?", re.DOTALL
+)
+
+
+class ForeignZone(ValueError):
+    """A zone sent a resource that names another zone."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +120,30 @@ def to_zone(resource: Resource) -> Resource:
     return resource.with_(labels=new_labels, status=None)
 
 
+def foreign_zone(resource: Resource, zone: str) -> str | None:
+    """Why `resource`, sent by `zone`, belongs to another zone; None when it does not."""
+    claimed = resource.labels.get(labels.ZONE)
+    if claimed is not None and claimed != zone:
+        return (
+            f"labelled {labels.ZONE}: {claimed!r}, but it comes from zone {zone!r}: "
+            "a zone publishes only its own resources"
+        )
+    if resource.type in (ZONE_INGRESS.name, ZONE_EGRESS.name):
+        spec_zone = getattr(resource.spec, "zone", None)
+        if spec_zone is not None and spec_zone != zone:
+            return (
+                f"zone: {spec_zone!r}, but it comes from zone {zone!r}: "
+                "a zone publishes only its own zone proxies"
+            )
+    return None
+
+
 def to_global_copy(resource: Resource, zone: str) -> Resource:
-    """A zone's resource (as the zone sent it) as global stores it. Raises ValueError when
-    the suffixed name would be too long."""
+    """A zone's resource (as the zone sent it) as global stores it. Raises ForeignZone when it
+    names another zone, ValueError when the suffixed name would be too long."""
+    problem = foreign_zone(resource, zone)
+    if problem is not None:
+        raise ForeignZone(problem)
     name = global_name(resource.name, zone)
     if len(name) > MAX_NAME:
         raise ValueError(
@@ -125,3 +176,29 @@ def pass_on(resource: Resource, *, zone_available: bool) -> Resource | None:
         spec = resource.spec.model_copy(update={"state": STATE_UNAVAILABLE})
         out = out.with_(spec=spec)
     return out
+
+
+def strip_private_keys(pem: bytes) -> bytes | None:
+    """`pem` without its private key blocks; None when a key may remain (fail closed)."""
+    stripped = _PRIVATE_KEY_BLOCK.sub(b"", pem)
+    return None if b"PRIVATE KEY" in stripped or not stripped.strip() else stripped
+
+
+def secret_for_zone(resource: Resource, zone: str) -> Resource | None:
+    """What zone `zone` receives of a Secret global holds; None = it is not sent there.
+
+    See the module docstring: `ca-builtin` as its certificate only, a `zonemesh.io/ca-zone`
+    Secret to its own zone only, GlobalSecrets never; any other mesh Secret (e.g.
+    `dataplane-token-revocations-<mesh>`) to every zone as it is."""
+    if resource.type == GLOBAL_SECRET.name:
+        return None
+    if resource.type != SECRET.name:
+        return resource
+    if CA_ZONE_LABEL in resource.labels:
+        return resource if resource.labels[CA_ZONE_LABEL] == zone else None
+    if resource.name != CA_SECRET_NAME or not isinstance(resource.spec, SecretSpec):
+        return resource
+    certificates = strip_private_keys(resource.spec.value)
+    if certificates is None:
+        return None
+    return resource.with_(spec=SecretSpec(data=base64.b64encode(certificates).decode()))

@@ -11,6 +11,14 @@ When the zone is back and its snapshot is applied, the real state goes out again
 own copies are never rewritten: `inspect` on global shows what the zone last reported.
 Deriving this in each zone from the synced `Zone` instead would need each zone to trust its
 own clock against global's and to ship status, which sync deliberately strips.
+
+Who may connect: open-source Kuma has no KDS authentication (any process reaching the port
+can claim any zone; trust-model.md §2). zonemesh goes beyond it here: before a Hello is acted
+on, a session registered or a `Zone` written, the peer's zone token is checked
+(`federation.auth`): a refused peer is sent nothing and nothing it sent is kept. A live
+session ends when its token is revoked or expires. A zone publishes only resources of its own
+zone: one naming another zone is refused (in the Ack), never rewritten. Refusals never name
+another control plane's instance or another zone's details.
 """
 
 from __future__ import annotations
@@ -26,8 +34,11 @@ from datetime import UTC, datetime
 import grpc
 
 from zonemesh import __version__
+from zonemesh.auth.refusals import Refusals
+from zonemesh.auth.tokens import TokenKind, ZoneToken
 from zonemesh.cp.runtime import Runtime
 from zonemesh.federation import mapping
+from zonemesh.federation.auth import KdsAuthenticator, Refused
 from zonemesh.federation.mapping import Entry
 from zonemesh.federation.proto import kds_pb2 as pb
 from zonemesh.federation.proto import kds_pb2_grpc as pb_grpc
@@ -43,7 +54,7 @@ from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
-from zonemesh.resources.registry import ALL_TYPES, ZONE, by_kind
+from zonemesh.resources.registry import ALL_TYPES, GLOBAL_SECRET, SECRET, ZONE, by_kind
 from zonemesh.resources.types.zone import ZoneSpec, ZoneStatus
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError, Store
 from zonemesh.tls.serving import add_grpc_port, scheme
@@ -71,20 +82,25 @@ def _parse_iso(value: str | None) -> float | None:
 
 
 class AlreadyConnected(Exception):
-    def __init__(self, zone: str, instance_id: str) -> None:
-        super().__init__(
-            f'zone "{zone}" is already connected from another control plane '
-            f"(instance {instance_id})"
-        )
+    """Says nothing of the connected control plane (its instance id would let a peer pose
+    as it), only that the zone is taken."""
+
+    def __init__(self, zone: str) -> None:
+        super().__init__(f'zone "{zone}" is already connected from another control plane')
 
 
 class GlobalInboxPolicy(InboxPolicy):
-    """What global accepts from zone `zone`: the types zones own, stored under suffixed names."""
+    """What global accepts from zone `zone`: the types zones own, stored under suffixed names;
+    what names another zone is refused (and counted in `refusals` with reason foreign-zone)."""
 
-    def __init__(self, store: Store, zone: str) -> None:
+    def __init__(
+        self, store: Store, zone: str, refusals: Refusals | None = None, address: str = ""
+    ) -> None:
         self.store = store
         self.zone = zone
         self.peer = f'zone "{zone}"'
+        self.refusals = refusals
+        self.address = address
 
     def accepts_type(self, rtype: ResourceType) -> bool:
         return rtype.sync.zone_to_global
@@ -94,6 +110,12 @@ class GlobalInboxPolicy(InboxPolicy):
             raise Rejected("came from global (kuma.io/origin: global): not sent back")
         try:
             return mapping.to_global_copy(resource, self.zone)
+        except mapping.ForeignZone as e:
+            if self.refusals is not None:
+                self.refusals.record(
+                    "kds", "foreign-zone", f"{self.peer} sent {resource.key}: {e}", self.address
+                )
+            raise Rejected(str(e)) from None
         except ValueError as e:
             raise Rejected(str(e)) from None
 
@@ -165,7 +187,7 @@ class ZoneTracker:
         current = state.session
         if current is not None:
             if current.instance_id != session.instance_id:
-                raise AlreadyConnected(session.zone, current.instance_id)
+                raise AlreadyConnected(session.zone)
             log.info('zone "%s" reconnected (instance %s)', session.zone, session.instance_id)
             current.replace()
         state.session = session
@@ -370,6 +392,7 @@ class ZoneSession:
         tracker: ZoneTracker,
         context: grpc.aio.ServicerContext,
         hello: pb.Hello,
+        token: ZoneToken | None = None,
     ) -> None:
         self.tracker = tracker
         self.store = tracker.store
@@ -377,12 +400,15 @@ class ZoneSession:
         self.zone = hello.zone
         self.instance_id = hello.instance_id
         self.cp_version = hello.cp_version
+        self.token = token  # None when global's KDS auth is off
+        self.peer = context.peer()
         self.errors = 0  # e.g. rejections the zone reported for global's data
         self.flushed = (0, 0)  # (updates, errors) already added to the Zone's totals
         self._ended: tuple[grpc.StatusCode, str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
-        self.inbox = Inbox(self.store, GlobalInboxPolicy(self.store, self.zone))
+        policy = GlobalInboxPolicy(self.store, self.zone, tracker.runtime.refusals, self.peer)
+        self.inbox = Inbox(self.store, policy)
         self.outbox = Outbox(self.store, DOWN_TYPES, self._entry_for, self._send_changes)
 
     def _entry_for(self, resource: Resource) -> Entry | None:
@@ -393,9 +419,12 @@ class ZoneSession:
                 return None
             passed = mapping.pass_on(resource, zone_available=self.tracker.available(source))
             return mapping.entry(passed) if passed is not None else None
-        if rtype.sync.global_to_zones:
-            return mapping.entry(mapping.to_zone(resource))
-        return None
+        if not rtype.sync.global_to_zones:
+            return None  # e.g. GlobalSecrets: token signing keys never leave global
+        if rtype.name in (SECRET.name, GLOBAL_SECRET.name):
+            shared = mapping.secret_for_zone(resource, self.zone)
+            return mapping.entry(mapping.to_zone(shared)) if shared is not None else None
+        return mapping.entry(mapping.to_zone(resource))
 
     async def _write(self, message: pb.GlobalMessage) -> None:
         async with self._write_lock:
@@ -414,14 +443,33 @@ class ZoneSession:
         """The same zone control plane connected again: end this (stale) stream."""
         self.end(grpc.StatusCode.ABORTED, "replaced by a newer stream of the same control plane")
 
+    def refuse(self, reason: str, message: str) -> None:
+        """Its token no longer holds (revoked, expired): count it and end the stream."""
+        self.tracker.runtime.refusals.record(
+            "kds", reason, f'zone "{self.zone}": {message}: stream closed', self.peer
+        )
+        self.end(grpc.StatusCode.UNAUTHENTICATED, f"zone token: {message}")
+
+    def _expiry_timer(self) -> asyncio.TimerHandle | None:
+        if self.token is None:
+            return None
+        left = (self.token.expires_at - datetime.now(UTC)).total_seconds()
+        return asyncio.get_running_loop().call_later(
+            max(0.0, left), self.refuse, "expired", "the token has expired"
+        )
+
     async def run(self) -> None:
         self._task = asyncio.create_task(self._body())
+        timer = self._expiry_timer()
         try:
             await self._task
         except asyncio.CancelledError:
             if self._ended is None:
                 raise
             await self.context.abort(*self._ended)
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def wait_ended(self) -> None:
         if self._task is not None:
@@ -497,6 +545,11 @@ class ZoneSession:
 class KdsServicer(pb_grpc.KDSServicer):
     def __init__(self, tracker: ZoneTracker) -> None:
         self.tracker = tracker
+        self.auth = KdsAuthenticator.of(tracker.runtime)
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, refused: Refused) -> None:
+        self.auth.record(refused, context.peer())
+        await context.abort(refused.code, refused.message)
 
     async def Sync(  # the name the .proto gives the method
         self, request_iterator: object, context: grpc.aio.ServicerContext
@@ -512,6 +565,14 @@ class KdsServicer(pb_grpc.KDSServicer):
             )
         if first is grpc.aio.EOF:
             return
+        # The token before the Hello is looked at: a peer without a valid one learns nothing
+        # (not even whether it speaks our protocol) and nothing more it sends is read. The
+        # Hello is read first only so that the peer's write of it completes: ending a call
+        # the client is still writing to can lose the status on its side.
+        try:
+            token = self.auth.authenticate(context.invocation_metadata() or ())
+        except Refused as refused:
+            await self._refuse(context, refused)
         hello = first.hello if first.WhichOneof("message") == "hello" else None
         problem = _check_hello(hello)
         if problem is not None:
@@ -519,16 +580,22 @@ class KdsServicer(pb_grpc.KDSServicer):
             log.warning("refused KDS peer %s: %s", context.peer(), text)
             await context.abort(code, text)
         assert hello is not None
+        try:
+            self.auth.authorize(token, hello.zone)
+        except Refused as refused:
+            await self._refuse(context, refused)
         if self.tracker.closing:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, "the global control plane is shutting down"
             )
-        session = ZoneSession(self.tracker, context, hello)
+        session = ZoneSession(self.tracker, context, hello, token)
         try:
             self.tracker.register(session)
         except AlreadyConnected as e:
             log.error("refused a connection from %s: %s", context.peer(), e)
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
+            await self._refuse(
+                context, Refused(grpc.StatusCode.ALREADY_EXISTS, "already-connected", str(e))
+            )
         try:
             await session.run()
         except grpc.aio.AbortError:
@@ -577,13 +644,28 @@ class KdsServer:
     tracker: ZoneTracker = field(init=False)
     _server: grpc.aio.Server | None = None
     _ticker: asyncio.Task[None] | None = None
+    _unsubscribe: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self.tracker = ZoneTracker(self.runtime)
 
+    def _on_revocation(self, kind: TokenKind, mesh: str, revoked: frozenset[str]) -> None:
+        """Revoked zone tokens end their live sessions now, not at the next reconnect."""
+        if kind is not TokenKind.ZONE:
+            return
+        for session in self.tracker.sessions():
+            if session.token is not None and session.token.token_id in revoked:
+                session.refuse("revoked", "the token has been revoked")
+
     async def start(self) -> None:
         config = self.runtime.config
         await self.tracker.load()
+        if not KdsAuthenticator.of(self.runtime).required:
+            log.warning(
+                "KDS authentication is off (KUMA_MULTIZONE_GLOBAL_KDS_AUTH_TYPE=none): any "
+                "process that reaches the KDS port can join as any zone"
+            )
+        self._unsubscribe = self.runtime.tokens.on_revocation(self._on_revocation)
         server = grpc.aio.server(options=SERVER_OPTIONS)
         pb_grpc.add_KDSServicer_to_server(KdsServicer(self.tracker), server)
         address = f"{config.address}:{config.multizone.global_.kds_port}"
@@ -612,6 +694,9 @@ class KdsServer:
             await asyncio.sleep(interval)
 
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
