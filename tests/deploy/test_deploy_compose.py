@@ -130,26 +130,6 @@ class Service:
     zone: str = ""  # the zone it belongs to ("" for global's services)
 
     @property
-    def environment(self) -> dict[str, str]:
-        """The container's environment as compose gives it (map or KEY=VALUE list form)."""
-        raw = self.raw.get("environment") or {}
-        if isinstance(raw, list):
-            return dict(str(item).partition("=")[::2] for item in raw)
-        return {str(k): str(v) for k, v in raw.items()}
-
-    def named_volume(self, container_path: str) -> tuple[str, bool]:
-        """(volume, read-only) of the named volume holding `container_path`."""
-        target = PurePosixPath(container_path)
-        for volume in self.raw.get("volumes", []):
-            source, dest, *mode = str(volume).split(":")
-            if source.startswith((".", "/")):
-                continue  # a bind mount
-            dest_path = PurePosixPath(dest)
-            if target == dest_path or dest_path in target.parents:
-                return source, bool(mode) and "ro" in mode[0].split(",")
-        raise AssertionError(f"{self.name}: no named volume holds {container_path}")
-
-    @property
     def netns_owner(self) -> str:
         """The service whose network namespace this one runs in (itself unless a sidecar)."""
         mode = self.raw.get("network_mode", "")
@@ -574,12 +554,12 @@ def test_zone_cps_read_the_token_zone_tokens_issues_on_global(topo: Topology) ->
     parts = urlsplit(issuer.params["cp"])
     assert (parts.hostname, parts.port) == ("127.0.0.1", global_cp.cp.api_server.http.port)
     assert issuer.raw["depends_on"][global_cp.name]["condition"] == "service_healthy"
-    out_volume, out_read_only = issuer.named_volume(issuer.params["out"])
+    out_volume, _, out_read_only = issuer.named_volume(issuer.params["out"])
     assert not out_read_only, "zone-tokens writes the token files"
     # The bootstrap admin token global writes to its data directory, sent when it exists.
     data_dir = PurePosixPath(str(global_cp.cp.data_dir))
     assert PurePosixPath(issuer.params["admin_token_file"]) == data_dir / "admin-user-token"
-    data_volume, _ = issuer.named_volume(issuer.params["admin_token_file"])
+    data_volume, _, _ = issuer.named_volume(issuer.params["admin_token_file"])
     assert data_volume == global_cp.named_volume(str(data_dir))[0]
 
     zone_cps = topo.by_role("zone-cp")
@@ -589,7 +569,7 @@ def test_zone_cps_read_the_token_zone_tokens_issues_on_global(topo: Topology) ->
         path = cp.environment.get(TOKEN_PATH_ENV, "")
         assert path == cp.cp.multizone.zone.kds_auth.token_path
         assert PurePosixPath(path) == PurePosixPath(issuer.params["out"]) / cp.zone
-        volume, read_only = cp.named_volume(path)
+        volume, _, read_only = cp.named_volume(path)
         assert volume == out_volume and read_only, f"{cp.name}: {volume} (read-only {read_only})"
         condition = cp.raw["depends_on"][issuer.name]["condition"]
         assert condition == "service_completed_successfully", cp.name
@@ -641,7 +621,10 @@ def test_zone_tokens_writes_private_token_files_a_zone_cp_connects_with(
         "--global-address",
         global_cp.kds_address,
         name="zone1",
-        env={TOKEN_PATH_ENV: str(out / "zone1")},
+        env={
+            TOKEN_PATH_ENV: str(out / "zone1"),
+            "KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": str(global_cp.ca_file),
+        },
     )
     try:
         zone.start()

@@ -60,8 +60,14 @@ def rogue_changes() -> pb.Changes:
     return pb.Changes(batch=1, snapshot=True, snapshot_complete=True, upserts=upserts)
 
 
+@dataclass(frozen=True)
+class KdsTarget:
+    port: int
+    ca: bytes
+
+
 async def raw_peer(
-    kds_port: int,
+    kds_port: KdsTarget,
     zone: str,
     token: str | None,
     *,
@@ -85,7 +91,7 @@ async def raw_peer(
 
 
 async def _raw_peer_once(
-    kds_port: int,
+    kds_port: KdsTarget,
     zone: str,
     token: str | None,
     instance_id: str,
@@ -111,7 +117,8 @@ async def _raw_peer_once(
             yield message
         await done.wait()  # then keep the stream open while listening
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{kds_port}") as channel:
+    credentials = grpc.ssl_channel_credentials(root_certificates=kds_port.ca)
+    async with grpc.aio.secure_channel(f"127.0.0.1:{kds_port.port}", credentials) as channel:
         call = pb_grpc.KDSStub(channel).Sync(requests(), metadata=metadata)
         try:
             async with asyncio.timeout(listen_s):
@@ -143,10 +150,12 @@ class Fed:
         self.z2 = Api(cluster["zone2"])
 
     @property
-    def kds_port(self) -> int:
+    def kds_port(self) -> KdsTarget:
+        """Global's KDS as an attacker reaches it: its port, over TLS with global's CA (the
+        CA certificate is public; it proves nothing about the caller)."""
         port = self.cluster["global"].kds_port
         assert port is not None
-        return port
+        return KdsTarget(port, (self.cluster.tmp / "global" / "tls" / "ca.crt").read_bytes())
 
     async def refusals(self) -> dict[str, float]:
         return refusals((await self.g.get("/metrics")).text)
@@ -328,7 +337,7 @@ async def test_a_revoked_token_ends_the_live_session_and_a_rewritten_file_reconn
 
     async def back() -> None:
         await both_zones_online(fed)
-        assert (await fed.z2.json("/"))["status"]["global"].startswith("connected to grpc://")
+        assert (await fed.z2.json("/"))["status"]["global"].startswith("connected to grpcs://")
         await ingress_in_zone1()
 
     await eventually(back, timeout=15)
