@@ -20,6 +20,7 @@ from zonemesh.federation import mapping
 from zonemesh.federation.mapping import Entry
 from zonemesh.federation.proto import kds_pb2 as pb
 from zonemesh.federation.protocol import batches, key_of, ref
+from zonemesh.resources import documents
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.errors import ValidationError
@@ -243,9 +244,12 @@ class Inbox:
         if mapping.content_hash(message.json) != message.hash:
             raise Rejected("content does not match its hash (corrupted in transit?)")
         try:
-            doc = json.loads(message.json)
+            # Bounded like every document we parse: a peer's nesting cannot blow the stack.
+            doc = documents.load_json(message.json.decode("utf-8"), source="content")
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise Rejected(f"not JSON: {e}") from None
+        except documents.DocumentLimitError as e:
+            raise Rejected(str(e)) from None
         if not isinstance(doc, dict):
             raise Rejected("not a JSON object")
         if (doc.get("type"), doc.get("mesh", ""), doc.get("name")) != (
