@@ -70,6 +70,20 @@ class XdsConfig(_Section):
         return value
 
 
+class DpProxyAuthn(_Section):
+    # `dpToken`: every ADS stream, readiness report and CSR needs a dataplane token (Kuma's
+    # default); `none`: anyone may claim any proxy (in-process tests, nothing else).
+    type: Literal["dpToken", "none"] = "dpToken"
+
+
+class DpServerAuthn(_Section):
+    dp_proxy: DpProxyAuthn = DpProxyAuthn()
+
+
+class DpServerConfig(_Section):
+    authn: DpServerAuthn = DpServerAuthn()
+
+
 class ZoneMultizone(_Section):
     name: str = ""
     global_address: str = ""
@@ -109,6 +123,7 @@ class CpConfig(_Section):
     store: StoreConfig = StoreConfig()
     api_server: ApiServerConfig = ApiServerConfig()
     xds: XdsConfig = XdsConfig()
+    dp_server: DpServerConfig = DpServerConfig()
     multizone: MultizoneConfig = MultizoneConfig()
     ipam: IpamConfig = IpamConfig()
 
@@ -153,6 +168,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "KUMA_GENERAL_WORK_DIR": ("store", "dataDir"),
     "KUMA_API_SERVER_HTTP_PORT": ("apiServer", "http", "port"),
     "KUMA_DP_SERVER_PORT": ("xds", "port"),
+    "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": ("dpServer", "authn", "dpProxy", "type"),
     "KUMA_MULTIZONE_ZONE_NAME": ("multizone", "zone", "name"),
     "KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS": ("multizone", "zone", "globalAddress"),
     "KUMA_MULTIZONE_GLOBAL_KDS_GRPC_PORT": ("multizone", "global", "kdsPort"),

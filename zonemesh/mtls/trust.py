@@ -1,0 +1,136 @@
+"""Which CA a control plane signs workload CSRs with, and what its proxies trust.
+
+The trust material lives in each mesh's Secrets:
+- `ca-builtin`: the mesh root (certificate and key on global or a standalone CP; a zone
+  receives the certificate only);
+- `zone-ca-<zone>` (label `zonemesh.io/ca-zone: <zone>`): zone's intermediate, certificate
+  and key, signed by the root; global creates one per Zone and sends it to that zone only.
+
+A control plane signs with its own zone's intermediate when it has one (the chain then is
+leaf + intermediate), else with the root if it holds the root's key (standalone), else not at
+all (`NoAuthority`: the mesh has no CA here yet). Proxies trust the root alone, so a workload
+of any zone validates a peer of any other. An intermediate that does not chain to the
+current root is never used.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from zonemesh.mtls.ca import (
+    CA_SECRET_NAME,
+    CaBundleError,
+    CaCertificate,
+    MeshCA,
+    decode_ca_bundle,
+    decode_ca_certificate,
+)
+from zonemesh.resources.base import ResourceKey
+from zonemesh.resources.registry import SECRET
+from zonemesh.resources.types.secret import SecretSpec
+from zonemesh.store.base import Store
+
+log = logging.getLogger("zonemesh.mtls")
+
+ZONE_CA_PREFIX = "zone-ca-"
+ZONE_CA_LABEL = "zonemesh.io/ca-zone"
+
+
+def zone_ca_name(zone: str) -> str:
+    return f"{ZONE_CA_PREFIX}{zone}"
+
+
+def root_key(mesh: str) -> ResourceKey:
+    return ResourceKey(SECRET.name, mesh, CA_SECRET_NAME)
+
+
+def zone_ca_key(mesh: str, zone: str) -> ResourceKey:
+    return ResourceKey(SECRET.name, mesh, zone_ca_name(zone))
+
+
+class NoAuthority(Exception):
+    """This control plane cannot sign for the mesh (yet)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Signer:
+    """The CA to sign with, and the root proxies validate its leaves against."""
+
+    ca: MeshCA
+    root: CaCertificate
+
+
+class MeshTrust:
+    """Resolves the signing CA and trust bundle of a mesh from the store, per call (the store
+    is the one source: a rotated or withdrawn CA counts from the next CSR on)."""
+
+    def __init__(self, store: Store, zone: str) -> None:
+        self._store = store
+        self._zone = zone
+        self._warned: set[tuple[str, int]] = set()  # (secret, version) already logged
+
+    async def _data(self, key: ResourceKey) -> tuple[bytes, int] | None:
+        secret = await self._store.find(key)
+        if secret is None or not isinstance(secret.spec, SecretSpec):
+            return None
+        try:
+            return secret.spec.value, secret.version
+        except ValueError:
+            return None
+
+    def _warn(self, key: ResourceKey, version: int, reason: str) -> None:
+        if (key.name, version) not in self._warned:
+            self._warned.add((key.name, version))
+            log.warning("mesh %s: Secret %s is unusable: %s", key.mesh, key.name, reason)
+
+    async def root(self, mesh: str) -> CaCertificate | None:
+        """The mesh root's certificate (the trust bundle), or None before it exists."""
+        found = await self._data(root_key(mesh))
+        if found is None:
+            return None
+        try:
+            return decode_ca_certificate(found[0])
+        except CaBundleError as e:
+            self._warn(root_key(mesh), found[1], str(e))
+            return None
+
+    async def root_fingerprint(self, mesh: str) -> str:
+        root = await self.root(mesh)
+        return root.fingerprint if root is not None else ""
+
+    async def signer(self, mesh: str) -> Signer:
+        """See the module docstring; raises `NoAuthority` saying why."""
+        root = await self.root(mesh)
+        if root is None:
+            raise NoAuthority(f"no CA for mesh {mesh} yet")
+        if self._zone:
+            intermediate = await self._intermediate(mesh, root)
+            if intermediate is not None:
+                return Signer(intermediate, root)
+        found = await self._data(root_key(mesh))
+        if found is not None:
+            try:
+                ca = decode_ca_bundle(mesh, found[0])
+            except CaBundleError:
+                ca = None  # a zone's copy: certificate only
+            if ca is not None and ca.fingerprint == root.fingerprint:
+                return Signer(ca, root)
+        where = f"zone {self._zone}" if self._zone else "this control plane"
+        raise NoAuthority(f"no CA for mesh {mesh} yet: {where} has no intermediate from global")
+
+    async def _intermediate(self, mesh: str, root: CaCertificate) -> MeshCA | None:
+        key = zone_ca_key(mesh, self._zone)
+        found = await self._data(key)
+        if found is None:
+            return None
+        try:
+            ca = decode_ca_bundle(mesh, found[0])
+            ca.certificate.verify_directly_issued_by(root.certificate)
+        except CaBundleError as e:
+            self._warn(key, found[1], str(e))
+            return None
+        except (ValueError, TypeError) as e:
+            self._warn(key, found[1], f"not signed by the mesh root ({e or 'wrong issuer'})")
+            return None
+        return ca
