@@ -2,7 +2,10 @@
 
 Everything else Envoy needs (listeners, clusters, endpoints) comes over ADS from the zone
 control plane, so the bootstrap only carries the proxy's identity (node id and metadata the
-CP registers the proxy from), the admin listener, and one static cluster to the CP.
+CP registers the proxy from), its dataplane token (the ADS stream's `initial_metadata`
+`authorization`, as Kuma's bootstrap does), the admin listener, a static cluster to the CP,
+and, for a sidecar, a static cluster to `dp run`'s local SDS socket (`names.SDS_CLUSTER`),
+where the TLS contexts take the workload's certificate and key from.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from zonemesh import __version__
+from zonemesh.translate.names import SDS_CLUSTER
 
 PROXY_TYPES = ("dataplane", "ingress", "egress")
 ADS_CLUSTER = "ads_cluster"
@@ -67,10 +71,14 @@ def render_bootstrap(
     zone: str | None = None,
     delta: bool = True,
     envoy_version: str = "",
+    token: str | None = None,
+    sds_socket: str | None = None,
 ) -> dict[str, Any]:
     """Envoy's bootstrap (JSON form) for the given Dataplane/ZoneIngress/ZoneEgress wire form.
 
-    `admin_port` 0 lets the kernel pick; `EnvoyProcess` reads the chosen port back.
+    `admin_port` 0 lets the kernel pick; `EnvoyProcess` reads the chosen port back. `token`:
+    the dataplane token Envoy presents on ADS; `sds_socket`: the local SDS server's Unix
+    socket (sidecars; zone proxies pass TLS through and need none).
     """
     if proxy_type not in PROXY_TYPES:
         raise ValueError(f"proxy type must be one of: {', '.join(PROXY_TYPES)}")
@@ -94,6 +102,12 @@ def render_bootstrap(
     }
     if zone:
         node["locality"] = {"zone": zone}
+    ads_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": ADS_CLUSTER}}
+    if token:
+        ads_service["initial_metadata"] = [{"key": "authorization", "value": token}]
+    clusters = [_ads_cluster(host, port)]
+    if sds_socket:
+        clusters.append(sds_cluster(sds_socket))
 
     return {
         "node": node,
@@ -105,12 +119,12 @@ def render_bootstrap(
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": ADS_CLUSTER}}],
+                "grpc_services": [ads_service],
             },
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
-        "static_resources": {"clusters": [_ads_cluster(host, port)]},
+        "static_resources": {"clusters": clusters},
         "stats_config": {"use_all_default_tags": True},
         "overload_manager": _overload_manager(),
         # An admin layer lets operators flip runtime flags through `/runtime_modify`.
@@ -167,6 +181,27 @@ def _ads_cluster(host: str, port: int) -> dict[str, Any]:
     if discovery == "STRICT_DNS":
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     return cluster
+
+
+def sds_cluster(socket_path: str) -> dict[str, Any]:
+    """HTTP/2 over the Unix socket of `dp run`'s SDS server."""
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket_path}}}}]}
+            ],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
 
 
 def _overload_manager() -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -35,6 +36,14 @@ log = logging.getLogger("zonemesh.xds")
 AUTHORIZATION = "authorization"
 MODE_TOKEN = "dpToken"
 MODE_NONE = "none"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A verified token and its raw form (re-verified when it is due to expire)."""
+
+    token: DataplaneToken
+    raw: str
 
 
 class AuthError(Exception):
@@ -93,24 +102,31 @@ class DpAuthenticator:
 
     def authenticate(
         self, metadata: Sequence[Any] | None, *, interface: str, peer: str
-    ) -> DataplaneToken | None:
+    ) -> Credential | None:
         """The verified token (None when authentication is off); raises `AuthError`."""
         if not self.enabled:
             return None
         try:
-            return self._runtime.tokens.verify_dataplane(token_from_metadata(metadata))
+            raw = token_from_metadata(metadata)
+            return Credential(self._runtime.tokens.verify_dataplane(raw), raw)
         except TokenError as e:
-            raise self.refuse(
-                interface,
-                grpc.StatusCode.UNAUTHENTICATED,
-                e.reason,
-                f"dataplane token refused: {e.message}",
-                peer,
-            ) from None
+            raise self._refused(interface, e, peer) from None
+
+    def reverify(self, credential: Credential, *, interface: str, peer: str) -> None:
+        """Raises `AuthError` once the token no longer verifies (expired, revoked …), by the
+        same rule as at the start of the stream."""
+        try:
+            self._runtime.tokens.verify_dataplane(credential.raw)
+        except TokenError as e:
+            raise self._refused(interface, e, peer) from None
+
+    def _refused(self, interface: str, error: TokenError, peer: str) -> AuthError:
+        message = f"dataplane token refused: {error.message}"
+        return self.refuse(interface, grpc.StatusCode.UNAUTHENTICATED, error.reason, message, peer)
 
     def authorize(
         self,
-        token: DataplaneToken | None,
+        credential: Credential | None,
         key: ResourceKey,
         proxy_type: str,
         resources: Iterable[Resource | None] = (),
@@ -120,8 +136,9 @@ class DpAuthenticator:
     ) -> None:
         """The proxy `key` of `proxy_type`, and each resource claiming to be it, must be
         within the token; raises `AuthError` (PERMISSION_DENIED) naming what is not."""
-        if token is None:
+        if credential is None:
             return
+        token = credential.token
         claims: list[dict[str, frozenset[str]]] = [{}]  # the name, mesh and type alone first
         claims += [claimed_tags(r) for r in resources if r is not None]
         try:

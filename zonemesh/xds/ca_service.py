@@ -81,7 +81,9 @@ class CertificateAuthority:
     async def sign(self, body: bytes, context: Any) -> bytes:
         peer = context.peer() or ""
         try:
-            token = self.auth.authenticate(context.invocation_metadata(), interface="ca", peer=peer)
+            credential = self.auth.authenticate(
+                context.invocation_metadata(), interface="ca", peer=peer
+            )
             node_id, proxy_type, csr = _parse(body)
             metadata = struct_pb2.Struct()
             metadata.update({META_PROXY_TYPE: proxy_type})
@@ -94,13 +96,13 @@ class CertificateAuthority:
             resource = await self.runtime.store.find(key)
             # Authorize the name alone first: whether another proxy exists is not for
             # a caller whose token does not allow it to learn.
-            self.auth.authorize(token, key, proxy_type, (), interface="ca", peer=peer)
+            self.auth.authorize(credential, key, proxy_type, (), interface="ca", peer=peer)
             if resource is None:
                 await context.abort(
                     grpc.StatusCode.NOT_FOUND,
                     f"{node_id} is not registered yet: its ADS stream registers it",
                 )
-            self.auth.authorize(token, key, proxy_type, (resource,), interface="ca", peer=peer)
+            self.auth.authorize(credential, key, proxy_type, (resource,), interface="ca", peer=peer)
             signer = await self.trust.signer(key.mesh)
             signed = sign_csr(signer.ca, csr, workload_spiffe_ids(resource), validity=self.validity)
         except AuthError as e:

@@ -60,14 +60,16 @@ def readiness_handler(xds: XdsServer) -> grpc.GenericRpcHandler:
     async def report(body: bytes, context: Any) -> bytes:
         peer = context.peer() or ""
         try:
-            token = auth.authenticate(context.invocation_metadata(), interface="xds", peer=peer)
+            credential = auth.authenticate(
+                context.invocation_metadata(), interface="xds", peer=peer
+            )
             node_id, proxy_type, ports = _parse(body)
             metadata = struct_pb2.Struct()
             metadata.update({META_PROXY_TYPE: proxy_type})
             identity = parse_node(base_pb2.Node(id=node_id, metadata=metadata))
             key = identity.key
             auth.authorize(
-                token,
+                credential,
                 key,
                 identity.proxy_type.value,
                 (await xds.runtime.store.find(key),),

@@ -27,7 +27,6 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
-from zonemesh.auth.tokens import DataplaneToken
 from zonemesh.cp.insights import ProxyInsight
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import parse_documents, resource_from_wire
@@ -37,7 +36,7 @@ from zonemesh.resources.registry import DATAPLANE, MESH, ZONE_EGRESS, ZONE_INGRE
 from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
 from zonemesh.store.base import AlreadyExistsError
 from zonemesh.translate.generator import ProxyType
-from zonemesh.xds.auth import DpAuthenticator
+from zonemesh.xds.auth import AuthError, Credential, DpAuthenticator
 
 if TYPE_CHECKING:
     from zonemesh.cp.runtime import Runtime
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("zonemesh.xds")
 
 META_PROXY_TYPE = "dataplane.proxyType"
+EXPIRY_RECHECK_S = 1.0  # a token past its expiry but within the verifier's leeway
 META_RESOURCE = "dataplane.resource"
 _KIND_OF = {
     ProxyType.DATAPLANE: DATAPLANE.name,
@@ -178,7 +178,7 @@ class Connection:
     node_id: str
     record: ProxyRecord
     on_close: Callable[[grpc.StatusCode, str], None] = field(repr=False)
-    token: DataplaneToken | None = None  # None: authentication is off
+    credential: Credential | None = None  # None: authentication is off
     peer: str = ""
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -219,14 +219,14 @@ class ProxyRegistry:
         node: base_pb2.Node | None,
         on_close: Callable[[grpc.StatusCode, str], None],
         *,
-        token: DataplaneToken | None = None,
+        credential: Credential | None = None,
         peer: str = "",
     ) -> Connection:
-        """Identify, authorize `token` (already verified) for the proxy, register it if needed,
+        """Identify, authorize `credential` (already verified) for the proxy, register it if needed,
         and make this stream the proxy's current one. Raises `RegistrationError` or
         `AuthError`; either way nothing was changed."""
         identity = parse_node(node)
-        await self._ensure_registered(identity, token, peer)
+        await self._ensure_registered(identity, credential, peer)
         key = identity.key
         record = self._records.get(key)
         if record is None:
@@ -235,10 +235,16 @@ class ProxyRegistry:
         record.envoy_version = identity.envoy_version or record.envoy_version
         record.online, record.last_connected = True, datetime.now(UTC)
         conn = Connection(
-            key, identity.proxy_type, identity.node_id, record, on_close, token=token, peer=peer
+            key,
+            identity.proxy_type,
+            identity.node_id,
+            record,
+            on_close,
+            credential=credential,
+            peer=peer,
         )
-        if token is not None:
-            conn.expiry = self._close_at_expiry(conn, token)
+        if credential is not None:
+            self._close_at_expiry(conn, credential)
         previous = self._connections.get(key)
         self._connections[key] = conn
         if previous is not None:
@@ -249,22 +255,28 @@ class ProxyRegistry:
         self._emit(ProxyEventKind.CONNECTED, conn)
         return conn
 
-    def _close_at_expiry(self, conn: Connection, token: DataplaneToken) -> asyncio.TimerHandle:
-        """Kuma keeps a stream whose token expired (kumahq/kuma#3379); we end it then."""
+    def _close_at_expiry(self, conn: Connection, credential: Credential) -> None:
+        """Kuma keeps a stream whose token expired (kumahq/kuma#3379); we end it once the
+        token no longer verifies (its expiry plus the verifier's leeway for clock skew)."""
 
-        def expired() -> None:
-            message = "dataplane token refused: the token has expired"
-            self.auth.refuse("xds", grpc.StatusCode.UNAUTHENTICATED, "expired", message, conn.peer)
-            conn.close(grpc.StatusCode.UNAUTHENTICATED, message)
+        def due() -> None:
+            conn.expiry = None
+            try:
+                self.auth.reverify(credential, interface="xds", peer=conn.peer)
+            except AuthError as e:
+                conn.close(e.code, e.message)
+                return
+            conn.expiry = loop.call_later(EXPIRY_RECHECK_S, due)
 
-        delay = (token.expires_at - datetime.now(UTC)).total_seconds()
-        return asyncio.get_running_loop().call_later(max(delay, 0.0), expired)
+        loop = asyncio.get_running_loop()
+        delay = (credential.token.expires_at - datetime.now(UTC)).total_seconds()
+        conn.expiry = loop.call_later(max(delay, 0.0), due)
 
     def close_revoked(self, mesh: str, revoked: frozenset[str]) -> int:
         """End every stream whose token is in `mesh`'s revocation list; returns how many."""
         closed = 0
         for conn in list(self._connections.values()):
-            token = conn.token
+            token = conn.credential.token if conn.credential is not None else None
             if token is None or token.mesh != mesh or token.token_id not in revoked:
                 continue
             message = "dataplane token refused: the token has been revoked"
@@ -332,7 +344,7 @@ class ProxyRegistry:
     # --- registration -------------------------------------------------------------------
 
     async def _ensure_registered(
-        self, identity: NodeIdentity, token: DataplaneToken | None, peer: str
+        self, identity: NodeIdentity, credential: Credential | None, peer: str
     ) -> None:
         store = self._runtime.store
         key = identity.key
@@ -343,7 +355,7 @@ class ProxyRegistry:
         # a same-named Dataplane of another service (trust-model.md §6): here the stored
         # resource is authoritative too, and a newcomer claiming it must be allowed it.
         self.auth.authorize(
-            token,
+            credential,
             key,
             identity.proxy_type.value,
             (incoming, existing),
@@ -370,7 +382,7 @@ class ProxyRegistry:
         except AlreadyExistsError:
             # A concurrent stream registered it first: what it wrote must be ours too.
             self.auth.authorize(
-                token,
+                credential,
                 key,
                 identity.proxy_type.value,
                 (await store.find(key),),

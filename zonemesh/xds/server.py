@@ -149,7 +149,7 @@ class AdsService:
     ) -> None:
         peer = context.peer() or ""
         try:
-            token = self.registry.auth.authenticate(
+            credential = self.registry.auth.authenticate(
                 context.invocation_metadata(), interface="xds", peer=peer
             )
         except AuthError as e:
@@ -167,7 +167,9 @@ class AdsService:
         control = _StreamControl()
         node = first.node if first.HasField("node") else None
         try:
-            conn = await self.registry.connect(node, control.close, token=token, peer=peer)
+            conn = await self.registry.connect(
+                node, control.close, credential=credential, peer=peer
+            )
         except AuthError as e:
             await context.abort(e.code, e.message)
             return
