@@ -479,7 +479,12 @@ async def cp_child_main(args: argparse.Namespace) -> None:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    config = load_config(env={}, flags={"store": "memory", "xds_port": args.xds_port})
+    # Fan-out is measured without dataplane tokens (one RS256 verification per stream start
+    # is not what this benchmark is about): authentication explicitly off.
+    config = load_config(
+        env={"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "none"},
+        flags={"store": "memory", "xds_port": args.xds_port},
+    )
     runtime = Runtime(config=config, store=MemoryStore())
     components = [ComputedState(runtime), XdsServer(runtime)]
     for component in components:
@@ -637,7 +642,11 @@ class CliControlPlane(ControlPlane):
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
-            env={**os.environ, "KUMA_MULTIZONE_ZONE_NAME": "bench"},
+            env={
+                **os.environ,
+                "KUMA_MULTIZONE_ZONE_NAME": "bench",
+                "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "none",  # see `serve_child`
+            },
         )
         self.pid = self._proc.pid
         self._http = httpx.AsyncClient(
