@@ -27,6 +27,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf import any_pb2
 from mtls_helpers import eventually, make_runtime
+from zonemesh.translate.secrets import SecretsGenerator
 
 from zonemesh.cp.runtime import Runtime
 from zonemesh.dp.bootstrap import render_bootstrap
@@ -36,7 +37,6 @@ from zonemesh.resources.base import ResourceKey
 from zonemesh.state.component import ComputedState
 from zonemesh.translate import names
 from zonemesh.translate.generator import CompositeGenerator, Proxy, ProxyResources, ProxyType
-from zonemesh.translate.secrets import SecretsGenerator
 from zonemesh.translate.state import MeshState, load_mesh_cas
 from zonemesh.xds.component import XdsServer
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from cryptography import x509
 from mtls_helpers import SecretClient, dataplane_doc, eventually, make_runtime
+from zonemesh.translate.secrets import SecretsGenerator
 
 from zonemesh.config import CpConfig
 from zonemesh.cp.runtime import Component, Runtime
@@ -21,7 +22,6 @@ from zonemesh.resources.registry import MESH, SECRET
 from zonemesh.resources.types.mesh import MeshSpec
 from zonemesh.state.component import ComputedState
 from zonemesh.store.memory import MemoryStore
-from zonemesh.translate.secrets import SecretsGenerator
 from zonemesh.translate.state import load_mesh_cas
 from zonemesh.xds.component import XdsServer
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidSignature
+
 from zonemesh.mtls.ca import (
     CA_SECRET_NAME,
     CaBundleError,
@@ -130,7 +132,7 @@ class MeshTrust:
         except CaBundleError as e:
             self._warn(key, found[1], str(e))
             return None
-        except (ValueError, TypeError) as e:
+        except (InvalidSignature, ValueError, TypeError) as e:
             self._warn(key, found[1], f"not signed by the mesh root ({e or 'wrong issuer'})")
             return None
         return ca

@@ -28,6 +28,8 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
+from cryptography.exceptions import InvalidSignature
+
 from zonemesh.cp.runtime import Runtime
 from zonemesh.mtls.ca import (
     CA_SECRET_NAME,
@@ -89,7 +91,7 @@ def _usable_intermediate(secret: Resource, root: MeshCA, now: datetime) -> bool:
     try:
         ca = decode_ca_bundle(secret.mesh, spec.value)
         ca.certificate.verify_directly_issued_by(root.certificate)
-    except (CaBundleError, ValueError, TypeError):
+    except (CaBundleError, InvalidSignature, ValueError, TypeError):
         return False
     start, end = ca.certificate.not_valid_before_utc, ca.not_after
     return now < start + (end - start) * RENEW_AFTER
@@ -127,6 +129,7 @@ class MeshCaManager:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._renew_check: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         if self.runtime.config.federated_zone:
@@ -141,8 +144,21 @@ class MeshCaManager:
             self._wake.set()
         self._pump = asyncio.create_task(self._pump_events(self._subscription), name="ca-events")
         self._task = asyncio.create_task(self._loop(), name="ca-loop")
+        self._schedule_renew_check()
+
+    def _schedule_renew_check(self) -> None:
+        """A pass every `renew_check_s`, so intermediates are re-issued with no event."""
+
+        def due() -> None:
+            self._wake.set()
+            self._schedule_renew_check()
+
+        self._renew_check = asyncio.get_running_loop().call_later(self.renew_check_s, due)
 
     async def stop(self) -> None:
+        if self._renew_check is not None:
+            self._renew_check.cancel()
+            self._renew_check = None
         for task in (self._pump, self._task):
             if task is not None:
                 task.cancel()
@@ -230,8 +246,7 @@ class MeshCaManager:
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.renew_check_s)
+            await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self.quiet_s)  # let a burst (a mesh and its contents) settle
             self._wake.clear()
