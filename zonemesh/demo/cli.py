@@ -83,6 +83,7 @@ def explore_lines(mesh: TwoZoneMesh) -> list[str]:
         f"  curl -s '{mesh.clients['zone1'].admin_url}/clusters'    # client-zone1's Envoy admin",
         f"  zone CPs: {', '.join(f'{z} {mesh.cps[z].url}' for z in ZONES)}; global {glob}",
         f"  logs: {mesh.run_dir}/*.log   addresses: {mesh.run_dir}/topology.json",
+        f"  dataplane tokens (one per proxy, from its zone CP): {mesh.tokens_dir}/*.token",
     ]
     return lines
 
