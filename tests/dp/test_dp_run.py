@@ -258,3 +258,44 @@ def test_traffic_readiness_and_clean_shutdown(tmp_path: Path, cp: CpProcess) -> 
     log = (tmp_path / "dp.log").read_text()
     assert "default.echo-a joined zone default" in log
     assert "draining Envoy's listeners" in log
+
+
+def test_a_new_mesh_root_reaches_the_running_sidecar(tmp_path: Path, cp: CpProcess) -> None:
+    """dp run notices the CP's trust bundle changed (readiness answer) and signs again."""
+    app_port, inbound_port, admin = free_port(), free_port(), free_port()
+    file = tmp_path / "dp.yaml"
+    file.write_text(DATAPLANE.format(inbound=inbound_port, app=app_port))
+    token = token_file(tmp_path, "echo-a", issue_dataplane_token(cp.url, name="echo-a"))
+    dp = start(
+        [
+            *("dp", "run", "--cp-address", f"grpc://127.0.0.1:{cp.xds_port}"),
+            *("--dataplane-file", str(file), "--admin-port", str(admin)),
+            *("--dataplane-token-file", str(token)),
+        ],
+        tmp_path / "dp.log",
+    )
+
+    def envoy_certs() -> tuple[str, str] | None:
+        """(trusted root serial, own certificate serial) from Envoy's /certs."""
+        try:
+            entries = httpx.get(f"http://127.0.0.1:{admin}/certs", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        for entry in entries.get("certificates", []):
+            if entry.get("ca_cert") and entry.get("cert_chain"):
+                return entry["ca_cert"][0]["serial_number"], entry["cert_chain"][0]["serial_number"]
+        return None
+
+    try:
+        before = wait_for(envoy_certs, timeout=30, message="Envoy never got its certificate")
+        deleted = cp.api("DELETE", "/meshes/default/secrets/ca-builtin")
+        assert deleted.status_code == 200, deleted.text  # the CP makes a new root at once
+        after = wait_for(
+            lambda: (c := envoy_certs()) and c[0] != before[0] and c,
+            timeout=30,
+            message="the new root never reached Envoy",
+        )
+        assert after[1] != before[1]  # and a certificate signed under it
+    finally:
+        stop(dp)
+    assert "trust bundle changed" in (tmp_path / "dp.log").read_text()

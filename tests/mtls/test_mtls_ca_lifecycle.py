@@ -244,3 +244,14 @@ async def test_an_intermediate_not_from_the_current_root_is_reissued(start_state
     fixed = await runtime.store.get(key)
     ca = decode_ca_bundle("default", fixed.spec.value)  # type: ignore[attr-defined]
     ca.certificate.verify_directly_issued_by(root.certificate)
+
+
+async def test_a_federated_zone_never_signs_with_the_root_even_holding_its_key() -> None:
+    from zonemesh.mtls.trust import NoAuthority
+    from zonemesh.state.ca import ca_secret_resource
+
+    store = MemoryStore()
+    await store.create(ca_secret_resource("default"))  # a root that came with its key
+    with pytest.raises(NoAuthority, match="zone z1 has no intermediate from global"):
+        await MeshTrust(store, "z1", federated=True).signer("default")
+    assert (await MeshTrust(store, "z1").signer("default")).ca.is_root  # standalone: it may

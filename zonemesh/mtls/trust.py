@@ -7,8 +7,9 @@ The trust material lives in each mesh's Secrets:
   and key, signed by the root; global creates one per Zone and sends it to that zone only.
 
 A control plane signs with its own zone's intermediate when it has one (the chain then is
-leaf + intermediate), else with the root if it holds the root's key (standalone), else not at
-all (`NoAuthority`: the mesh has no CA here yet). Proxies trust the root alone, so a workload
+leaf + intermediate), else — standalone only — with the root, whose key it holds, else not at
+all (`NoAuthority`: the mesh has no CA here yet). A federated zone never signs with the root,
+even if a root key reached it: what it can mint is bounded by its intermediate. Proxies trust the root alone, so a workload
 of any zone validates a peer of any other. An intermediate that does not chain to the
 current root is never used.
 """
@@ -67,9 +68,10 @@ class MeshTrust:
     """Resolves the signing CA and trust bundle of a mesh from the store, per call (the store
     is the one source: a rotated or withdrawn CA counts from the next CSR on)."""
 
-    def __init__(self, store: Store, zone: str) -> None:
+    def __init__(self, store: Store, zone: str, *, federated: bool = False) -> None:
         self._store = store
         self._zone = zone
+        self._federated = federated
         self._warned: set[tuple[str, int]] = set()  # (secret, version) already logged
 
     async def _data(self, key: ResourceKey) -> tuple[bytes, int] | None:
@@ -110,7 +112,7 @@ class MeshTrust:
             intermediate = await self._intermediate(mesh, root)
             if intermediate is not None:
                 return Signer(intermediate, root)
-        found = await self._data(root_key(mesh))
+        found = None if self._federated else await self._data(root_key(mesh))
         if found is not None:
             try:
                 ca = decode_ca_bundle(mesh, found[0])
