@@ -127,9 +127,7 @@ class XdsServer:
         self.interner = ResourceInterner()
         self.auth = DpAuthenticator(runtime)
         self.registry = ProxyRegistry(runtime, self.auth)
-        self.trust = MeshTrust(
-            runtime.store, runtime.zone, federated=runtime.config.federated_zone
-        )
+        self.trust = MeshTrust(runtime.store, runtime.zone, federated=runtime.config.federated_zone)
         self.ca = CertificateAuthority(
             runtime,
             self.auth,

@@ -222,11 +222,13 @@ class ProxyRegistry:
         credential: Credential | None = None,
         peer: str = "",
     ) -> Connection:
-        """Identify, authorize `credential` (already verified) for the proxy, register it if needed,
-        and make this stream the proxy's current one. Raises `RegistrationError` or
-        `AuthError`; either way nothing was changed."""
+        """Identify, authorize `credential` (already verified) for the proxy, register it if
+        needed, and make this stream the proxy's current one. Raises `RegistrationError` or
+        `AuthError`; either way no live stream was touched."""
         identity = parse_node(node)
         await self._ensure_registered(identity, credential, peer)
+        if credential is not None:  # revoked while registration awaited the store?
+            self.auth.reverify(credential, interface="xds", peer=peer)
         key = identity.key
         record = self._records.get(key)
         if record is None:
