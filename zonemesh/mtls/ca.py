@@ -18,7 +18,6 @@ take `now` so tests can build certificates at a chosen time.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -346,10 +345,7 @@ def encode_ca_bundle(ca: MeshCA) -> bytes:
 
 
 def decode_ca_bundle(mesh: str, data: bytes) -> MeshCA:
-    """Parse a stored bundle; raises `CaBundleError` when it is not a usable CA.
-
-    Cached: the CA decodes the signing CA for every CSR, and the bytes rarely change.
-    """
+    """Parse a stored bundle; raises `CaBundleError` when it is not a usable CA."""
     return _decode(mesh, bytes(data))
 
 
@@ -364,11 +360,6 @@ class CaCertificate:
 
 def decode_ca_certificate(data: bytes) -> CaCertificate:
     """The (first) CA certificate of a stored bundle, key or no key; raises `CaBundleError`."""
-    return _decode_cert(bytes(data))
-
-
-@functools.lru_cache(maxsize=256)
-def _decode_cert(data: bytes) -> CaCertificate:
     certs = [m.group(0) for m in _PEM_BLOCK.finditer(data) if m.group(1) == b"CERTIFICATE"]
     if not certs:
         raise CaBundleError("no CERTIFICATE PEM block")
@@ -391,7 +382,6 @@ def _check_is_ca(certificate: x509.Certificate) -> None:
         raise CaBundleError("the certificate is not a CA (basicConstraints CA:true missing)")
 
 
-@functools.lru_cache(maxsize=256)
 def _decode(mesh: str, data: bytes) -> MeshCA:
     blocks: dict[bytes, list[bytes]] = {}
     for match in _PEM_BLOCK.finditer(data):

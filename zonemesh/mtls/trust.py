@@ -17,7 +17,9 @@ current root is never used.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 
@@ -35,6 +37,7 @@ from zonemesh.resources.types.secret import SecretSpec
 from zonemesh.store.base import Store
 
 log = logging.getLogger("zonemesh.mtls")
+T = TypeVar("T")
 
 ZONE_CA_PREFIX = "zone-ca-"
 ZONE_CA_LABEL = "zonemesh.io/ca-zone"
@@ -64,15 +67,29 @@ class Signer:
     root: CaCertificate
 
 
+MAX_DECODED = 256  # cached decodings (two or three per mesh)
+
+
 class MeshTrust:
     """Resolves the signing CA and trust bundle of a mesh from the store, per call (the store
-    is the one source: a rotated or withdrawn CA counts from the next CSR on)."""
+    is the one source: a rotated or withdrawn CA counts from the next CSR on). Decoded
+    certificates and keys are cached by Secret and version, so a CSR does not parse PEM."""
 
     def __init__(self, store: Store, zone: str, *, federated: bool = False) -> None:
         self._store = store
         self._zone = zone
         self._federated = federated
         self._warned: set[tuple[str, int]] = set()  # (secret, version) already logged
+        self._decoded: dict[tuple[ResourceKey, int, str], Any] = {}
+
+    def _cached(self, key: ResourceKey, version: int, what: str, decode: Callable[[], T]) -> T:
+        """`decode()` once per stored version; raises what it raises (never cached)."""
+        entry = (key, version, what)
+        if entry not in self._decoded:
+            if len(self._decoded) >= MAX_DECODED:
+                self._decoded.clear()
+            self._decoded[entry] = decode()
+        return self._decoded[entry]  # type: ignore[no-any-return]
 
     async def _data(self, key: ResourceKey) -> tuple[bytes, int] | None:
         secret = await self._store.find(key)
@@ -93,10 +110,13 @@ class MeshTrust:
         found = await self._data(root_key(mesh))
         if found is None:
             return None
+        data, version = found
         try:
-            return decode_ca_certificate(found[0])
+            return self._cached(
+                root_key(mesh), version, "cert", lambda: decode_ca_certificate(data)
+            )
         except CaBundleError as e:
-            self._warn(root_key(mesh), found[1], str(e))
+            self._warn(root_key(mesh), version, str(e))
             return None
 
     async def root_fingerprint(self, mesh: str) -> str:
@@ -114,8 +134,11 @@ class MeshTrust:
                 return Signer(intermediate, root)
         found = None if self._federated else await self._data(root_key(mesh))
         if found is not None:
+            data, version = found
             try:
-                ca = decode_ca_bundle(mesh, found[0])
+                ca = self._cached(
+                    root_key(mesh), version, "bundle", lambda: decode_ca_bundle(mesh, data)
+                )
             except CaBundleError:
                 ca = None  # a zone's copy: certificate only
             if ca is not None and ca.fingerprint == root.fingerprint:
@@ -128,8 +151,9 @@ class MeshTrust:
         found = await self._data(key)
         if found is None:
             return None
+        data, version = found
         try:
-            ca = decode_ca_bundle(mesh, found[0])
+            ca = self._cached(key, version, "bundle", lambda: decode_ca_bundle(mesh, data))
             ca.certificate.verify_directly_issued_by(root.certificate)
         except CaBundleError as e:
             self._warn(key, found[1], str(e))
