@@ -16,6 +16,7 @@ current root is never used.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,50 +74,49 @@ MAX_DECODED = 256  # cached decodings (two or three per mesh)
 class MeshTrust:
     """Resolves the signing CA and trust bundle of a mesh from the store, per call (the store
     is the one source: a rotated or withdrawn CA counts from the next CSR on). Decoded
-    certificates and keys are cached by Secret and version, so a CSR does not parse PEM."""
+    certificates and keys are cached by Secret and content, so a CSR does not parse PEM."""
 
     def __init__(self, store: Store, zone: str, *, federated: bool = False) -> None:
         self._store = store
         self._zone = zone
         self._federated = federated
-        self._warned: set[tuple[str, int]] = set()  # (secret, version) already logged
-        self._decoded: dict[tuple[ResourceKey, int, str], Any] = {}
+        self._warned: set[tuple[ResourceKey, bytes]] = set()  # (secret, digest) logged
+        self._decoded: dict[tuple[ResourceKey, bytes, str], Any] = {}
 
-    def _cached(self, key: ResourceKey, version: int, what: str, decode: Callable[[], T]) -> T:
-        """`decode()` once per stored version; raises what it raises (never cached)."""
-        entry = (key, version, what)
+    def _cached(self, key: ResourceKey, data: bytes, what: str, decode: Callable[[], T]) -> T:
+        """`decode()` once per content (a re-created Secret starts again at version 1, so
+        versions would not do); raises what it raises (never cached)."""
+        entry = (key, hashlib.sha256(data).digest(), what)
         if entry not in self._decoded:
             if len(self._decoded) >= MAX_DECODED:
                 self._decoded.clear()
             self._decoded[entry] = decode()
         return self._decoded[entry]  # type: ignore[no-any-return]
 
-    async def _data(self, key: ResourceKey) -> tuple[bytes, int] | None:
+    async def _data(self, key: ResourceKey) -> bytes | None:
         secret = await self._store.find(key)
         if secret is None or not isinstance(secret.spec, SecretSpec):
             return None
         try:
-            return secret.spec.value, secret.version
+            return secret.spec.value
         except ValueError:
             return None
 
-    def _warn(self, key: ResourceKey, version: int, reason: str) -> None:
-        if (key.name, version) not in self._warned:
-            self._warned.add((key.name, version))
+    def _warn(self, key: ResourceKey, data: bytes, reason: str) -> None:
+        entry = (key, hashlib.sha256(data).digest())
+        if entry not in self._warned:
+            self._warned.add(entry)
             log.warning("mesh %s: Secret %s is unusable: %s", key.mesh, key.name, reason)
 
     async def root(self, mesh: str) -> CaCertificate | None:
         """The mesh root's certificate (the trust bundle), or None before it exists."""
-        found = await self._data(root_key(mesh))
-        if found is None:
+        data = await self._data(root_key(mesh))
+        if data is None:
             return None
-        data, version = found
         try:
-            return self._cached(
-                root_key(mesh), version, "cert", lambda: decode_ca_certificate(data)
-            )
+            return self._cached(root_key(mesh), data, "cert", lambda: decode_ca_certificate(data))
         except CaBundleError as e:
-            self._warn(root_key(mesh), version, str(e))
+            self._warn(root_key(mesh), data, str(e))
             return None
 
     async def root_fingerprint(self, mesh: str) -> str:
@@ -132,12 +132,11 @@ class MeshTrust:
             intermediate = await self._intermediate(mesh, root)
             if intermediate is not None:
                 return Signer(intermediate, root)
-        found = None if self._federated else await self._data(root_key(mesh))
-        if found is not None:
-            data, version = found
+        data = None if self._federated else await self._data(root_key(mesh))
+        if data is not None:
             try:
                 ca = self._cached(
-                    root_key(mesh), version, "bundle", lambda: decode_ca_bundle(mesh, data)
+                    root_key(mesh), data, "bundle", lambda: decode_ca_bundle(mesh, data)
                 )
             except CaBundleError:
                 ca = None  # a zone's copy: certificate only
@@ -148,17 +147,16 @@ class MeshTrust:
 
     async def _intermediate(self, mesh: str, root: CaCertificate) -> MeshCA | None:
         key = zone_ca_key(mesh, self._zone)
-        found = await self._data(key)
-        if found is None:
+        data = await self._data(key)
+        if data is None:
             return None
-        data, version = found
         try:
-            ca = self._cached(key, version, "bundle", lambda: decode_ca_bundle(mesh, data))
+            ca = self._cached(key, data, "bundle", lambda: decode_ca_bundle(mesh, data))
             ca.certificate.verify_directly_issued_by(root.certificate)
         except CaBundleError as e:
-            self._warn(key, found[1], str(e))
+            self._warn(key, data, str(e))
             return None
         except (InvalidSignature, ValueError, TypeError) as e:
-            self._warn(key, found[1], f"not signed by the mesh root ({e or 'wrong issuer'})")
+            self._warn(key, data, f"not signed by the mesh root ({e or 'wrong issuer'})")
             return None
         return ca
