@@ -479,7 +479,12 @@ async def cp_child_main(args: argparse.Namespace) -> None:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    config = load_config(env={}, flags={"store": "memory", "xds_port": args.xds_port})
+    # Fan-out is measured without dataplane tokens (one RS256 verification per stream start
+    # is not what this benchmark is about): authentication explicitly off.
+    config = load_config(
+        env={"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "none"},
+        flags={"store": "memory", "xds_port": args.xds_port},
+    )
     runtime = Runtime(config=config, store=MemoryStore())
     components = [ComputedState(runtime), XdsServer(runtime)]
     for component in components:
@@ -642,6 +647,7 @@ class CliControlPlane(ControlPlane):
                 **os.environ,
                 "KUMA_MULTIZONE_ZONE_NAME": "bench",
                 "KUMA_API_SERVER_HTTPS_ENABLED": "false",
+                "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "none",  # see `serve_child`
             },
         )
         self.pid = self._proc.pid

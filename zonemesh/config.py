@@ -124,6 +124,20 @@ class ZoneKdsAuth(_Section):
         return f"multizone.zone.kdsAuth.tokenPath ({ZONE_TOKEN_PATH_ENV}={self.token_path})"
 
 
+class DpProxyAuthn(_Section):
+    # `dpToken`: every ADS stream, readiness report and CSR needs a dataplane token (Kuma's
+    # default); `none`: anyone may claim any proxy (in-process tests, nothing else).
+    type: Literal["dpToken", "none"] = "dpToken"
+
+
+class DpServerAuthn(_Section):
+    dp_proxy: DpProxyAuthn = DpProxyAuthn()
+
+
+class DpServerConfig(_Section):
+    authn: DpServerAuthn = DpServerAuthn()
+
+
 class ZoneMultizone(_Section):
     name: str = ""
     global_address: str = ""
@@ -206,6 +220,7 @@ class CpConfig(_Section):
     store: StoreConfig = StoreConfig()
     api_server: ApiServerConfig = ApiServerConfig()
     xds: XdsConfig = XdsConfig()
+    dp_server: DpServerConfig = DpServerConfig()
     multizone: MultizoneConfig = MultizoneConfig()
     ipam: IpamConfig = IpamConfig()
 
@@ -273,6 +288,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
         "bootstrapAdminToken",
     ),
     "KUMA_DP_SERVER_PORT": ("xds", "port"),
+    "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": ("dpServer", "authn", "dpProxy", "type"),
     "KUMA_MULTIZONE_ZONE_NAME": ("multizone", "zone", "name"),
     "KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS": ("multizone", "zone", "globalAddress"),
     "KUMA_MULTIZONE_GLOBAL_KDS_GRPC_PORT": ("multizone", "global", "kdsPort"),

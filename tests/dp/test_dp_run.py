@@ -1,4 +1,5 @@
-"""`zonemesh dp run` as users run it: real CP, real Envoy, real app."""
+"""`zonemesh dp run` as users run it: real CP, real Envoy, real app, a dataplane token from
+the CP's API; the workload's key made by `dp run` and kept there."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.processes import ZONEMESH, CpProcess, free_port, wait_for
+from support.tokens import issue_dataplane_token, token_file
 
 DATAPLANE = """\
 type: Dataplane
@@ -89,9 +91,10 @@ def test_bad_dataplane_file_names_the_field(tmp_path: Path) -> None:
     assert "type: must be ZoneIngress for --proxy-type ingress" in wrong_type.stderr
 
 
-def test_bootstrap_carries_identity_and_cp(tmp_path: Path) -> None:
+def test_bootstrap_carries_identity_token_and_cp(tmp_path: Path) -> None:
     file = tmp_path / "dp.yaml"
     file.write_text(DATAPLANE.format(inbound=21027, app=1027))
+    token = token_file(tmp_path, "echo-a", "the-token")
     result = subprocess.run(
         [
             ZONEMESH,
@@ -103,6 +106,8 @@ def test_bootstrap_carries_identity_and_cp(tmp_path: Path) -> None:
             str(file),
             "--admin-port",
             "9902",
+            "--dataplane-token-file",
+            str(token),
         ],
         capture_output=True,
         text=True,
@@ -114,6 +119,12 @@ def test_bootstrap_carries_identity_and_cp(tmp_path: Path) -> None:
     assert bootstrap["node"]["metadata"]["dataplane.proxyType"] == "dataplane"
     assert json.loads(bootstrap["node"]["metadata"]["dataplane.resource"])["name"] == "echo-a"
     assert bootstrap["admin"]["address"]["socket_address"]["port_value"] == 9902
+    (ads,) = bootstrap["dynamic_resources"]["ads_config"]["grpc_services"]
+    assert ads["initial_metadata"] == [{"key": "authorization", "value": "the-token"}]
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    sds = clusters["zonemesh_local_sds"]  # the TLS contexts' secrets: dp run's own SDS
+    (endpoint,) = sds["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["pipe"]["path"].endswith("sds.sock")
 
 
 def test_waits_for_an_absent_cp_and_stops_cleanly(tmp_path: Path) -> None:
@@ -139,10 +150,48 @@ def test_waits_for_an_absent_cp_and_stops_cleanly(tmp_path: Path) -> None:
     assert stop(proc) == 0
 
 
+def test_a_refused_token_stops_dp_run_at_start_saying_why(tmp_path: Path, cp: CpProcess) -> None:
+    file = tmp_path / "dp.yaml"
+    file.write_text(DATAPLANE.format(inbound=free_port(), app=free_port()))
+    other = issue_dataplane_token(cp.url, name="echo-b")
+    for args, expected in (
+        ([], "no dataplane token"),
+        (["--dataplane-token", "garbage"], "the token is not a valid JWT"),
+        (["--dataplane-token", other], 'the token is for proxy "echo-b", not "echo-a"'),
+    ):
+        result = subprocess.run(
+            [
+                *(ZONEMESH, "dp", "run", "--cp-address", f"grpc://127.0.0.1:{cp.xds_port}"),
+                *("--dataplane-file", str(file), "--admin-port", "0", *args),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 1, result.stderr
+        assert "Error: the control plane refused this proxy" in result.stderr
+        assert expected in result.stderr
+        assert "Traceback" not in result.stderr
+    assert cp.api("GET", "/meshes/default/dataplanes/echo-a").status_code == 404
+    missing = subprocess.run(
+        [
+            *(ZONEMESH, "dp", "run", "--cp-address", "grpc://127.0.0.1:1"),
+            *("--dataplane-file", str(file), "--dataplane-token-file", str(tmp_path / "nope")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode != 0 and "nope: No such file or directory" in missing.stderr
+
+
 def test_traffic_readiness_and_clean_shutdown(tmp_path: Path, cp: CpProcess) -> None:
     app_port, inbound_port = free_port(), free_port()
     file = tmp_path / "dp.yaml"
     file.write_text(DATAPLANE.format(inbound=inbound_port, app=app_port))
+    token = token_file(
+        tmp_path, "echo", issue_dataplane_token(cp.url, tags={"kuma.io/service": ["echo"]})
+    )
     echo = start(
         ["echo", "--address", "127.0.1.11", "--port", str(app_port), "--instance", "echo-a"],
         tmp_path / "echo.log",
@@ -159,6 +208,8 @@ def test_traffic_readiness_and_clean_shutdown(tmp_path: Path, cp: CpProcess) -> 
             str(file),
             "--admin-port",
             "0",
+            "--dataplane-token-file",
+            str(token),
         ],
         tmp_path / "dp.log",
     )
@@ -209,3 +260,44 @@ def test_traffic_readiness_and_clean_shutdown(tmp_path: Path, cp: CpProcess) -> 
     log = (tmp_path / "dp.log").read_text()
     assert "default.echo-a joined zone default" in log
     assert "draining Envoy's listeners" in log
+
+
+def test_a_new_mesh_root_reaches_the_running_sidecar(tmp_path: Path, cp: CpProcess) -> None:
+    """dp run notices the CP's trust bundle changed (readiness answer) and signs again."""
+    app_port, inbound_port, admin = free_port(), free_port(), free_port()
+    file = tmp_path / "dp.yaml"
+    file.write_text(DATAPLANE.format(inbound=inbound_port, app=app_port))
+    token = token_file(tmp_path, "echo-a", issue_dataplane_token(cp.url, name="echo-a"))
+    dp = start(
+        [
+            *("dp", "run", "--cp-address", f"grpc://127.0.0.1:{cp.xds_port}"),
+            *("--dataplane-file", str(file), "--admin-port", str(admin)),
+            *("--dataplane-token-file", str(token)),
+        ],
+        tmp_path / "dp.log",
+    )
+
+    def envoy_certs() -> tuple[str, str] | None:
+        """(trusted root serial, own certificate serial) from Envoy's /certs."""
+        try:
+            entries = httpx.get(f"http://127.0.0.1:{admin}/certs", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        for entry in entries.get("certificates", []):
+            if entry.get("ca_cert") and entry.get("cert_chain"):
+                return entry["ca_cert"][0]["serial_number"], entry["cert_chain"][0]["serial_number"]
+        return None
+
+    try:
+        before = wait_for(envoy_certs, timeout=30, message="Envoy never got its certificate")
+        deleted = cp.api("DELETE", "/meshes/default/secrets/ca-builtin")
+        assert deleted.status_code == 200, deleted.text  # the CP makes a new root at once
+        after = wait_for(
+            lambda: (c := envoy_certs()) and c[0] != before[0] and c,
+            timeout=30,
+            message="the new root never reached Envoy",
+        )
+        assert after[1] != before[1]  # and a certificate signed under it
+    finally:
+        stop(dp)
+    assert "trust bundle changed" in (tmp_path / "dp.log").read_text()

@@ -1,28 +1,24 @@
-"""Helpers for the mTLS tests: configs and runtimes, polling, and a scripted SotW ADS client
-that asks for a sidecar's two secrets and ACKs everything it receives."""
+"""Helpers for the mTLS tests: configs and runtimes, polling, workload CSRs and the CA's Sign
+RPC on the xDS port."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 from cryptography import x509
-from envoy.config.core.v3 import base_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import struct_pb2
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from zonemesh.config import CpConfig
 from zonemesh.cp.runtime import Runtime
+from zonemesh.dp.certs import SIGN_METHOD, new_key_and_csr
 from zonemesh.store.base import Store
 from zonemesh.store.memory import MemoryStore
-from zonemesh.translate import names
-from zonemesh.translate.generator import SECRET
 
 T = TypeVar("T")
 
@@ -89,66 +85,25 @@ def uri_sans(pem: bytes) -> list[str]:
     return san.get_values_for_type(x509.UniformResourceIdentifier)
 
 
-class SecretClient:
-    """A SotW ADS stream of one sidecar asking for its identity and CA secrets."""
+def new_csr(node_id: str = "default.web-1") -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    """A workload key and the CSR `dp run` would send for it."""
+    key_pem, csr_pem = new_key_and_csr(node_id)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key, csr_pem
 
-    def __init__(self, port: int, dataplane: dict[str, Any]) -> None:
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        self.mesh = dataplane["mesh"]
-        metadata = struct_pb2.Struct()
-        metadata.update(
-            {"dataplane.proxyType": "dataplane", "dataplane.resource": json.dumps(dataplane)}
-        )
-        self.node = base_pb2.Node(id=f"{self.mesh}.{dataplane['name']}", metadata=metadata)
-        self.names = [names.identity_secret(self.mesh), names.ca_secret(self.mesh)]
-        self._requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self.call = stub.StreamAggregatedResources(self._stream())
-        self.latest: dict[str, secret_pb2.Secret] = {}
-        self.responses = 0
-        self._reader = asyncio.create_task(self._read())
-        self._requests.put_nowait(
-            discovery_pb2.DiscoveryRequest(
-                node=self.node, type_url=SECRET, resource_names=self.names
-            )
-        )
 
-    async def _stream(self) -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
-        while True:
-            request = await self._requests.get()
-            if request is None:
-                return
-            yield request
-
-    async def _read(self) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
-            async for response in self.call:
-                for packed in response.resources:
-                    secret = secret_pb2.Secret()
-                    packed.Unpack(secret)
-                    self.latest[secret.name] = secret
-                self.responses += 1
-                self._requests.put_nowait(  # ACK
-                    discovery_pb2.DiscoveryRequest(
-                        type_url=response.type_url,
-                        resource_names=self.names,
-                        version_info=response.version_info,
-                        response_nonce=response.nonce,
-                    )
-                )
-
-    def identity_pem(self) -> bytes | None:
-        secret = self.latest.get(names.identity_secret(self.mesh))
-        return secret.tls_certificate.certificate_chain.inline_bytes if secret else None
-
-    def ca_pem(self) -> bytes | None:
-        secret = self.latest.get(names.ca_secret(self.mesh))
-        return secret.validation_context.trusted_ca.inline_bytes if secret else None
-
-    async def close(self) -> None:
-        self._requests.put_nowait(None)
-        self.call.cancel()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-        await self.channel.close()
+async def sign(
+    port: int,
+    token: str | None,
+    node_id: str,
+    csr_pem: bytes,
+    *,
+    proxy_type: str = "dataplane",
+) -> dict[str, Any]:
+    """One call of the CA's Sign RPC on the xDS port; raises `grpc.aio.AioRpcError`."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        body = json.dumps({"nodeId": node_id, "proxyType": proxy_type, "csr": csr_pem.decode()})
+        metadata = (("authorization", token),) if token is not None else None
+        answer = await channel.unary_unary(SIGN_METHOD)(body.encode(), metadata=metadata, timeout=5)
+    return json.loads(answer)  # type: ignore[no-any-return]

@@ -1,4 +1,5 @@
-"""The mesh CA and the certificates it issues, as a TLS peer (or an auditor) would see them."""
+"""The mesh root, zone intermediates and the certificates they sign, as a TLS peer (or an
+auditor) would see them."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from mtls_helpers import uri_sans
@@ -14,20 +16,24 @@ from mtls_helpers import uri_sans
 from zonemesh.config import parse_duration
 from zonemesh.mtls import (
     CaBundleError,
+    CsrError,
     create_mesh_ca,
     decode_ca_bundle,
     encode_ca_bundle,
+    issue_intermediate,
     issue_leaf,
+    sign_csr,
 )
+from zonemesh.mtls.ca import decode_ca_certificate
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def test_mesh_ca_is_a_self_signed_leaf_only_ca_naming_the_mesh() -> None:
+def test_mesh_root_is_self_signed_allows_one_intermediate_and_names_the_mesh() -> None:
     ca = create_mesh_ca("payments", now=NOW)
     cert = ca.certificate
     constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
-    assert constraints.critical and constraints.value.ca and constraints.value.path_length == 0
+    assert constraints.critical and constraints.value.ca and constraints.value.path_length == 1
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert usage.key_cert_sign and usage.crl_sign
     assert cert.issuer == cert.subject
@@ -129,3 +135,102 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+def csr_for(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, *sans: str) -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "workload")])
+    )
+    if sans:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(s) for s in sans]),
+            critical=False,
+        )
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def verify_chain(root_pem: bytes, chain_pem: bytes) -> x509.Certificate:
+    """Verify as a TLS client would, trusting the root only; returns the leaf."""
+    certs = x509.load_pem_x509_certificates(chain_pem)
+    store = Store([x509.load_pem_x509_certificate(root_pem)])
+    verifier = PolicyBuilder().store(store).time(NOW).build_client_verifier()
+    verifier.verify(certs[0], certs[1:])
+    return certs[0]
+
+
+def test_a_zone_intermediate_signs_leaves_that_verify_against_the_root_alone() -> None:
+    root = create_mesh_ca("default", now=NOW)
+    zone = issue_intermediate(root, "zone-1", now=NOW)
+    constraints = zone.certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert constraints.value.ca and constraints.value.path_length == 0
+    assert not zone.is_root and root.is_root
+    zone.certificate.verify_directly_issued_by(root.certificate)
+    assert zone.not_after <= root.not_after
+    key = ec.generate_private_key(ec.SECP256R1())
+    signed = sign_csr(
+        zone, csr_for(key), ["spiffe://default/web"], validity=timedelta(hours=1), now=NOW
+    )
+    leaf = verify_chain(root.cert_pem, signed.chain_pem)
+    assert leaf.public_key().public_numbers() == key.public_key().public_numbers()
+    assert uri_sans(signed.cert_pem) == ["spiffe://default/web"]
+    # Another mesh's root does not accept it.
+    with pytest.raises(VerificationError):
+        verify_chain(create_mesh_ca("default", now=NOW).cert_pem, signed.chain_pem)
+
+
+def test_an_intermediate_cannot_make_another_ca_valid() -> None:
+    """pathlen 0: a zone that mints a CA of its own gets nothing peers accept."""
+    root = create_mesh_ca("default", now=NOW)
+    zone = issue_intermediate(root, "zone-1", now=NOW)
+    rogue = issue_intermediate(zone, "rogue", now=NOW)  # signed, but beyond the path length
+    leaf = issue_leaf(rogue, ["spiffe://default/web"], validity=timedelta(hours=1), now=NOW)
+    chain = leaf.cert_pem + rogue.cert_pem + zone.cert_pem
+    with pytest.raises(VerificationError):
+        verify_chain(root.cert_pem, chain)
+
+
+def test_the_csr_gives_only_its_key_never_its_names() -> None:
+    root = create_mesh_ca("default", now=NOW)
+    csr = csr_for(ec.generate_private_key(ec.SECP256R1()), "spiffe://default/admin")
+    signed = sign_csr(root, csr, ["spiffe://default/web"], validity=timedelta(hours=1), now=NOW)
+    assert uri_sans(signed.cert_pem) == ["spiffe://default/web"]
+    assert signed.chain_pem == signed.cert_pem  # the root is the anchor, never sent
+
+
+def test_csrs_that_prove_nothing_or_use_weak_keys_are_refused() -> None:
+    root = create_mesh_ca("default", now=NOW)
+    key = ec.generate_private_key(ec.SECP256R1())
+    good = x509.load_pem_x509_csr(csr_for(key))
+    # Proof of possession: a CSR signed by another key than the one it carries.
+    other = ec.generate_private_key(ec.SECP256R1())
+    forged = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(good.subject)
+        .sign(other, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    # Swap in the victim's public key bytes: the signature no longer matches.
+    victim_spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    other_spki = other.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    tampered = x509.load_der_x509_csr(forged.replace(other_spki, victim_spki)).public_bytes(
+        serialization.Encoding.PEM
+    )
+    with pytest.raises(CsrError, match="signature does not verify"):
+        sign_csr(root, tampered, [], validity=timedelta(hours=1))
+    weak = csr_for(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    with pytest.raises(CsrError, match="at least 2048"):
+        sign_csr(root, weak, [], validity=timedelta(hours=1))
+    with pytest.raises(CsrError, match="not a PEM certificate request"):
+        sign_csr(root, b"hello", [], validity=timedelta(hours=1))
+
+
+def test_a_zones_copy_of_the_root_is_its_certificate_alone() -> None:
+    root = create_mesh_ca("default", now=NOW)
+    copy = decode_ca_certificate(root.cert_pem)
+    assert copy.fingerprint == root.fingerprint
+    with pytest.raises(CaBundleError):
+        decode_ca_bundle("default", root.cert_pem)  # no key: cannot sign

@@ -1,5 +1,6 @@
-"""Every mesh has a CA: created with the mesh on global or a standalone zone, never replaced,
-not created by a federated zone (which receives it from global)."""
+"""Every mesh has a root CA: created with the mesh on global or a standalone zone, never
+replaced, not created by a federated zone (which receives it from global). On global every
+Zone gets its intermediate of each mesh's root, which goes with the Zone."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ from mtls_helpers import eventually, make_runtime
 
 from zonemesh.cp.runtime import Runtime
 from zonemesh.mtls import CA_SECRET_NAME, MeshCA, decode_ca_bundle
+from zonemesh.mtls.trust import MeshTrust, zone_ca_key
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.registry import MESH, SECRET
 from zonemesh.resources.types.mesh import MeshSpec
 from zonemesh.resources.types.secret import SecretSpec
+from zonemesh.resources.types.zone import ZoneSpec
 from zonemesh.state.component import ComputedState
 from zonemesh.store.memory import MemoryStore
 from zonemesh.store.sqlite import SqliteStore
-from zonemesh.translate.state import load_mesh_cas
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -70,8 +72,11 @@ async def test_default_mesh_has_a_ca_as_soon_as_the_cp_started(
     expected_origin = "global" if mode == "global" else "zone"
     assert secret.labels["kuma.io/origin"] == expected_origin
     assert secret.labels["kuma.io/mesh"] == "default"
-    # The state the xDS server builds sees it.
-    assert (await load_mesh_cas(runtime.store))["default"].fingerprint == ca.fingerprint
+    # What the CA of the xDS port trusts and signs with.
+    trust = MeshTrust(runtime.store, runtime.zone)
+    assert await trust.root_fingerprint("default") == ca.fingerprint
+    if mode == "zone":  # standalone: signs with the root itself
+        assert (await trust.signer("default")).ca.fingerprint == ca.fingerprint
 
 
 @pytest.mark.parametrize("mode", ["zone", "global"])
@@ -173,3 +178,80 @@ async def test_ca_survives_a_restart(tmp_path: Path, start_state: Start) -> None
         await state.stop()
     finally:
         await reopened.close()
+
+
+async def test_every_zone_gets_an_intermediate_of_every_mesh_and_loses_it_with_the_zone(
+    start_state: Start,
+) -> None:
+    runtime = make_runtime(mode="global")
+    await start_state(runtime)
+    await create_mesh(runtime, "payments")
+    zone = await runtime.store.create(
+        Resource(type="Zone", name="zone-1", mesh="", spec=ZoneSpec())
+    )
+
+    async def intermediates() -> dict[str, MeshCA] | None:
+        found = {}
+        for mesh in ("default", "payments"):
+            secret = await runtime.store.find(zone_ca_key(mesh, "zone-1"))
+            if secret is None:
+                return None
+            found[mesh] = decode_ca_bundle(mesh, secret.spec.value)  # type: ignore[attr-defined]
+        return found
+
+    cas = await eventually(intermediates, "zone-1's intermediates of both meshes")
+    for mesh, ca in cas.items():
+        root = await stored_ca(runtime, mesh)
+        assert root is not None
+        ca.certificate.verify_directly_issued_by(root.certificate)
+        secret = await runtime.store.get(zone_ca_key(mesh, "zone-1"))
+        assert secret.labels["zonemesh.io/ca-zone"] == "zone-1"
+    # A zone CP holding it signs with it; trusts the root.
+    zone_trust = MeshTrust(runtime.store, "zone-1")
+    signer = await zone_trust.signer("default")
+    assert signer.ca.fingerprint == cas["default"].fingerprint
+    assert signer.root.fingerprint == (await stored_ca(runtime, "default")).fingerprint  # type: ignore[union-attr]
+
+    await runtime.store.delete(zone.key)
+
+    async def withdrawn() -> bool:
+        found = [
+            await runtime.store.find(zone_ca_key(m, "zone-1")) for m in ("default", "payments")
+        ]
+        return found == [None, None]
+
+    await eventually(withdrawn, "zone-1's intermediates deleted with the Zone")
+
+
+async def test_an_intermediate_not_from_the_current_root_is_reissued(start_state: Start) -> None:
+    from zonemesh.mtls import create_mesh_ca, encode_ca_bundle, issue_intermediate
+
+    runtime = make_runtime(mode="global")
+    state = await start_state(runtime)
+    await runtime.store.create(Resource(type="Zone", name="zone-1", mesh="", spec=ZoneSpec()))
+    key = zone_ca_key("default", "zone-1")
+    first = await eventually(lambda: runtime.store.find(key), "zone-1's intermediate")
+    stranger = issue_intermediate(create_mesh_ca("default"), "zone-1")
+    await runtime.store.update(
+        first.with_(spec=SecretSpec(data=base64.b64encode(encode_ca_bundle(stranger)).decode()))
+    )
+    # Never used: a CP of zone-1 holding the root's key (global's store) signs with the root.
+    root = await stored_ca(runtime, "default")
+    assert root is not None
+    signer = await MeshTrust(runtime.store, "zone-1").signer("default")
+    assert signer.ca.fingerprint == root.fingerprint
+    await state.cas.reconcile()
+    fixed = await runtime.store.get(key)
+    ca = decode_ca_bundle("default", fixed.spec.value)  # type: ignore[attr-defined]
+    ca.certificate.verify_directly_issued_by(root.certificate)
+
+
+async def test_a_federated_zone_never_signs_with_the_root_even_holding_its_key() -> None:
+    from zonemesh.mtls.trust import NoAuthority
+    from zonemesh.state.ca import ca_secret_resource
+
+    store = MemoryStore()
+    await store.create(ca_secret_resource("default"))  # a root that came with its key
+    with pytest.raises(NoAuthority, match="zone z1 has no intermediate from global"):
+        await MeshTrust(store, "z1", federated=True).signer("default")
+    assert (await MeshTrust(store, "z1").signer("default")).ca.is_root  # standalone: it may

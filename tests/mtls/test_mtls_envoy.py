@@ -1,7 +1,7 @@
-"""A real Envoy takes its certificate and the mesh CA over SDS through ADS and serves mutual
-TLS with them: a client holding a certificate from the mesh CA gets through and sees the
-server's SPIFFE ID; a client without one does not; a rotated certificate is served before
-the old one expires."""
+"""A real Envoy takes its own certificate (its key made by the data plane, signed by the CA
+on the xDS port) and the mesh root over its local SDS, and serves mutual TLS with them: a
+client holding a certificate from the mesh CA gets through and sees the server's SPIFFE ID; a
+client without one does not; a renewed certificate is served before the old one expires."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -27,17 +27,18 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf import any_pb2
 from mtls_helpers import eventually, make_runtime
+from support.workload import Sidecar
 
 from zonemesh.cp.runtime import Runtime
-from zonemesh.dp.bootstrap import render_bootstrap
 from zonemesh.dp.envoy import EnvoyProcess
-from zonemesh.mtls import IdentityProvider, MeshCA, issue_leaf
+from zonemesh.mtls import CA_SECRET_NAME, MeshCA, decode_ca_bundle, issue_leaf
 from zonemesh.resources.base import ResourceKey
+from zonemesh.resources.codec import resource_from_wire
 from zonemesh.state.component import ComputedState
 from zonemesh.translate import names
-from zonemesh.translate.generator import CompositeGenerator, Proxy, ProxyResources, ProxyType
-from zonemesh.translate.secrets import SecretsGenerator
-from zonemesh.translate.state import MeshState, load_mesh_cas
+from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.state import MeshState
+from zonemesh.translate.tls import local_sds_source
 from zonemesh.xds.component import XdsServer
 
 pytestmark = pytest.mark.timeout(90)
@@ -59,13 +60,7 @@ def packed(message: Any) -> any_pb2.Any:
 
 
 def sds(name: str) -> secret_pb2.SdsSecretConfig:
-    return secret_pb2.SdsSecretConfig(
-        name=name,
-        sds_config=config_source_pb2.ConfigSource(
-            ads=config_source_pb2.AggregatedConfigSource(),
-            resource_api_version=config_source_pb2.V3,
-        ),
-    )
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=local_sds_source())
 
 
 class MtlsInboundGenerator:
@@ -158,28 +153,35 @@ async def mesh_with_envoy(
     validity: timedelta, delta: bool
 ) -> AsyncIterator[tuple[Runtime, XdsServer, EnvoyProcess, int]]:
     runtime = make_runtime()
-    provider = IdentityProvider(validity)
-    generator = CompositeGenerator(MtlsInboundGenerator(), SecretsGenerator(provider))
+    await runtime.tokens.start()
     state = ComputedState(runtime)
-    xds = XdsServer(runtime, generator, identities=provider)
+    xds = XdsServer(runtime, MtlsInboundGenerator(), cert_validity=validity)
     port = free_port()
     await state.start()
     try:
         await xds.start()
+        wire = dataplane(port)
+        await runtime.store.create(resource_from_wire(wire))
         try:
-            bootstrap = render_bootstrap(
-                dataplane(port), "dataplane", f"grpc://127.0.0.1:{xds.port}", 0, delta=delta
-            )
-            envoy = EnvoyProcess(bootstrap, concurrency=1)
-            try:
-                await envoy.start(ready_timeout=45)
-                yield runtime, xds, envoy, port
-            finally:
-                await envoy.stop()
+            async with Sidecar(runtime, xds.port, wire) as sidecar:
+                bootstrap = sidecar.bootstrap(f"grpc://127.0.0.1:{xds.port}", delta=delta)
+                envoy = EnvoyProcess(bootstrap, concurrency=1)
+                try:
+                    await envoy.start(ready_timeout=45)
+                    yield runtime, xds, envoy, port
+                finally:
+                    await envoy.stop()
         finally:
             await xds.stop()
     finally:
         await state.stop()
+        await runtime.tokens.stop()
+
+
+async def mesh_root(runtime: Runtime) -> MeshCA:
+    """The standalone CP's root, key included (signs the test client's certificate)."""
+    secret = await runtime.store.get(ResourceKey("Secret", "default", CA_SECRET_NAME))
+    return decode_ca_bundle("default", secret.spec.value)  # type: ignore[attr-defined]
 
 
 def client_context(ca: MeshCA, tmp: Path, *, with_cert: bool) -> ssl.SSLContext:
@@ -230,7 +232,7 @@ async def active_secret_names(envoy: EnvoyProcess) -> set[str]:
 @pytest.mark.parametrize("delta", [pytest.param(False, id="sotw"), pytest.param(True, id="delta")])
 async def test_envoy_serves_mutual_tls_with_the_mesh_identity(delta: bool, tmp_path: Path) -> None:
     async with mesh_with_envoy(timedelta(hours=24), delta) as (runtime, xds, envoy, port):
-        ca = (await load_mesh_cas(runtime.store))["default"]
+        ca = await mesh_root(runtime)
         wanted = {names.identity_secret("default"), names.ca_secret("default")}
 
         async def secrets_active() -> bool:
@@ -261,17 +263,23 @@ async def test_envoy_serves_mutual_tls_with_the_mesh_identity(delta: bool, tmp_p
 async def test_envoy_serves_the_rotated_certificate_before_the_old_one_expires(
     tmp_path: Path,
 ) -> None:
-    async with mesh_with_envoy(timedelta(seconds=9), True) as (runtime, xds, _, port):
-        ca = (await load_mesh_cas(runtime.store))["default"]
+    async with mesh_with_envoy(timedelta(seconds=12), True) as (runtime, xds, _, port):
+        ca = await mesh_root(runtime)
         good = client_context(ca, tmp_path, with_cert=True)
         first, _ = await eventually(lambda: fetch(port, good), "the first mTLS answer", timeout=30)
 
+        seen_at: list[datetime] = []
+
         async def rotated() -> x509.Certificate | None:
+            started = datetime.now(UTC)
             cert, response = await fetch(port, good)
-            return cert if cert.serial_number != first.serial_number and BODY in response else None
+            if cert.serial_number != first.serial_number and BODY in response:
+                seen_at.append(started)
+                return cert
+            return None
 
         second = await eventually(rotated, "Envoy serves a new certificate", timeout=25)
-        assert datetime.now(UTC) < first.not_valid_after_utc
+        assert seen_at[0] < first.not_valid_after_utc
         assert spiffe_ids(second) == ["spiffe://default/web"]
         assert second.not_valid_after_utc > first.not_valid_after_utc
         assert next(i for i in xds.insights() if i.key == KEY).nacks == 0

@@ -1,5 +1,6 @@
-"""Global creates each mesh's CA; zones receive it over KDS and issue their sidecars'
-certificates from it, so every zone of a mesh trusts the same root."""
+"""Global creates each mesh's root and an intermediate per zone; a zone receives them over
+KDS and signs its sidecars' CSRs with its own intermediate, so every zone of a mesh trusts the
+same root while each can mint only under its own intermediate."""
 
 from __future__ import annotations
 
@@ -9,20 +10,20 @@ from datetime import timedelta
 
 import pytest
 from cryptography import x509
-from mtls_helpers import SecretClient, dataplane_doc, eventually, make_runtime
+from mtls_helpers import dataplane_doc, eventually, make_runtime, new_csr, sign
 
 from zonemesh.config import CpConfig
 from zonemesh.cp.runtime import Component, Runtime
 from zonemesh.federation.client import KdsClient
 from zonemesh.federation.server import KdsServer
-from zonemesh.mtls import CA_SECRET_NAME, IdentityProvider
+from zonemesh.mtls import CA_SECRET_NAME
+from zonemesh.mtls.trust import MeshTrust, zone_ca_key
 from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.registry import MESH, SECRET
 from zonemesh.resources.types.mesh import MeshSpec
 from zonemesh.state.component import ComputedState
 from zonemesh.store.memory import MemoryStore
-from zonemesh.translate.secrets import SecretsGenerator
-from zonemesh.translate.state import load_mesh_cas
 from zonemesh.xds.component import XdsServer
 
 pytestmark = pytest.mark.timeout(45)
@@ -41,7 +42,7 @@ async def started(*components: Component) -> AsyncIterator[None]:
             await component.stop()
 
 
-async def test_zone_sidecars_get_certificates_from_the_ca_global_created() -> None:
+async def test_zone_sidecars_get_certificates_under_the_zones_intermediate() -> None:
     global_rt = make_runtime(mode="global")
     kds = KdsServer(global_rt)
     async with started(ComputedState(global_rt), kds):
@@ -56,33 +57,35 @@ async def test_zone_sidecars_get_certificates_from_the_ca_global_created() -> No
             }
         )
         zone_rt = Runtime(config=zone_config, store=MemoryStore())
-        provider = IdentityProvider(timedelta(hours=1))
-        xds = XdsServer(zone_rt, SecretsGenerator(provider), identities=provider)
+        await zone_rt.tokens.start()
+        xds = XdsServer(zone_rt)
         async with started(ComputedState(zone_rt), KdsClient(zone_rt), xds):
-            global_ca = (await load_mesh_cas(global_rt.store))["default"]
+            global_trust = MeshTrust(global_rt.store, "")
+            root = await global_trust.root("default")
+            assert root is not None
 
-            async def synced() -> bool:
-                cas = await load_mesh_cas(zone_rt.store)
-                return "default" in cas and cas["default"].fingerprint == global_ca.fingerprint
+            async def intermediate() -> Resource | None:
+                return await zone_rt.store.find(zone_ca_key("default", "z1"))
 
-            await eventually(synced, "the default mesh's CA reaches the zone")
-            # The zone made none of its own: exactly the one Secret, as global wrote it.
-            (secret,) = await zone_rt.store.list(SECRET.name)
-            assert secret.labels["kuma.io/origin"] == "global"
+            await eventually(intermediate, "zone z1's intermediate reaches the zone")
+            # The zone made none of its own: every Secret it has came from global.
+            for secret in await zone_rt.store.list(SECRET.name):
+                assert secret.labels["kuma.io/origin"] == "global", secret.name
 
-            client = SecretClient(xds.port, dataplane_doc("web-1", ["web"]))
-            try:
+            await zone_rt.store.create(resource_from_wire(dataplane_doc("web-1", ["web"])))
+            token = await zone_rt.tokens.issue_dataplane(
+                mesh="default", name="web-1", valid_for=timedelta(hours=1)
+            )
+            _, csr = new_csr()
+            answer = await sign(xds.port, token, "default.web-1", csr)
+            leaf, middle = x509.load_pem_x509_certificates(answer["certificateChain"].encode())
+            assert "z1" in middle.subject.rfc4514_string()
+            leaf.verify_directly_issued_by(middle)
+            middle.verify_directly_issued_by(root.certificate)
+            assert answer["trustBundle"].encode() == root.cert_pem
+            assert answer["trustFingerprint"] == root.fingerprint
 
-                async def certificate() -> bytes | None:
-                    return client.identity_pem()
-
-                pem = await eventually(certificate, "the zone sidecar gets its certificate")
-                x509.load_pem_x509_certificate(pem).verify_directly_issued_by(global_ca.certificate)
-                assert client.ca_pem() == global_ca.cert_pem
-            finally:
-                await client.close()
-
-            # A mesh created on global later: its CA follows it to the zone.
+            # A mesh created on global later: its root follows it to the zone.
             await global_rt.store.create(
                 Resource(type=MESH.name, name="payments", mesh="", spec=MeshSpec())
             )
@@ -93,3 +96,4 @@ async def test_zone_sidecars_get_certificates_from_the_ca_global_created() -> No
                 )
 
             await eventually(payments_ca, "the payments CA reaches the zone")
+        await zone_rt.tokens.stop()

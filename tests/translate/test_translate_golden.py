@@ -3,8 +3,8 @@
 The files are generated, never edited by hand: `ZONEMESH_UPDATE_GOLDEN=1 pytest tests/translate`
 rewrites them, and a review of the diff is the review of the change. Every golden
 configuration must also be accepted by a real Envoy (`envoy --mode validate`), assembled into
-a bootstrap with each EDS cluster made static with its ClusterLoadAssignment, plus placeholder
-secrets for the SDS names the TLS contexts use.
+a bootstrap with each EDS cluster made static with its ClusterLoadAssignment, plus the data
+plane's local SDS cluster the TLS contexts take their secrets from (as `dp run` writes it).
 """
 
 from __future__ import annotations
@@ -126,7 +126,9 @@ def validations(
     tmp = tmp_path_factory.mktemp("envoy-validate")
     jobs = {
         (t.name, role): (
-            bootstrap(generate(t, role), cert_pem, key_pem, cert_pem),
+            bootstrap(
+                generate(t, role), cert_pem, key_pem, cert_pem, sds_socket=str(tmp / "sds.sock")
+            ),
             tmp / f"{t.name}-{role}.json",
         )
         for t, role in CASES
@@ -168,3 +170,36 @@ def test_generation_is_deterministic() -> None:
     """Two states built from the same resources give byte-identical configuration."""
     for topology, role in CASES:
         assert render(generate(topology, role)) == render(generate(topology, role))
+
+
+def test_every_tls_context_takes_its_secrets_from_the_data_planes_sds_cluster() -> None:
+    """The CP never serves secrets: each SDS reference names the local SDS cluster that
+    `dp run`'s bootstrap defines (validate mode does not check that such a cluster exists)."""
+    from zonemesh.dp.bootstrap import render_bootstrap
+
+    sources = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            if "sdsConfig" in node:
+                sources.append(node["sdsConfig"])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    for topology, role in CASES:
+        collect(as_document(generate(topology, role)))
+    assert sources, "no TLS context in the golden topologies"
+    for source in sources:
+        (service,) = source["apiConfigSource"]["grpcServices"]
+        assert service["envoyGrpc"]["clusterName"] == names.SDS_CLUSTER
+    boot = render_bootstrap(
+        {"type": "Dataplane", "mesh": MESH, "name": "x", "networking": {}},
+        "dataplane",
+        "grpc://127.0.0.1:5678",
+        0,
+        sds_socket="/run/sds.sock",
+    )
+    assert names.SDS_CLUSTER in {c["name"] for c in boot["static_resources"]["clusters"]}

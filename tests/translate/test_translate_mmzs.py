@@ -28,6 +28,7 @@ from zonemesh.translate.generator import (
     CLUSTER,
     ENDPOINT,
     LISTENER,
+    SECRET,
     CompositeGenerator,
     ProxyResources,
 )
@@ -385,15 +386,18 @@ def test_inbound_with_mtls_on_accepts_tls_only() -> None:
     assert "listenerFilters" not in listener
 
 
-def test_default_generator_composes_secrets_when_given_identities() -> None:
-    from zonemesh.translate.secrets import SecretsGenerator
-
-    with_secrets = default_generator(object())  # type: ignore[arg-type]
-    assert isinstance(with_secrets, CompositeGenerator)
-    assert any(isinstance(g, SecretsGenerator) for g in with_secrets.generators)
-    without = default_generator()
-    assert isinstance(without, CompositeGenerator)
-    assert not any(isinstance(g, SecretsGenerator) for g in without.generators)
+def test_the_default_generator_serves_no_secret_and_the_tls_contexts_use_local_sds() -> None:
+    """Workload keys never leave the workload: the CP sends no Secret resource, and every TLS
+    context takes its secrets from the data plane's own SDS cluster."""
+    topology = build("t", local_instances=1, remote={"zone-2": 1}, mtls=True)
+    state = topology.state()
+    for role in ("client", "server"):
+        resources = default_generator().generate(state, topology.proxy(role, state))
+        assert not resources.of_type(SECRET)
+    cluster = generate(topology).of_type(CLUSTER)[ECHO_MMZS]
+    common = upstream_tls(cluster.transport_socket)["commonTlsContext"]
+    source = common["tlsCertificateSdsSecretConfigs"][0]["sdsConfig"]["apiConfigSource"]
+    assert source["grpcServices"] == [{"envoyGrpc": {"clusterName": names.SDS_CLUSTER}}]
 
 
 def test_instances_on_different_inbound_ports_are_all_endpoints() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToJson
 
+from zonemesh.dp.bootstrap import sds_cluster
 from zonemesh.translate import names
 from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER, ProxyResources
 
@@ -18,11 +19,8 @@ def as_dict(message: Any) -> dict[str, Any]:
 
 
 def static_secret_refs(node: Any) -> Any:
-    """SDS-over-ADS references as references to static secrets (by the same name).
-
-    Validate mode has no ADS stream (and crashes on one), so the placeholder secrets stand in
-    for what `SecretsGenerator` serves; this also makes Envoy load every TLS context fully.
-    """
+    """SDS references as references to static secrets (by the same name), for an Envoy run
+    without a data plane: the secrets stand in for what `dp run`'s local SDS serves."""
     if isinstance(node, dict):
         return {
             k: static_secret_refs(v)
@@ -42,9 +40,14 @@ def bootstrap(
     *,
     node: str = "golden",
     admin_port: int | None = None,
+    sds_socket: str | None = None,
 ) -> dict[str, Any]:
     """Generated listeners and clusters as static resources (each EDS cluster STATIC with its
-    ClusterLoadAssignment), and the proxy's certificate and the CA as static secrets."""
+    ClusterLoadAssignment), and the proxy's certificate and the CA as static secrets.
+
+    With `sds_socket`, the TLS contexts keep their SDS references and the bootstrap gets the
+    data plane's SDS cluster on that socket, as `dp run` writes it (validate mode: nothing
+    connects), instead of the static secrets."""
     assignments = {n: as_dict(m) for n, m in resources.of_type(ENDPOINT).items()}
     clusters = []
     for name, message in sorted(resources.of_type(CLUSTER).items()):
@@ -69,9 +72,13 @@ def bootstrap(
         },
     ]
     static = {"clusters": clusters, "listeners": listeners}
+    if sds_socket is not None:
+        resources = {"clusters": [*clusters, sds_cluster(sds_socket)], "listeners": listeners}
+    else:
+        resources = {**static_secret_refs(static), "secrets": secrets}
     config: dict[str, Any] = {
         "node": {"id": f"{MESH}.{node}", "cluster": node},
-        "staticResources": {**static_secret_refs(static), "secrets": secrets},
+        "staticResources": resources,
     }
     if admin_port is not None:
         address = {"socketAddress": {"address": "127.0.0.1", "portValue": admin_port}}

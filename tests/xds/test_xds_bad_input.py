@@ -7,10 +7,12 @@ from test_xds_harness import (
     dataplane_doc,
     delta,
     eventually,
+    issue_token,
     mesh_service_doc,
     node,
     running_xds,
     sotw,
+    token_metadata,
 )
 
 from zonemesh.resources.base import ResourceKey
@@ -28,7 +30,8 @@ async def test_node_without_id_is_invalid_argument() -> None:
 
 async def test_unknown_mesh_is_failed_precondition() -> None:
     async with running_xds() as h:
-        c = h.client(delta_mode=True)
+        # A token for that mesh (a token of this CP for mesh default does not allow it).
+        c = h.client(delta_mode=True, token=await issue_token(h.runtime, mesh="nope"))
         c.send(delta(CLUSTER, node_=node("nope.dp-1")))
         assert await c.status() == (grpc.StatusCode.FAILED_PRECONDITION, "mesh nope not found")
 
@@ -46,7 +49,7 @@ async def test_malformed_request_bytes_are_invalid_argument() -> None:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{h.server.port}")
         try:
             call = channel.stream_stream(f"/{SERVICE}/StreamAggregatedResources")(
-                iter([b"\xff\xff\xff\xff"])
+                iter([b"\xff\xff\xff\xff"]), metadata=token_metadata(h.tokens["dataplane"])
             )
             code = await call.code()
             assert code is grpc.StatusCode.INVALID_ARGUMENT

@@ -18,11 +18,11 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy_harness import Upstream, dynamic_configs, eventually, free_port, get_body
 from google.protobuf import duration_pb2
+from support.workload import Sidecar
 
 from zonemesh.config import load_config
 from zonemesh.cp.insights import ProxyInsight
 from zonemesh.cp.runtime import Runtime
-from zonemesh.dp.bootstrap import render_bootstrap
 from zonemesh.dp.envoy import EnvoyProcess
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire
@@ -55,12 +55,14 @@ class ControlPlane:
         return f"grpc://127.0.0.1:{self.xds.port}"
 
     async def start(self) -> None:
+        await self.runtime.tokens.start()
         await self.state.start()
         await self.xds.start()
 
     async def stop(self) -> None:
         await self.xds.stop()
         await self.state.stop()
+        await self.runtime.tokens.stop()
 
     def insight(self, key: ResourceKey) -> ProxyInsight | None:
         return next((i for i in self.runtime.views["xds"].insights() if i.key == key), None)
@@ -133,13 +135,16 @@ async def running(
 async def envoy_for(
     cp: ControlPlane, wire: dict[str, Any], delta: bool
 ) -> AsyncIterator[EnvoyProcess]:
-    bootstrap = render_bootstrap(wire, "dataplane", cp.address, 0, zone="zone-1", delta=delta)
-    envoy = EnvoyProcess(bootstrap, concurrency=1)
-    try:
-        await envoy.start(ready_timeout=45)
-        yield envoy
-    finally:
-        await envoy.stop()
+    """Envoy as `dp run` starts it: with its token and its own certificate over local SDS."""
+    async with Sidecar(cp.runtime, cp.xds.port, wire) as sidecar:
+        envoy = EnvoyProcess(
+            sidecar.bootstrap(cp.address, zone="zone-1", delta=delta), concurrency=1
+        )
+        try:
+            await envoy.start(ready_timeout=45)
+            yield envoy
+        finally:
+            await envoy.stop()
 
 
 async def config_dump(envoy: EnvoyProcess) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Shared harness for the xDS tests: an in-process server and a scripted ADS client.
 
 Imported by the other `test_xds_*` modules (`from test_xds_harness import ...`); it holds no
-tests itself. `Harness.barrier()` is how tests prove that something was NOT sent: it makes a
+tests itself. Authentication is on, as in production: every client presents a dataplane
+token issued by the in-process Runtime's TokenService (by default one for any dataplane of
+mesh `default`; `Harness.tokens` has one per proxy type; `issue_token` makes others). `Harness.barrier()` is how tests prove that something was NOT sent: it makes a
 change that pushes a cluster, and since a stream sends in order, anything wrongly sent before
 it shows up first.
 """
@@ -13,6 +15,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -172,16 +175,21 @@ def unpack(response: Any) -> list[Any]:
     return out
 
 
+def token_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The gRPC metadata a data plane presents its token in (None: no token)."""
+    return (("authorization", token),) if token is not None else None
+
+
 class AdsClient:
     """A scripted ADS stream: `send` requests, `recv` responses, `status` at the end."""
 
-    def __init__(self, port: int, *, delta_mode: bool = False) -> None:
+    def __init__(self, port: int, *, delta_mode: bool = False, token: str | None = None) -> None:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
         self._requests: asyncio.Queue[Any] = asyncio.Queue()
         self.responses: asyncio.Queue[Any] = asyncio.Queue()
         method = stub.DeltaAggregatedResources if delta_mode else stub.StreamAggregatedResources
-        self.call = method(self._request_stream())
+        self.call = method(self._request_stream(), metadata=token_metadata(token))
         self._reader = asyncio.create_task(self._read())
 
     async def _request_stream(self) -> AsyncIterator[Any]:
@@ -224,11 +232,30 @@ class AdsClient:
         await self.channel.close()
 
 
+_DEFAULT = "default"  # `Harness.client(token=...)`: the mesh-wide dataplane token
+
+
+async def issue_token(
+    runtime: Runtime,
+    *,
+    mesh: str = "default",
+    name: str | None = None,
+    tags: dict[str, list[str]] | None = None,
+    proxy_type: str = "dataplane",
+    valid_for: timedelta = timedelta(hours=1),
+) -> str:
+    """A dataplane token from the in-process Runtime's TokenService (started)."""
+    return await runtime.tokens.issue_dataplane(
+        mesh=mesh, name=name, tags=tags, proxy_type=proxy_type, valid_for=valid_for
+    )
+
+
 @dataclass
 class Harness:
     runtime: Runtime
     server: XdsServer
     clients: list[AdsClient] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)  # proxy type -> mesh-wide token
     _markers: int = 0
 
     @property
@@ -247,16 +274,26 @@ class Harness:
     async def delete(self, type_name: str, name: str, mesh: str = "default") -> None:
         await self.store.delete(ResourceKey(type_name, mesh, name))
 
-    def client(self, *, delta_mode: bool = False) -> AdsClient:
-        c = AdsClient(self.server.port, delta_mode=delta_mode)
+    def client(self, *, delta_mode: bool = False, token: str | None = _DEFAULT) -> AdsClient:
+        """A stream presenting `token` (default: any dataplane of mesh default; None: none)."""
+        if token is _DEFAULT:
+            token = self.tokens["dataplane"]
+        c = AdsClient(self.server.port, delta_mode=delta_mode, token=token)
         self.clients.append(c)
         return c
+
+    async def mesh_token(self, mesh: str) -> str:
+        """A token for any dataplane of `mesh` (issued once per mesh)."""
+        key = "dataplane" if mesh == "default" else f"dataplane/{mesh}"
+        if key not in self.tokens:
+            self.tokens[key] = await issue_token(self.runtime, mesh=mesh)
+        return self.tokens[key]
 
     async def connect_sotw(
         self, name: str, doc: dict[str, Any] | None = None, mesh: str = "default"
     ) -> tuple[AdsClient, discovery_pb2.DiscoveryResponse]:
         """A dataplane with CDS subscribed (wildcard) and its first CDS response ACKed."""
-        c = self.client()
+        c = self.client(token=await self.mesh_token(mesh))
         doc = doc if doc is not None else dataplane_doc(name, mesh=mesh)
         c.send(sotw(CLUSTER, node_=node(f"{mesh}.{name}", resource=doc)))
         cds = await c.recv_type(CLUSTER)
@@ -266,7 +303,7 @@ class Harness:
     async def connect_delta(
         self, name: str, doc: dict[str, Any] | None = None, mesh: str = "default"
     ) -> tuple[AdsClient, discovery_pb2.DeltaDiscoveryResponse]:
-        c = self.client(delta_mode=True)
+        c = self.client(delta_mode=True, token=await self.mesh_token(mesh))
         doc = doc if doc is not None else dataplane_doc(name, mesh=mesh)
         c.send(delta(CLUSTER, node_=node(f"{mesh}.{name}", resource=doc)))
         cds = await c.recv_type(CLUSTER)
@@ -322,14 +359,22 @@ async def running_xds(
         flags={"xds_port": 0, "store": "memory", "zone": zone},
     )
     runtime = Runtime(config=config, store=MemoryStore())
+    await runtime.tokens.start()
     await runtime.store.create(resource_from_wire({"type": "Mesh", "name": "default"}))
     # The protocol tests reason about SimpleGenerator's output, not the full data path.
     server = XdsServer(runtime, generator or SimpleGenerator(), **server_kwargs)
     await server.start()
     harness = Harness(runtime, server)
+    for proxy_type in ("dataplane", "ingress", "egress"):
+        harness.tokens[proxy_type] = await issue_token(runtime, proxy_type=proxy_type)
+    # TokenService re-reads the signing key it just stored from the store event (parsing an
+    # RSA key blocks the loop for tens of ms): let that happen now, not during a test's first
+    # connect (several tests reason about debounce timing).
+    await asyncio.sleep(0.2)
     try:
         yield harness
     finally:
         for c in harness.clients:
             await c.close()
         await server.stop()
+        await runtime.tokens.stop()

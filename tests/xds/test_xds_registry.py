@@ -13,6 +13,7 @@ from test_xds_harness import (
     node,
     running_xds,
     sotw,
+    token_metadata,
     unpack,
 )
 
@@ -47,7 +48,7 @@ async def test_dataplane_is_registered_from_metadata_in_this_zone() -> None:
 
 async def test_zone_ingress_is_global_scoped_and_gets_this_zone() -> None:
     async with running_xds(zone="zone-1") as h:
-        c = h.client()
+        c = h.client(token=h.tokens["ingress"])
         ingress = {
             "type": "ZoneIngress",
             "name": "ingress-1",
@@ -106,7 +107,8 @@ async def test_readiness_report_removes_the_endpoint_and_shows_in_the_insight() 
         c.send(sotw(ENDPOINT, ["a_8080"], nonce=eds.nonce, version=eds.version_info))
         report = c.channel.unary_unary(METHOD)
         body = b'{"nodeId": "default.dp-1", "notReadyInboundPorts": [20080]}'
-        assert json.loads(await report(body)) == {"zone": "zone-1"}
+        answer = await report(body, metadata=token_metadata(h.tokens["dataplane"]))
+        assert json.loads(answer) == {"zone": "zone-1"}
         update = await c.recv_type(ENDPOINT)
         assert names_of(update) == ["a_8080"]
         assert list(unpack(update)[0].endpoints) == []  # the only instance is not ready
@@ -119,13 +121,14 @@ async def test_readiness_report_needs_an_open_stream_and_valid_json() -> None:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{h.server.port}")
         try:
             report = channel.unary_unary(METHOD)
+            token = token_metadata(h.tokens["dataplane"])
             try:
-                await report(b'{"nodeId": "default.nobody"}')
+                await report(b'{"nodeId": "default.nobody"}', metadata=token)
                 raise AssertionError("accepted a report for an unknown proxy")
             except grpc.aio.AioRpcError as e:
                 assert e.code() is grpc.StatusCode.NOT_FOUND
             try:
-                await report(b"not json")
+                await report(b"not json", metadata=token)
                 raise AssertionError("accepted a body that is not JSON")
             except grpc.aio.AioRpcError as e:
                 assert e.code() is grpc.StatusCode.INVALID_ARGUMENT

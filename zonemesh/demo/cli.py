@@ -85,6 +85,7 @@ def explore_lines(mesh: TwoZoneMesh) -> list[str]:
         f"  curl -s --cacert {mesh.cps['zone1'].ca_file} {mesh.cps['zone1'].https_url}/"
         "    # the HTTPS API, verified with zone1's CA",
         f"  logs: {mesh.run_dir}/*.log   addresses: {mesh.run_dir}/topology.json",
+        f"  dataplane tokens (one per proxy, from its zone CP): {mesh.tokens_dir}/*.token",
     ]
     return lines
 

@@ -11,6 +11,9 @@ two runs never share an address, each run claims a slot (a lock file held while 
 slot 0 is 127.0.N.x, slot k is 127.k.N.x.
 
 Every process logs to `<run_dir>/<name>.log`; `stop()` (or leaving `with`) ends them all.
+Each proxy presents a dataplane token bound to its name (and type), issued by its zone CP's
+`POST /tokens/dataplane` from loopback once that CP is ready, kept in
+`<run_dir>/tokens/<name>.token` (0600); each sidecar makes its own key.
 """
 
 from __future__ import annotations
@@ -358,6 +361,7 @@ class TwoZoneMesh:
         """Where everything listens (also written to `<run_dir>/topology.json`)."""
         return {
             "runDir": str(self.run_dir),
+            "tokens": str(self.tokens_dir),
             "controlPlanes": {
                 n: {
                     "api": cp.url,
@@ -404,6 +408,7 @@ class TwoZoneMesh:
         for zone in ZONES:
             cp = self.cps[zone]
             self.group.wait_http(f"cp-{zone}", f"{cp.url}/ready", timeout=START_TIMEOUT_S)
+            self._issue_tokens(zone)
             # A Dataplane needs its mesh, and a client's outbounds their MMZS: both sync down.
             for path in (
                 f"/meshes/{MESH}",
@@ -450,6 +455,34 @@ class TwoZoneMesh:
         for proxy in self.proxies():
             self.group.wait_http(proxy.sidecar, f"{proxy.admin_url}/ready", timeout=START_TIMEOUT_S)
 
+    @property
+    def tokens_dir(self) -> Path:
+        return self.run_dir / "tokens"
+
+    def token_path(self, proxy: Proxy) -> Path:
+        return self.tokens_dir / f"{proxy.name}.token"
+
+    def _issue_tokens(self, zone: str) -> None:
+        """A token per proxy of `zone`, bound to its name and type, from the zone CP."""
+        self.tokens_dir.mkdir(mode=0o700, exist_ok=True)
+        cp = self.cps[zone]
+        zone_proxies = [self.ingresses[zone], *self.instances[zone], self.clients[zone]]
+        for proxy in zone_proxies:
+            body = {
+                "mesh": MESH,
+                "name": proxy.name,
+                "type": "ingress" if proxy is self.ingresses[zone] else "dataplane",
+                "validFor": "24h",
+            }
+            response = httpx.post(f"{cp.url}/tokens/dataplane", json=body, timeout=10)
+            if response.status_code != 200:
+                raise ProcessError(
+                    f"POST /tokens/dataplane on cp-{zone}: {response.status_code} {response.text}"
+                )
+            path = self.token_path(proxy)
+            path.touch(mode=0o600)
+            path.write_text(response.text.strip())
+
     def _cp_args(self, cp: ControlPlane, *extra: str) -> list[str]:
         return [
             *("cp", "run", *extra, "--address", cp.address),
@@ -465,6 +498,7 @@ class TwoZoneMesh:
             *("--ca-cert-file", str(self.cps[proxy.zone].ca_file)),
             *("--dataplane-file", str(self.run_dir / f"{proxy.name}.yaml")),
             *("--proxy-type", proxy_type, "--admin-port", str(proxy.admin_port)),
+            *("--dataplane-token-file", str(self.token_path(proxy))),
             *("--log-level", self.log_level),
         ]
 

@@ -2,7 +2,10 @@
 
 Everything else Envoy needs (listeners, clusters, endpoints) comes over ADS from the zone
 control plane, so the bootstrap only carries the proxy's identity (node id and metadata the
-CP registers the proxy from), the admin listener, and one static cluster to the CP.
+CP registers the proxy from), its dataplane token (the ADS stream's `initial_metadata`
+`authorization`, as Kuma's bootstrap does), the admin listener, a static cluster to the CP,
+and, for a sidecar, a static cluster to `dp run`'s local SDS socket (`names.SDS_CLUSTER`),
+where the TLS contexts take the workload's certificate and key from.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from zonemesh.dp.cp_address import parse_cp_address, require_ca
 from zonemesh.tls.address import GrpcAddress
 
 __all__ = ["parse_cp_address", "render_bootstrap"]
+from zonemesh.translate.names import SDS_CLUSTER
 
 PROXY_TYPES = ("dataplane", "ingress", "egress")
 ADS_CLUSTER = "ads_cluster"
@@ -55,11 +59,15 @@ def render_bootstrap(
     delta: bool = True,
     envoy_version: str = "",
     ca_file: str | Path | None = None,
+    token: str | None = None,
+    sds_socket: str | None = None,
 ) -> dict[str, Any]:
     """Envoy's bootstrap (JSON form) for the given Dataplane/ZoneIngress/ZoneEgress wire form.
 
     `admin_port` 0 lets the kernel pick; `EnvoyProcess` reads the chosen port back.
     `grpcs://` needs `ca_file`: Envoy's ADS connection then verifies the CP against it.
+    `token`: the dataplane token Envoy presents on ADS; `sds_socket`: the local SDS server's
+    Unix socket (sidecars; zone proxies pass TLS through and need none).
     """
     if proxy_type not in PROXY_TYPES:
         raise ValueError(f"proxy type must be one of: {', '.join(PROXY_TYPES)}")
@@ -84,6 +92,12 @@ def render_bootstrap(
     }
     if zone:
         node["locality"] = {"zone": zone}
+    ads_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": ADS_CLUSTER}}
+    if token:
+        ads_service["initial_metadata"] = [{"key": "authorization", "value": token}]
+    clusters = [_ads_cluster(address, ca_file if address.tls else None)]
+    if sds_socket:
+        clusters.append(sds_cluster(sds_socket))
 
     return {
         "node": node,
@@ -95,12 +109,12 @@ def render_bootstrap(
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": ADS_CLUSTER}}],
+                "grpc_services": [ads_service],
             },
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
-        "static_resources": {"clusters": [_ads_cluster(address, ca_file if address.tls else None)]},
+        "static_resources": {"clusters": clusters},
         "stats_config": {"use_all_default_tags": True},
         "overload_manager": _overload_manager(),
         # An admin layer lets operators flip runtime flags through `/runtime_modify`.
@@ -187,6 +201,27 @@ def _ads_tls(address: GrpcAddress, ca_file: str | Path) -> dict[str, Any]:
     if names:
         context["sni"] = names[0]
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def sds_cluster(socket_path: str) -> dict[str, Any]:
+    """HTTP/2 over the Unix socket of `dp run`'s SDS server."""
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket_path}}}}]}
+            ],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
 
 
 def _overload_manager() -> dict[str, Any]:

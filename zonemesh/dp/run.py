@@ -1,12 +1,15 @@
 """`zonemesh dp run`: one Envoy for a Dataplane, ZoneIngress or ZoneEgress, fed by the zone CP.
 
 The data plane needs only the CP's xDS address (and, for `grpcs://`, the CA that signed the
-CP's certificate): Envoy gets everything over ADS, and readiness reports travel on the same
-port. Before anything else it runs the start check (zonemesh/tls/probe.py): a wrong CA, or
-TLS on one side and plaintext on the other, ends `dp run` at once with the problem named. A
-CP that does not answer yet is waited for with a backoff (saying so once per attempt). Then
-it runs Envoy, probes the apps behind its inbounds, and on SIGTERM drains Envoy's listeners
-and exits 0 with no child left.
+CP's certificate): Envoy gets everything over ADS, and readiness reports and certificate
+signing travel on the same port, each with the dataplane token (`--dataplane-token-file`,
+metadata `authorization`). Before anything else it runs the start check
+(zonemesh/tls/probe.py): a wrong CA, or TLS on one side and plaintext on the other, ends
+`dp run` at once with the problem named. A CP that does not answer yet is waited for with a
+backoff (saying so once per attempt). Then it checks that the CP accepts its token, runs
+Envoy, probes the apps behind its inbounds, and on SIGTERM drains Envoy's listeners and exits
+0 with no child left. A sidecar's key pair is made here and never leaves this process but to
+its own Envoy, over a local SDS socket in a private directory (`dp.certs`, `dp.sds`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import signal
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +29,19 @@ from typing import Any
 import grpc
 
 from zonemesh.dp.bootstrap import render_bootstrap
+from zonemesh.dp.certs import FATAL, CertificateRefused, WorkloadCertificates
 from zonemesh.dp.channel import open_cp_channel
 from zonemesh.dp.cp_address import CA_OPTION, parse_cp_address, require_ca
 from zonemesh.dp.envoy import EnvoyError, EnvoyProcess, envoy_binary, envoy_version
 from zonemesh.dp.probes import not_ready_ports, probes_for
+from zonemesh.dp.sds import LocalSdsServer
+from zonemesh.mtls.identities import workload_spiffe_ids
 from zonemesh.resources import labels
-from zonemesh.resources.base import Resource
 from zonemesh.resources.codec import parse_documents, resource_from_wire, resource_to_wire
 from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.types.dataplane import DataplaneSpec
 from zonemesh.tls.probe import check_address
 from zonemesh.tls.trust import ClientCa, StartCheckError, load_client_ca
-from zonemesh.translate.names import spiffe_id
 
 log = logging.getLogger("zonemesh.dp")
 
@@ -73,17 +79,31 @@ def load_resource(path: str, proxy_type: str) -> dict[str, Any]:
     return resource_to_wire(resource)
 
 
+def read_token(path: str | None, inline: str | None) -> str | None:
+    """The dataplane token from `--dataplane-token-file` or `--dataplane-token` (or their
+    env vars); None when neither is given. Errors name the file."""
+    if path and inline:
+        raise DataPlaneError("give --dataplane-token-file or --dataplane-token, not both")
+    if inline is not None:
+        token = inline.strip()
+        source = "--dataplane-token"
+    elif path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as e:
+            raise DataPlaneError(f"{path}: {e.strerror or e}") from None
+        source = path
+    else:
+        return None
+    if not token:
+        raise DataPlaneError(f"{source}: the dataplane token is empty")
+    return token
+
+
 def _stdin() -> str:
     import sys
 
     return sys.stdin.read()
-
-
-def identities(resource: Resource) -> list[str]:
-    if not isinstance(resource.spec, DataplaneSpec):
-        return []
-    services = sorted({i.service for i in resource.spec.networking.inbound if i.service})
-    return [spiffe_id(resource.mesh, s) for s in services]
 
 
 @dataclass
@@ -95,6 +115,7 @@ class DataPlaneOptions:
     envoy_log_level: str = "warn"
     max_backoff_s: float = 5.0
     ca_cert_file: str | None = None  # required for grpcs://
+    token: str | None = None  # the dataplane token; None: the CP must not require one
 
 
 class DataPlane:
@@ -104,8 +125,18 @@ class DataPlane:
         self.options = options
         self.node_id = f"{self.resource.mesh or 'default'}.{self.resource.name}"
         self.envoy: EnvoyProcess | None = None
+        self.certificates: WorkloadCertificates | None = None
+        token = options.token
+        self.metadata = (("authorization", token),) if token else None
 
-    def bootstrap(self, version: str = "") -> dict[str, Any]:
+    @property
+    def needs_certificate(self) -> bool:
+        """Sidecars terminate and originate mTLS; zone proxies pass it through."""
+        return self.options.proxy_type == "dataplane"
+
+    def bootstrap(self, version: str = "", sds_socket: str | None = None) -> dict[str, Any]:
+        if sds_socket is None and self.needs_certificate:
+            sds_socket = str(Path(tempfile.gettempdir()) / "zonemesh-dp-RUN" / "sds.sock")
         return render_bootstrap(
             self.wire,
             self.options.proxy_type,
@@ -113,12 +144,14 @@ class DataPlane:
             self.options.admin_port,
             envoy_version=version,
             ca_file=self.options.ca_cert_file,
+            token=self.options.token,
+            sds_socket=sds_socket if self.needs_certificate else None,
         )
 
     async def run(self, stop: asyncio.Event) -> int:
         options = self.options
         binary = envoy_binary(options.envoy_binary)
-        who = ", ".join(identities(self.resource)) or self.resource.label(labels.ZONE, "-")
+        who = ", ".join(workload_spiffe_ids(self.resource)) or self.resource.label(labels.ZONE, "-")
         log.info(
             "%s %s (%s) -> control plane %s",
             RESOURCE_TYPE[options.proxy_type],
@@ -126,18 +159,67 @@ class DataPlane:
             who,
             options.cp_address,
         )
+        if options.token is None:
+            log.warning(
+                "no dataplane token (--dataplane-token-file): a control plane with "
+                "authentication on refuses this proxy"
+            )
         address = parse_cp_address(options.cp_address)
         ca = self._client_ca()
         if not await self._wait_for_cp(ca, stop):
             return 0
         async with open_cp_channel(address, ca) as channel:
-            self.envoy = EnvoyProcess(
-                self.bootstrap(await envoy_version(binary)),
-                binary=binary,
-                log_level=options.envoy_log_level,
-                inherit_output=True,
-            )
-            await self.envoy.start()
+            await self._check_token(channel)
+            run_dir = Path(tempfile.mkdtemp(prefix="zonemesh-dp-"))  # 0700: ours alone
+            sds: LocalSdsServer | None = None
+            try:
+                if self.needs_certificate:
+                    sds = LocalSdsServer(run_dir / "sds.sock")
+                    await sds.start()
+                    self.certificates = WorkloadCertificates(
+                        channel,
+                        node_id=self.node_id,
+                        mesh=self.resource.mesh,
+                        metadata=self.metadata,
+                        sds=sds,
+                    )
+                return await self._run_envoy(channel, stop, binary, sds)
+            finally:
+                if sds is not None:
+                    await sds.stop()
+                shutil.rmtree(run_dir, ignore_errors=True)
+
+    async def _run_envoy(
+        self,
+        channel: grpc.aio.Channel,
+        stop: asyncio.Event,
+        binary: Path,
+        sds: LocalSdsServer | None,
+    ) -> int:
+        options = self.options
+        self.envoy = EnvoyProcess(
+            self.bootstrap(
+                await envoy_version(binary), str(sds.socket_path) if sds is not None else None
+            ),
+            binary=binary,
+            log_level=options.envoy_log_level,
+            inherit_output=True,
+        )
+        # Certificates first: Envoy's listeners warm until their secrets arrive, and the CA
+        # signs once Envoy's ADS stream has registered the proxy.
+        background = []
+        if self.certificates is not None:
+            background.append(asyncio.create_task(self.certificates.run(), name="dp-certs"))
+        try:
+            starting = asyncio.create_task(self.envoy.start())
+            await asyncio.wait([starting, *background], return_when=asyncio.FIRST_COMPLETED)
+            _raise_refusal(background)
+            if not starting.done():  # the certificate task failed otherwise: a bug
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                raise DataPlaneError(f"certificates failed: {background[0].exception()!r}")
+            await starting
             log.info("Envoy %s ready, admin %s", self.envoy.pid, self.envoy.admin_url)
             tasks = [
                 asyncio.create_task(stop.wait()),
@@ -145,21 +227,38 @@ class DataPlane:
                 asyncio.create_task(self._report_readiness(channel)),
             ]
             try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([*tasks, *background], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for task in tasks:
                     task.cancel()
-            if self.envoy.returncode is not None:
-                log.error("Envoy exited unexpectedly with code %s", self.envoy.returncode)
-                await self.envoy.stop()
-                return 1
-            if options.proxy_type == "dataplane":
-                await self._report_stopping(channel)
-            log.info("draining Envoy's listeners")
-            await self.envoy.drain()
+            _raise_refusal([*tasks, *background])
+        finally:
+            for task in background:
+                task.cancel()
+        if self.envoy.returncode is not None:
+            log.error("Envoy exited unexpectedly with code %s", self.envoy.returncode)
             await self.envoy.stop()
-            log.info("stopped")
-            return 0
+            return 1
+        if options.proxy_type == "dataplane":
+            await self._report_stopping(channel)
+        log.info("draining Envoy's listeners")
+        await self.envoy.drain()
+        await self.envoy.stop()
+        log.info("stopped")
+        return 0
+
+    async def _check_token(self, channel: grpc.aio.Channel) -> None:
+        """Fail at start, with the CP's reason, if it refuses our token: a readiness report
+        before the ADS stream exists is authenticated and authorized, then NOT_FOUND."""
+        try:
+            await channel.unary_unary(READINESS_METHOD)(
+                self._readiness_body(()), metadata=self.metadata, timeout=5.0
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() in FATAL:
+                raise DataPlaneError(
+                    f"the control plane refused this proxy: {e.details()}"
+                ) from None
 
     def _client_ca(self) -> ClientCa | None:
         """The CA for grpcs:// (read and checked once); None for grpc://."""
@@ -211,7 +310,9 @@ class DataPlane:
         if not ports:
             return
         try:
-            await channel.unary_unary(READINESS_METHOD)(self._readiness_body(ports), timeout=1.0)
+            await channel.unary_unary(READINESS_METHOD)(
+                self._readiness_body(ports), metadata=self.metadata, timeout=1.0
+            )
         except grpc.aio.AioRpcError as e:
             log.debug("stopping report not taken: %s", e.details())
         else:
@@ -240,11 +341,20 @@ class DataPlane:
             ports = await not_ready_ports(probes)
             if ports != last or loop.time() - last_sent > REPORT_REFRESH_S:
                 try:
-                    answer = await report(self._readiness_body(ports), timeout=2.0)
+                    answer = await report(
+                        self._readiness_body(ports), metadata=self.metadata, timeout=2.0
+                    )
                 except grpc.aio.AioRpcError as e:
+                    if e.code() in FATAL:  # e.g. the token was revoked or has expired
+                        raise DataPlaneError(
+                            f"the control plane refused this proxy: {e.details()}"
+                        ) from None
                     # NOT_FOUND until Envoy's ADS stream is open; try again next round.
                     log.debug("readiness report not taken: %s", e.details())
                 else:
+                    if self.certificates is not None:
+                        fingerprint = _trust_of(answer, self.resource.mesh)
+                        self.certificates.trust_changed(fingerprint)
                     joined = _zone_of(answer)
                     if joined != zone:
                         zone = joined
@@ -254,6 +364,23 @@ class DataPlane:
                         log.info("readiness: %s", state)
                     last, last_sent = ports, loop.time()
             await asyncio.sleep(PROBE_INTERVAL_S)
+
+
+def _raise_refusal(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """A finished task that failed with a refusal ends `dp run` with its message."""
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            error = task.exception()
+            if isinstance(error, CertificateRefused):
+                raise DataPlaneError(str(error))
+            if isinstance(error, DataPlaneError):
+                raise error
+
+
+def _trust_of(answer: bytes, mesh: str) -> str:
+    with contextlib.suppress(ValueError, AttributeError):
+        return str((json.loads(answer or b"{}").get("trustFingerprints") or {}).get(mesh, ""))
+    return ""
 
 
 def _zone_of(answer: bytes) -> str:

@@ -6,7 +6,11 @@ secret an SDS request names can never drift apart.
 
 from __future__ import annotations
 
-# --- identities and secrets (SDS over ADS) -----------------------------------------------
+# --- identities and secrets (SDS from the data plane's own local server) -----------------
+
+# The bootstrap's static cluster to `zonemesh dp run`'s SDS socket, which every TLS context
+# takes its secrets from: the workload key never leaves the workload.
+SDS_CLUSTER = "zonemesh_local_sds"
 
 
 def spiffe_id(mesh: str, service: str) -> str:
@@ -20,7 +24,7 @@ def identity_secret(mesh: str) -> str:
 
 
 def ca_secret(mesh: str) -> str:
-    """The mesh CA's certificate, to validate peers."""
+    """The mesh root's certificate, to validate peers."""
     return f"mesh_ca:secret:{mesh}"
 
 

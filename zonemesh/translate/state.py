@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from zonemesh.mtls.ca import CA_SECRET_NAME, CaBundleError, MeshCA, decode_ca_bundle
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.registry import (
     DATAPLANE,
@@ -21,11 +20,9 @@ from zonemesh.resources.registry import (
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
-    SECRET,
     ZONE_EGRESS,
     ZONE_INGRESS,
 )
-from zonemesh.resources.types.secret import SecretSpec
 from zonemesh.state.health import InstanceHealth
 from zonemesh.store.base import Store
 
@@ -55,8 +52,6 @@ class MeshState:
     mesh_load_balancing_strategies: Mapping[ResourceKey, Resource]
     # Only proxies the health tracker knows; absent means "applied through the API: healthy".
     health: Mapping[ResourceKey, HealthSnapshot] = field(default_factory=dict)
-    # Each mesh's builtin CA, decoded from its `ca-builtin` Secret; absent until it exists.
-    mesh_cas: Mapping[str, MeshCA] = field(default_factory=dict)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
@@ -157,30 +152,4 @@ async def build_mesh_state(
         zone_egresses=egresses,
         mesh_load_balancing_strategies=await by_key(MESH_LOAD_BALANCING_STRATEGY.name),
         health=frozen,
-        mesh_cas=await load_mesh_cas(store),
     )
-
-
-async def load_mesh_cas(store: Store) -> dict[str, MeshCA]:
-    """Every mesh's CA from its Secret; an unusable one is logged and left out."""
-    cas: dict[str, MeshCA] = {}
-    for secret in await store.list(SECRET.name):
-        if secret.name != CA_SECRET_NAME:
-            continue
-        spec = secret.spec
-        assert isinstance(spec, SecretSpec)
-        try:
-            cas[secret.mesh] = decode_ca_bundle(secret.mesh, spec.value)
-        except (CaBundleError, ValueError) as e:
-            _warn_bad_ca(secret.mesh, secret.version, str(e))
-    return cas
-
-
-_warned_bad_ca: set[tuple[str, int]] = set()
-
-
-def _warn_bad_ca(mesh: str, version: int, reason: str) -> None:
-    """Once per stored version: states are rebuilt often and the Secret rarely changes."""
-    if (mesh, version) not in _warned_bad_ca:
-        _warned_bad_ca.add((mesh, version))
-        log.warning("mesh %s: the CA Secret %s is unusable: %s", mesh, CA_SECRET_NAME, reason)

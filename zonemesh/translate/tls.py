@@ -1,8 +1,9 @@
-"""Transport sockets: mutual TLS between sidecars, with the mesh's certificates over SDS.
+"""Transport sockets: mutual TLS between sidecars, with the workload's certificates over SDS.
 
-Both sides take their certificate (`names.identity_secret`) and the mesh CA
-(`names.ca_secret`) from the same ADS stream, so a rotated certificate reaches a proxy like any
-other resource. A client checks the server's SPIFFE ID against the identities of the services it
+Both sides take their certificate and key (`names.identity_secret`) and the mesh root
+(`names.ca_secret`) over SDS from the data plane's own local server (`names.SDS_CLUSTER`, a
+Unix socket only that data plane can use), never from the control plane: the key is made by
+`zonemesh dp run`, which renews the certificate and pushes it there. A client checks the server's SPIFFE ID against the identities of the services it
 meant to reach; a server accepts any identity of its own mesh (authorization is not ours here).
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
 from zonemesh.translate import names
-from zonemesh.translate.builders import ads_source, packed, struct_metadata
+from zonemesh.translate.builders import packed, struct_metadata
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
 # Endpoint metadata that selects the TLS transport socket for a zone-crossing endpoint.
@@ -26,8 +27,26 @@ H2_ALPN = ("h2",)
 SERVER_ALPN_HTTP = ("h2", "http/1.1")
 
 
+def local_sds_source() -> config_source_pb2.ConfigSource:
+    """gRPC SDS from the data plane's local server, through the bootstrap's static cluster."""
+    return config_source_pb2.ConfigSource(
+        api_config_source=config_source_pb2.ApiConfigSource(
+            api_type=config_source_pb2.ApiConfigSource.GRPC,
+            transport_api_version=config_source_pb2.V3,
+            grpc_services=[
+                grpc_service_pb2.GrpcService(
+                    envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(
+                        cluster_name=names.SDS_CLUSTER
+                    )
+                )
+            ],
+        ),
+        resource_api_version=config_source_pb2.V3,
+    )
+
+
 def _sds(name: str) -> secret_pb2.SdsSecretConfig:
-    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads_source())
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=local_sds_source())
 
 
 def _uri_san(matcher: string_pb2.StringMatcher) -> common_pb2.SubjectAltNameMatcher:

@@ -6,16 +6,19 @@ connected proxy is regenerated, in batches that yield to the event loop. Each pr
 becomes a `Snapshot` in the cache, which wakes only the streams whose resources changed.
 A newly connected proxy is generated at once, without waiting for the debounce.
 
-Certificates: the server owns the `IdentityProvider` (`.identities`) the secrets generator
-issues proxy certificates from. After each pass it schedules another at the provider's
-`next_rotation()`, so a certificate is re-issued and pushed before it expires even when
-nothing else changes. Their validity is the `cert_validity` argument, else the env var
-`config.xds.cert_validity` (env `ZONEMESH_CERT_VALIDITY`: `24h`, `90m`, `3s` or seconds).
+Authentication (`xds.auth`): every RPC on this port needs a dataplane token unless
+`dpServer.authn.dpProxy.type` is `none`. The server listens for revocations and ends every
+stream whose token was revoked.
+
+Certificates: the server never holds a workload's key. It serves the workload CA
+(`xds.ca_service`: data planes send CSRs) whose certificates live `cert_validity`, else
+`config.xds.cert_validity` (env `ZONEMESH_CERT_VALIDITY`: `24h`, `90m`, `3s` or seconds); the
+data plane renews them and hands them to its Envoy over a local SDS socket.
 
 Interface used by tests, the data-plane tests and benchmarks:
-`XdsServer(runtime, generator=None, *, identities=None, cert_validity=None)`, `await start()`,
+`XdsServer(runtime, generator=None, *, cert_validity=None)`, `await start()`,
 `.port` (the bound port, useful with `--xds-port 0`), `.registry` (`ProxyRegistry`:
-`subscribe`, `set_readiness`), `.cache`, `.identities`, `insights()`, `config_dump(key)`,
+`subscribe`, `set_readiness`), `.cache`, `.ca`, `.trust`, `insights()`, `config_dump(key)`,
 `await stop()`.
 """
 
@@ -25,15 +28,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import grpc
 
+from zonemesh.auth.tokens import TokenKind
 from zonemesh.config import parse_duration
 from zonemesh.cp.insights import ProxyInsight
 from zonemesh.cp.runtime import Runtime
-from zonemesh.mtls.identities import IdentityProvider
+from zonemesh.mtls.trust import MeshTrust
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.registry import (
     DATAPLANE,
@@ -41,7 +45,6 @@ from zonemesh.resources.registry import (
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
-    SECRET,
     ZONE_EGRESS,
     ZONE_INGRESS,
 )
@@ -50,6 +53,8 @@ from zonemesh.tls.serving import add_grpc_port, scheme
 from zonemesh.translate.default import default_generator
 from zonemesh.translate.generator import Generator, Proxy, ProxyResources, ProxyType
 from zonemesh.translate.state import MeshState, build_mesh_state
+from zonemesh.xds.auth import DpAuthenticator
+from zonemesh.xds.ca_service import CertificateAuthority
 from zonemesh.xds.cache import ResourceInterner, Snapshot, SnapshotCache
 from zonemesh.xds.metrics import XdsMetrics
 from zonemesh.xds.protocol import DEFAULT_MAX_RESOURCE_NAMES, DEFAULT_MAX_UNACKED
@@ -70,7 +75,6 @@ STATE_TYPES = frozenset(
         MESH_SERVICE,
         MESH_MULTI_ZONE_SERVICE,
         MESH_LOAD_BALANCING_STRATEGY,
-        SECRET,  # mesh CAs
     )
 )
 BATCH_SIZE = 32  # proxies generated between two yields to the event loop
@@ -78,7 +82,6 @@ STOP_GRACE_S = 1.0
 # A connecting proxy is served at once from a state at most this old (see
 # `_state_for_new_proxies`); the debounced full pass follows with a fresh one.
 NEW_PROXY_STATE_AGE_S = 0.25
-MIN_ROTATION_WAIT_S = 0.2  # never spin, even if a certificate is due again right away
 
 
 class Debouncer:
@@ -115,20 +118,23 @@ class XdsServer:
         send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
         max_unacked: int = DEFAULT_MAX_UNACKED,
         max_resource_names: int = DEFAULT_MAX_RESOURCE_NAMES,
-        identities: IdentityProvider | None = None,
         cert_validity: timedelta | None = None,
     ) -> None:
-        """`identities`: share a provider with a custom `generator`; otherwise one is made
-        with `cert_validity`, else `config.xds.cert_validity` (`ZONEMESH_CERT_VALIDITY`, 24 h)."""
+        """`cert_validity`: of the certificates the CA signs; else `config.xds.cert_validity`
+        (`ZONEMESH_CERT_VALIDITY`, 24 h)."""
         self.runtime = runtime
-        if identities is None:
-            validity = cert_validity or parse_duration(runtime.config.xds.cert_validity)
-            identities = IdentityProvider(validity)
-        self.identities = identities
-        self.generator: Generator = generator or default_generator(identities)
+        self.generator: Generator = generator or default_generator()
         self.cache = SnapshotCache()
         self.interner = ResourceInterner()
-        self.registry = ProxyRegistry(runtime)
+        self.auth = DpAuthenticator(runtime)
+        self.registry = ProxyRegistry(runtime, self.auth)
+        self.trust = MeshTrust(runtime.store, runtime.zone, federated=runtime.config.federated_zone)
+        self.ca = CertificateAuthority(
+            runtime,
+            self.auth,
+            self.trust,
+            cert_validity or parse_duration(runtime.config.xds.cert_validity),
+        )
         self.metrics = XdsMetrics(runtime.metrics)
         self.service = AdsService(
             cache=self.cache,
@@ -153,7 +159,7 @@ class XdsServer:
         cfg = runtime.config.xds
         self._debounce = Debouncer(cfg.debounce_quiet_s, cfg.debounce_max_s)
         self._new_keys: set[ResourceKey] = set()
-        self._rotation: asyncio.TimerHandle | None = None
+        self._unsubscribe_revocations: Any = None
 
     # --- Component ----------------------------------------------------------------------
 
@@ -162,7 +168,10 @@ class XdsServer:
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
         )
-        server.add_generic_rpc_handlers((self.service.rpc_handler(), readiness_handler(self)))
+        server.add_generic_rpc_handlers(
+            (self.service.rpc_handler(), readiness_handler(self), self.ca.rpc_handler())
+        )
+        self.auth.warn_if_disabled()
         address = f"{cfg.address}:{cfg.xds.port}"
         try:
             self.port = add_grpc_port(server, address, self.runtime.server_tls)
@@ -173,6 +182,7 @@ class XdsServer:
         self._trigger = asyncio.Event()
         self._subscription = self.runtime.store.subscribe()
         self._unsubscribe_registry = self.registry.subscribe(self._on_proxy_event)
+        self._unsubscribe_revocations = self.runtime.tokens.on_revocation(self._on_revocation)
         await server.start()
         self._server = server
         self._tasks = [
@@ -189,9 +199,9 @@ class XdsServer:
         )
 
     async def stop(self) -> None:
-        if self._rotation is not None:
-            self._rotation.cancel()
-            self._rotation = None
+        if self._unsubscribe_revocations is not None:
+            self._unsubscribe_revocations()
+            self._unsubscribe_revocations = None
         if self.runtime.views.get("xds") is self:
             del self.runtime.views["xds"]
         if self._server is not None:
@@ -233,23 +243,13 @@ class XdsServer:
         self._state_stale = True
         self._trigger.set()
 
-    def _rotation_due(self) -> None:
-        """A certificate is due: run a pass on the current state (nothing in the store changed,
-        so the state is not rebuilt); the provider re-issues what is due."""
-        self._rotation = None
-        self._debounce.change(time.monotonic())
-        self._trigger.set()
-
-    def _schedule_rotation(self) -> None:
-        """Wake up when the next certificate is due (replacing any earlier wake-up)."""
-        due = self.identities.next_rotation()
-        if self._rotation is not None:
-            self._rotation.cancel()
-            self._rotation = None
-        if due is None:
-            return
-        delay = max((due - datetime.now(UTC)).total_seconds(), MIN_ROTATION_WAIT_S)
-        self._rotation = asyncio.get_running_loop().call_later(delay, self._rotation_due)
+    def _on_revocation(self, kind: TokenKind, mesh: str, revoked: frozenset[str]) -> None:
+        """Kuma checks tokens only when a stream starts (kumahq/kuma#3379): here a revoked
+        token ends its streams at once."""
+        if kind is TokenKind.DATAPLANE and revoked:
+            closed = self.registry.close_revoked(mesh, revoked)
+            if closed:
+                log.info("closed %d xDS stream(s) of revoked tokens in mesh %s", closed, mesh)
 
     def _on_proxy_event(self, event: ProxyEvent) -> None:
         if event.kind is ProxyEventKind.CONNECTED:
@@ -324,19 +324,14 @@ class XdsServer:
         keys, self._new_keys = self._new_keys, set()
         state = await self._state_for_new_proxies()
         await self._generate_for(state, sorted(keys), from_store=True)
-        self._schedule_rotation()
         return state
 
     async def _regenerate_all(self) -> None:
         state = await self._current_state()
-        self.identities.begin_sweep()
         await self._generate_for(
             state, sorted(c.key for c in self.registry.connections()), serve_new=True
         )
-        # Every connected proxy asked for its certificate: the rest belong to proxies gone.
-        self.identities.end_sweep()
         self.generations += 1
-        self._schedule_rotation()
 
     async def _generate_for(
         self,

@@ -2,9 +2,12 @@
 
 `/zonemesh.dp.v1.Readiness/Report` takes
 `{"nodeId": "<mesh>.<name>", "proxyType": "dataplane", "notReadyInboundPorts": [21027]}`
-and answers `{"zone": "<this CP's zone>"}` (the data plane logs which zone it joined). Only a proxy with an open ADS stream may report: health of a proxy nobody
-is connected for is not the reporter's to change. Defined with a generic handler so no
-.proto needs compiling; JSON keeps the data-plane side a few lines.
+and answers `{"zone": "<this CP's zone>", "trustFingerprints": {"<mesh>": "<hex>"}}`: the
+data plane logs which zone it joined, and re-signs its certificate when its mesh's trust
+bundle changed. A report takes an instance out of EDS, so it needs the same dataplane token
+as the ADS stream (metadata `authorization`), allowing the reported proxy, and only a proxy
+with an open ADS stream may report. Defined with a generic handler so no .proto needs
+compiling; JSON keeps the data-plane side a few lines.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
 
+from zonemesh.xds.auth import AuthError
 from zonemesh.xds.registry import META_PROXY_TYPE, RegistrationError, parse_node
 
 if TYPE_CHECKING:
@@ -51,12 +55,29 @@ def _parse(body: bytes) -> tuple[str, str, tuple[int, ...]]:
 
 
 def readiness_handler(xds: XdsServer) -> grpc.GenericRpcHandler:
+    auth = xds.registry.auth
+
     async def report(body: bytes, context: Any) -> bytes:
+        peer = context.peer() or ""
         try:
+            credential = auth.authenticate(
+                context.invocation_metadata(), interface="xds", peer=peer
+            )
             node_id, proxy_type, ports = _parse(body)
             metadata = struct_pb2.Struct()
             metadata.update({META_PROXY_TYPE: proxy_type})
-            key = parse_node(base_pb2.Node(id=node_id, metadata=metadata)).key
+            identity = parse_node(base_pb2.Node(id=node_id, metadata=metadata))
+            key = identity.key
+            auth.authorize(
+                credential,
+                key,
+                identity.proxy_type.value,
+                (await xds.runtime.store.find(key),),
+                interface="xds",
+                peer=peer,
+            )
+        except AuthError as e:
+            await context.abort(e.code, e.message)
         except _BadReport as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except RegistrationError as e:
@@ -64,7 +85,12 @@ def readiness_handler(xds: XdsServer) -> grpc.GenericRpcHandler:
         if xds.registry.connection(key) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{key} has no open xDS stream")
         xds.registry.set_readiness(key, ports)
-        return json.dumps({"zone": xds.runtime.zone}).encode()
+        answer: dict[str, Any] = {"zone": xds.runtime.zone}
+        if key.mesh:
+            fingerprint = await xds.trust.root_fingerprint(key.mesh)
+            if fingerprint:
+                answer["trustFingerprints"] = {key.mesh: fingerprint}
+        return json.dumps(answer).encode()
 
     return grpc.method_handlers_generic_handler(
         SERVICE,

@@ -7,11 +7,14 @@ the node metadata decides. A proxy whose resource is not in the store is created
 
 Connecting and disconnecting are events: the registry updates `runtime.health` and calls its
 subscribers (`subscribe`). A second stream for the same proxy replaces the first, which is
-told to close.
+told to close — but only once the newcomer's token has been verified and authorized for this
+proxy (`DpAuthenticator`): a stream that is refused never touches the live one, and nothing
+a refused stream sent is registered. A stream ends when its token expires or is revoked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from collections.abc import Callable
@@ -33,6 +36,7 @@ from zonemesh.resources.registry import DATAPLANE, MESH, ZONE_EGRESS, ZONE_INGRE
 from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
 from zonemesh.store.base import AlreadyExistsError
 from zonemesh.translate.generator import ProxyType
+from zonemesh.xds.auth import AuthError, Credential, DpAuthenticator
 
 if TYPE_CHECKING:
     from zonemesh.cp.runtime import Runtime
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("zonemesh.xds")
 
 META_PROXY_TYPE = "dataplane.proxyType"
+EXPIRY_RECHECK_S = 1.0  # a token past its expiry but within the verifier's leeway
 META_RESOURCE = "dataplane.resource"
 _KIND_OF = {
     ProxyType.DATAPLANE: DATAPLANE.name,
@@ -173,6 +178,9 @@ class Connection:
     node_id: str
     record: ProxyRecord
     on_close: Callable[[grpc.StatusCode, str], None] = field(repr=False)
+    credential: Credential | None = None  # None: authentication is off
+    peer: str = ""
+    expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def close(self, code: grpc.StatusCode, reason: str) -> None:
         self.on_close(code, reason)
@@ -182,8 +190,9 @@ ProxyListener = Callable[[ProxyEvent], None]
 
 
 class ProxyRegistry:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, auth: DpAuthenticator | None = None) -> None:
         self._runtime = runtime
+        self.auth = auth or DpAuthenticator(runtime)
         self._connections: dict[ResourceKey, Connection] = {}
         self._records: dict[ResourceKey, ProxyRecord] = {}
         self._listeners: list[ProxyListener] = []
@@ -206,11 +215,20 @@ class ProxyRegistry:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def connect(
-        self, node: base_pb2.Node | None, on_close: Callable[[grpc.StatusCode, str], None]
+        self,
+        node: base_pb2.Node | None,
+        on_close: Callable[[grpc.StatusCode, str], None],
+        *,
+        credential: Credential | None = None,
+        peer: str = "",
     ) -> Connection:
-        """Identify, register if needed, and make this stream the proxy's current one."""
+        """Identify, authorize `credential` (already verified) for the proxy, register it if
+        needed, and make this stream the proxy's current one. Raises `RegistrationError` or
+        `AuthError`; either way no live stream was touched."""
         identity = parse_node(node)
-        await self._ensure_registered(identity)
+        await self._ensure_registered(identity, credential, peer)
+        if credential is not None:  # revoked while registration awaited the store?
+            self.auth.reverify(credential, interface="xds", peer=peer)
         key = identity.key
         record = self._records.get(key)
         if record is None:
@@ -218,7 +236,17 @@ class ProxyRegistry:
         record.node_id, record.proxy_type = identity.node_id, identity.proxy_type
         record.envoy_version = identity.envoy_version or record.envoy_version
         record.online, record.last_connected = True, datetime.now(UTC)
-        conn = Connection(key, identity.proxy_type, identity.node_id, record, on_close)
+        conn = Connection(
+            key,
+            identity.proxy_type,
+            identity.node_id,
+            record,
+            on_close,
+            credential=credential,
+            peer=peer,
+        )
+        if credential is not None:
+            self._close_at_expiry(conn, credential)
         previous = self._connections.get(key)
         self._connections[key] = conn
         if previous is not None:
@@ -229,8 +257,41 @@ class ProxyRegistry:
         self._emit(ProxyEventKind.CONNECTED, conn)
         return conn
 
+    def _close_at_expiry(self, conn: Connection, credential: Credential) -> None:
+        """Kuma keeps a stream whose token expired (kumahq/kuma#3379); we end it once the
+        token no longer verifies (its expiry plus the verifier's leeway for clock skew)."""
+
+        def due() -> None:
+            conn.expiry = None
+            try:
+                self.auth.reverify(credential, interface="xds", peer=conn.peer)
+            except AuthError as e:
+                conn.close(e.code, e.message)
+                return
+            conn.expiry = loop.call_later(EXPIRY_RECHECK_S, due)
+
+        loop = asyncio.get_running_loop()
+        delay = (credential.token.expires_at - datetime.now(UTC)).total_seconds()
+        conn.expiry = loop.call_later(max(delay, 0.0), due)
+
+    def close_revoked(self, mesh: str, revoked: frozenset[str]) -> int:
+        """End every stream whose token is in `mesh`'s revocation list; returns how many."""
+        closed = 0
+        for conn in list(self._connections.values()):
+            token = conn.credential.token if conn.credential is not None else None
+            if token is None or token.mesh != mesh or token.token_id not in revoked:
+                continue
+            message = "dataplane token refused: the token has been revoked"
+            self.auth.refuse("xds", grpc.StatusCode.UNAUTHENTICATED, "revoked", message, conn.peer)
+            conn.close(grpc.StatusCode.UNAUTHENTICATED, message)
+            closed += 1
+        return closed
+
     def disconnect(self, conn: Connection) -> None:
         """The stream ended; only the proxy's current stream marks it offline."""
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+            conn.expiry = None
         if self._connections.get(conn.key) is not conn:
             return
         del self._connections[conn.key]
@@ -284,17 +345,33 @@ class ProxyRegistry:
 
     # --- registration -------------------------------------------------------------------
 
-    async def _ensure_registered(self, identity: NodeIdentity) -> None:
+    async def _ensure_registered(
+        self, identity: NodeIdentity, credential: Credential | None, peer: str
+    ) -> None:
         store = self._runtime.store
         key = identity.key
+        incoming = self._from_metadata(identity) if identity.resource_doc is not None else None
+        existing = await store.find(key)
+        # Both the resource the proxy brings and the one already stored must be within the
+        # token. Kuma checks only the incoming one, so a token scoped to a tag can take over
+        # a same-named Dataplane of another service (trust-model.md §6): here the stored
+        # resource is authoritative too, and a newcomer claiming it must be allowed it.
+        self.auth.authorize(
+            credential,
+            key,
+            identity.proxy_type.value,
+            (incoming, existing),
+            interface="xds",
+            peer=peer,
+        )
         if identity.proxy_type is ProxyType.DATAPLANE and (
             await store.find(ResourceKey(MESH.name, "", key.mesh)) is None
         ):
             raise RegistrationError(
                 grpc.StatusCode.FAILED_PRECONDITION, f"mesh {key.mesh} not found"
             )
-        resource = self._from_metadata(identity) if identity.resource_doc is not None else None
-        if await store.find(key) is not None:
+        resource = incoming
+        if existing is not None:
             return
         if resource is None:
             raise RegistrationError(
@@ -305,7 +382,15 @@ class ProxyRegistry:
             await store.create(resource)
             log.info("registered %s from node metadata", key)
         except AlreadyExistsError:
-            pass  # a concurrent stream of the same proxy registered it first
+            # A concurrent stream registered it first: what it wrote must be ours too.
+            self.auth.authorize(
+                credential,
+                key,
+                identity.proxy_type.value,
+                (await store.find(key),),
+                interface="xds",
+                peer=peer,
+            )
 
     def _from_metadata(self, identity: NodeIdentity) -> Resource:
         doc = dict(identity.resource_doc or {})

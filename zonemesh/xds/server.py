@@ -1,6 +1,7 @@
 """The ADS gRPC service: moves bytes between streams and their protocol sessions.
 
-Each stream: the first request identifies and registers the proxy (`ProxyRegistry.connect`),
+Each stream: its dataplane token is verified before anything else (`DpAuthenticator`), then
+the first request identifies, authorizes and registers the proxy (`ProxyRegistry.connect`),
 a reader task feeds requests to the session, and the stream's own coroutine writes whatever
 the session says is due whenever a request or a new snapshot wakes it. Responses are built
 when the stream can take them (never queued), so a slow proxy holds at most one pending
@@ -20,6 +21,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError, Message
 
+from zonemesh.xds.auth import AuthError
 from zonemesh.xds.cache import Snapshot, SnapshotCache
 from zonemesh.xds.metrics import XdsMetrics
 from zonemesh.xds.protocol import (
@@ -145,6 +147,14 @@ class AdsService:
     async def _serve(
         self, requests: AsyncIterator[Any], context: Any, new_session: Callable[[], Session]
     ) -> None:
+        peer = context.peer() or ""
+        try:
+            credential = self.registry.auth.authenticate(
+                context.invocation_metadata(), interface="xds", peer=peer
+            )
+        except AuthError as e:
+            await context.abort(e.code, e.message)
+            return
         iterator = requests.__aiter__()
         try:
             first = await anext(iterator)
@@ -157,7 +167,12 @@ class AdsService:
         control = _StreamControl()
         node = first.node if first.HasField("node") else None
         try:
-            conn = await self.registry.connect(node, control.close)
+            conn = await self.registry.connect(
+                node, control.close, credential=credential, peer=peer
+            )
+        except AuthError as e:
+            await context.abort(e.code, e.message)
+            return
         except RegistrationError as e:
             log.warning("refused stream of node %r: %s", node.id if node else "", e.message)
             await context.abort(e.code, e.message)
