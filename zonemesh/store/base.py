@@ -149,5 +149,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def set_value(self, name: str, value: str) -> None: ...
 
+    async def start(self) -> None:  # noqa: B027
+        """Connect and begin following changes made elsewhere (a shared database); raises a
+        `StoreError` naming the problem. Local stores are ready when constructed."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store cannot take writes right now (e.g. its database is unreachable), for
+        `/ready`; None while it can. Reads keep answering from what the store last knew."""
+        return None
+
     async def close(self) -> None:  # noqa: B027
         """Release files and connections."""
