@@ -232,14 +232,35 @@ class PostgresServer:
             cur = conn.execute(query)  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
 
-    def terminate_listeners(self, db_name: str) -> int:
-        """pg_terminate_backend on every LISTENing session of `db_name`: a lost connection."""
+    def terminate_listener(self, db_name: str, store_name: str) -> int:
+        """pg_terminate_backend on a store's LISTENing session: a lost connection."""
         rows = self.execute(
             db_name,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE datname = '{db_name}' AND application_name LIKE '% listener'",
+            f"WHERE datname = '{db_name}' AND application_name = '{store_name} listener'",
         )
         return len(rows)
+
+    def add_member_role(self) -> str:
+        """Another login with the test role's rights, so one instance's logins can be refused
+        (`allow_login`) while its open sessions and the other instances carry on."""
+        self._databases += 1
+        name = f"member_{self._databases}"
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                    sql.Identifier(name), sql.Literal(PASSWORD), sql.Identifier(ROLE)
+                )
+            )
+        return name
+
+    def allow_login(self, role: str, allowed: bool) -> None:
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} {}").format(
+                    sql.Identifier(role), sql.SQL("LOGIN" if allowed else "NOLOGIN")
+                )
+            )
 
     def _run(self, *argv: str) -> None:
         result = subprocess.run(

@@ -24,6 +24,11 @@ class StoreError(Exception):
     pass
 
 
+class StoreUnavailableError(StoreError):
+    """The store cannot take this write now (its database is unreachable or refused us);
+    the message names where and why. The API answers 503 with it."""
+
+
 class NotFoundError(StoreError):
     def __init__(self, key: ResourceKey) -> None:
         super().__init__(f"{key} not found")

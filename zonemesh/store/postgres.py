@@ -63,10 +63,10 @@ from zonemesh.store.base import (
     NotFoundError,
     ResourceEvent,
     StoreError,
+    StoreUnavailableError,
 )
 from zonemesh.store.memory import IndexedStore
 from zonemesh.store.postgres_connection import (
-    StoreUnavailableError,
     connect,
     connection_kwargs,
     describe,
@@ -77,8 +77,7 @@ from zonemesh.store.postgres_schema import check_schema
 log = logging.getLogger("zonemesh.store")
 
 CHANNEL = "zonemesh_resources"
-EVENTS_KEPT = 10_000  # change-log rows kept; pruned every PRUNE_EVERY writes
-PRUNE_EVERY = 500
+EVENTS_KEPT = 10_000  # change-log rows kept (by default); pruned every 1/20th of that
 _BATCH = 1_000  # change-log rows read per query
 
 HEARTBEAT_S = 1.0  # the listening connection is checked this often
@@ -132,6 +131,7 @@ class PostgresStore(IndexedStore):
         self._where = describe(config)
         self._name = name  # shows as application_name in pg_stat_activity
         self._events_kept = events_kept
+        self._prune_every = max(1, events_kept // 20)
         self._pool: AsyncConnectionPool | None = None
         self._follower: asyncio.Task[None] | None = None
         # Held while the in-memory copy moves forward, so events go out one at a time in order.
@@ -282,7 +282,7 @@ class PostgresStore(IndexedStore):
                 committing = True
         except (psycopg.Error, PoolTimeout) as e:
             if committing:
-                raise StoreError(
+                raise StoreUnavailableError(
                     f"writing {what} to {self._where}: the connection failed while "
                     f"committing ({explain(e)}); the write may or may not have been applied "
                     "(if it was, its event follows once the store has resynced)"
@@ -319,7 +319,7 @@ class PostgresStore(IndexedStore):
                 f"{revision} {key}",
             ),
         )
-        if revision % PRUNE_EVERY == 0:
+        if revision % self._prune_every == 0:
             await conn.execute(
                 "DELETE FROM resource_events WHERE revision <= %s",
                 (revision - self._events_kept,),

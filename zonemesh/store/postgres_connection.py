@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from zonemesh.config import PostgresConfig
-from zonemesh.store.base import StoreError
+from zonemesh.store.base import StoreError, StoreUnavailableError
 
 # Kuma's TLS modes, as libpq's sslmode (the same mapping Kuma's driver uses).
 SSLMODES = {
@@ -32,10 +32,6 @@ _KEEPALIVES = {
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,
 }
-
-
-class StoreUnavailableError(StoreError):
-    """The database cannot be reached or refused us: nothing was written."""
 
 
 class SchemaError(StoreError):
