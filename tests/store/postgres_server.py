@@ -1,5 +1,5 @@
 """A real PostgreSQL server for tests: `initdb` into a temporary directory, `postgres` on a free
-loopback port, stopped and removed at the end.
+loopback port (TLS offered, with a CA of its own in `ca_file`), stopped and removed at the end.
 
 PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system user
 (Debian's package creates it) or else as `nobody`, in a directory that user owns. Clients use
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import glob
+import ipaddress
 import os
 import pwd
 import shutil
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -29,6 +31,7 @@ from pydantic import SecretStr
 from zonemesh.config import PostgresConfig
 from zonemesh.store.postgres_connection import connect
 from zonemesh.store.postgres_schema import migrate_up
+from zonemesh.tls.certs import Names, cert_pem, issue_server_cert, key_pem, new_ca
 
 ROLE = "zonemesh"
 PASSWORD = "s3cret-test-password"
@@ -105,6 +108,27 @@ class PostgresServer:
             "--locale=C",
         )
         pwfile.unlink()
+        self._write_tls_material()
+
+    def _write_tls_material(self) -> None:
+        """A CA and a certificate for localhost/127.0.0.1, so clients may choose TLS."""
+        now = datetime.now(UTC)
+        ca, ca_key = new_ca(now)
+        names = Names(frozenset({"localhost"}), frozenset({ipaddress.ip_address("127.0.0.1")}))
+        cert, key = issue_server_cert(ca, ca_key, names, now)
+        self.ca_file.write_bytes(cert_pem(ca))
+        (self.root / "server.crt").write_bytes(cert_pem(cert))
+        key_file = self.root / "server.key"
+        key_file.write_bytes(key_pem(key))
+        key_file.chmod(0o600)
+        if self.user is not None:
+            entry = pwd.getpwnam(self.user)
+            for path in (self.root / "server.crt", key_file):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "ca.crt"
 
     def start(self, timeout: float = 30) -> None:
         with self.logfile.open("ab") as log:
@@ -125,6 +149,12 @@ class PostgresServer:
                     "fsync=off",
                     "-c",
                     "full_page_writes=off",
+                    "-c",
+                    "ssl=on",
+                    "-c",
+                    f"ssl_cert_file={self.root / 'server.crt'}",
+                    "-c",
+                    f"ssl_key_file={self.root / 'server.key'}",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

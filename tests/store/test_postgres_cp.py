@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def test_migrate_then_run_keeps_state_and_ready_follows_the_database(
     tmp_path: Path, postgres_server: PostgresServer
 ) -> None:
     db = postgres_server.new_database(migrated=False)
-    env = {**CpProcess(tmp_path).env, **postgres_server.env(db)}
+    env = {**os.environ, **postgres_server.env(db)}
 
     first = migrate_up(env)
     assert first.returncode == 0, first.stderr
@@ -64,6 +65,9 @@ def test_migrate_then_run_keeps_state_and_ready_follows_the_database(
         assert cp.terminate() == 0
         cp.start()
         assert cp.api("GET", "/meshes/payments").status_code == 200
+        effective = cp.api("GET", "/config").json()["store"]
+        assert effective["type"] == "postgres" and effective["postgres"]["dbName"] == db
+        assert effective["postgres"]["password"] == "**********"
 
         postgres_server.stop()
         _, body = wait_for(
@@ -103,7 +107,7 @@ def test_a_newer_schema_is_refused_by_run_and_by_migrate(
     postgres_server.execute(
         db, "INSERT INTO schema_version (version, description) VALUES (2, 'from the future')"
     )
-    env = {**CpProcess(tmp_path).env, **postgres_server.env(db)}
+    env = {**os.environ, **postgres_server.env(db)}
     expected = "the database schema is version 2, this zonemesh knows up to 1: upgrade zonemesh"
 
     assert expected in refused_start(tmp_path, env)
@@ -116,7 +120,7 @@ def test_run_refuses_to_start_naming_the_problem(
     tmp_path: Path, postgres_server: PostgresServer, problem: str
 ) -> None:
     db = postgres_server.new_database(migrated=problem != "no schema")
-    env = {**CpProcess(tmp_path).env, **postgres_server.env(db)}
+    env = {**os.environ, **postgres_server.env(db)}
     port = postgres_server.port
     if problem == "wrong password":
         env["KUMA_STORE_POSTGRES_PASSWORD"] = "not-the-password"

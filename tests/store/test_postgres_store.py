@@ -10,12 +10,14 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 import pytest
 from postgres_server import PostgresServer
 from pydantic import SecretStr
 from store_samples import mesh, meshservice, mmzs
 
+from zonemesh.config import PostgresTlsConfig
 from zonemesh.resources.base import Resource
 from zonemesh.store.base import (
     AlreadyExistsError,
@@ -28,6 +30,7 @@ from zonemesh.store.base import (
 )
 from zonemesh.store.postgres import PostgresStore
 from zonemesh.store.postgres_connection import SchemaError
+from zonemesh.tls.certs import cert_pem, new_ca
 
 
 async def wait_until(predicate: Callable[[], object], timeout: float = 10, what: str = "") -> None:
@@ -319,3 +322,39 @@ def _closed_port() -> int:
     from postgres_server import free_port
 
     return free_port()
+
+
+@pytest.mark.parametrize(
+    ("mode", "ca", "outcome"),
+    [
+        ("disable", None, "plaintext"),
+        ("verifyNone", None, "tls"),
+        ("verifyCa", "server's", "tls"),
+        ("verifyFull", "server's", "tls"),
+        ("verifyFull", "another", "certificate verify failed"),
+    ],
+)
+async def test_tls_modes_connect_as_configured(
+    postgres_server: PostgresServer, pg_database: str, tmp_path, mode, ca, outcome
+) -> None:
+    ca_path = postgres_server.ca_file
+    if ca == "another":
+        ca_path = tmp_path / "other-ca.crt"
+        ca_path.write_bytes(cert_pem(new_ca(datetime.now(UTC))[0]))
+    tls = PostgresTlsConfig(mode=mode, ca_path=str(ca_path) if ca else "")
+    store = PostgresStore(postgres_server.config(pg_database, tls=tls), name=f"tls-{mode}")
+    try:
+        if outcome == "certificate verify failed":
+            with pytest.raises(StoreUnavailableError, match=outcome):
+                await store.start()
+            return
+        await store.start()
+        [(ssl,)] = postgres_server.execute(
+            pg_database,
+            "SELECT ssl FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
+            f"WHERE application_name = 'tls-{mode} listener'",
+        )
+        assert ssl is (outcome == "tls")
+        assert (await store.create(meshservice("over-tls"))).version == 1
+    finally:
+        await store.close()

@@ -486,6 +486,9 @@ class PostgresStore(IndexedStore):
                 await self._follow(listening)
             except (psycopg.Error, PoolTimeout, OSError, TimeoutError, StoreError) as e:
                 self._set_problem(f"lost the connection to {self._where}: {explain(e)}")
+            except Exception as e:  # a bug must not leave the store silently not following
+                log.exception("following %s failed; reconnecting", self._where)
+                self._set_problem(f"following {self._where} failed: {explain(e)}")
             finally:
                 await _close_quietly(listening)
                 listening = None
