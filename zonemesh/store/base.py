@@ -5,7 +5,8 @@ Rules every backend follows (checked by `tests/store/test_store_conformance.py`)
   stored version (else `ConflictError`), then stores version + 1 and a new modification time.
 - `delete(key, version=None)` checks the version only when one is given.
 - Every successful write publishes one `ResourceEvent`, after the write is durable, in write
-  order. Subscribe before listing so that no change falls between the two.
+  order. Subscribe before listing so that no change falls between the two. A store shared by
+  several control planes (PostgreSQL) publishes the writes of all of them, in one order.
 - Returned resources are never mutated by the store afterwards (they are shared, not copied).
 """
 
