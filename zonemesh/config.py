@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -42,9 +42,67 @@ class _Section(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+class PostgresTlsConfig(_Section):
+    """How the store's connections use TLS (Kuma's `store.postgres.tls`); the modes map onto
+    libpq's sslmode: disable, verifyNone = require, verifyCa = verify-ca, verifyFull = verify-full."""
+
+    mode: Literal["disable", "verifyNone", "verifyCa", "verifyFull"] = "disable"
+    ca_path: str = ""  # the CA that signed the server's certificate (verifyCa, verifyFull)
+    cert_path: str = ""  # a client certificate, for servers that authenticate by certificate
+    key_path: str = ""
+    disable_sslsni: bool = Field(False, alias="disableSSLSNI")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PostgresTlsConfig:
+        if bool(self.cert_path) != bool(self.key_path):
+            raise ValueError(
+                "certPath and keyPath go together "
+                "(KUMA_STORE_POSTGRES_TLS_CERT_PATH and KUMA_STORE_POSTGRES_TLS_KEY_PATH)"
+            )
+        if self.mode in ("verifyCa", "verifyFull") and not self.ca_path:
+            raise ValueError(
+                f"mode {self.mode} verifies the server's certificate: give "
+                "the CA that signed it in caPath (KUMA_STORE_POSTGRES_TLS_CA_PATH)"
+            )
+        return self
+
+
+class PostgresConfig(_Section):
+    """Where the PostgreSQL store connects (Kuma's `store.postgres` names and defaults)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(15432, ge=1, le=65535)
+    user: str = "kuma"
+    password: SecretStr = SecretStr("kuma")  # shown as ********** by GET /config
+    db_name: str = "kuma"
+    connection_timeout: int = Field(5, ge=1)  # seconds, for connecting and for a free connection
+    max_open_connections: int = Field(10, ge=2)  # the pool's size, per instance
+    tls: PostgresTlsConfig = PostgresTlsConfig()
+
+
 class StoreConfig(_Section):
-    type: Literal["memory", "sqlite"] = "sqlite"
+    type: Literal["memory", "sqlite", "postgres"] = "sqlite"
     data_dir: str = ""  # "" = the per-user data directory
+    postgres: PostgresConfig = PostgresConfig()
+
+
+_POSTGRES_ENV_VARS: dict[str, tuple[str, ...]] = {
+    f"KUMA_STORE_POSTGRES_{env}": ("store", "postgres", *path)
+    for env, path in {
+        "HOST": ("host",),
+        "PORT": ("port",),
+        "USER": ("user",),
+        "PASSWORD": ("password",),
+        "DB_NAME": ("dbName",),
+        "CONNECTION_TIMEOUT": ("connectionTimeout",),
+        "MAX_OPEN_CONNECTIONS": ("maxOpenConnections",),
+        "TLS_MODE": ("tls", "mode"),
+        "TLS_CA_PATH": ("tls", "caPath"),
+        "TLS_CERT_PATH": ("tls", "certPath"),
+        "TLS_KEY_PATH": ("tls", "keyPath"),
+        "TLS_DISABLE_SSLSNI": ("tls", "disableSSLSNI"),
+    }.items()
+}
 
 
 class HttpConfig(_Section):
@@ -305,6 +363,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "ZONEMESH_XDS_DEBOUNCE_QUIET": ("xds", "debounceQuietS"),
     "ZONEMESH_XDS_DEBOUNCE_MAX": ("xds", "debounceMaxS"),
     "ZONEMESH_CERT_VALIDITY": ("xds", "certValidity"),
+    **_POSTGRES_ENV_VARS,
 }
 
 # `zonemesh cp run` flags -> path in the config.

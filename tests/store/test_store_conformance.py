@@ -17,14 +17,21 @@ from zonemesh.store.base import (
     Store,
 )
 from zonemesh.store.memory import MemoryStore
+from zonemesh.store.postgres import PostgresStore
 from zonemesh.store.sqlite import SqliteStore
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend: Store = (
-        MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "zonemesh.db")
-    )
+    backend: Store
+    if request.param == "memory":
+        backend = MemoryStore()
+    elif request.param == "sqlite":
+        backend = SqliteStore(tmp_path / "zonemesh.db")
+    else:  # a real PostgreSQL (skipped where its binaries are missing)
+        server = request.getfixturevalue("postgres_server")
+        backend = PostgresStore(server.config(request.getfixturevalue("pg_database")))
+    await backend.start()
     yield backend
     await backend.close()
 

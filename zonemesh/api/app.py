@@ -105,6 +105,8 @@ def _add_system_routes(app: FastAPI, runtime: Runtime) -> None:
         """
         if not request.app.state.serving:
             raise ApiError(503, "the API server is not serving yet (or is stopping)")
+        if (problem := runtime.store.problem) is not None:
+            raise ApiError(503, f"the store is not available: {problem}")
         try:
             meshes = await runtime.store.list(MESH.name)
         except Exception as e:

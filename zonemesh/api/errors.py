@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zonemesh.resources.errors import ValidationError, Violation
+from zonemesh.store.base import StoreUnavailableError
 
 log = logging.getLogger("zonemesh.api")
 
@@ -128,7 +129,12 @@ def install_error_handlers(app: FastAPI) -> None:
             ApiError(500, f"internal error: {type(exc).__name__}", title="Internal Server Error")
         )
 
+    async def on_store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("a request failed: %s", exc)  # e.g. the database is unreachable
+        return error_response(ApiError(503, str(exc)))
+
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(StoreUnavailableError, on_store_unavailable)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_request_validation)
     app.add_exception_handler(Exception, on_unexpected)

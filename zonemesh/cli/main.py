@@ -51,7 +51,12 @@ def cp() -> None:
 )
 @click.option("--xds-port", type=int, help="xDS (ADS) port (default 5678)")
 @click.option("--kds-port", type=int, help="KDS port on global (default 5685)")
-@click.option("--store", type=click.Choice(["memory", "sqlite"]), help="[env KUMA_STORE_TYPE]")
+@click.option(
+    "--store",
+    type=click.Choice(["memory", "sqlite", "postgres"]),
+    help="[env KUMA_STORE_TYPE; postgres: KUMA_STORE_POSTGRES_HOST, _PORT, _USER, _PASSWORD, "
+    "_DB_NAME, _TLS_MODE, ...]",
+)
 @click.option("--data-dir", help="Directory of the SQLite file")
 @click.option("--config", "config_file", type=click.Path(), help="YAML configuration file")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
@@ -80,6 +85,37 @@ async def _run_control_plane(config: Any) -> None:
     from zonemesh.cp.run import ControlPlane
 
     await ControlPlane(config).run_until_signalled()
+
+
+@cp.group("migrate")
+def cp_migrate() -> None:
+    """The PostgreSQL store's schema."""
+
+
+@cp_migrate.command("up")
+@click.option(
+    "--store", type=click.Choice(["memory", "sqlite", "postgres"]), help="[env KUMA_STORE_TYPE]"
+)
+@click.option("--config", "config_file", type=click.Path(), help="YAML configuration file")
+def cp_migrate_up(config_file: str | None, store: str | None) -> None:
+    """Create or upgrade the PostgreSQL store's schema (the same store settings as `cp run`)."""
+    _setup_logging("warning")
+    try:
+        config = load_config(config_file, flags={"store": store})
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    if config.store.type != "postgres":
+        raise click.ClickException(
+            f"the store is {config.store.type}, which needs no migration: "
+            "migrate a PostgreSQL store with --store postgres (or KUMA_STORE_TYPE=postgres)"
+        )
+    from zonemesh.store.base import StoreError
+    from zonemesh.store.postgres_schema import migrate_database
+
+    try:
+        click.echo(asyncio.run(migrate_database(config.store.postgres)))
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @cli.group()

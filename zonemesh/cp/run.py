@@ -19,6 +19,13 @@ def open_store(config: CpConfig) -> Store:
         from zonemesh.store.memory import MemoryStore
 
         return MemoryStore()
+    if config.store.type == "postgres":
+        from zonemesh.store.postgres import PostgresStore
+
+        # Connected by `ControlPlane.start` (`Store.start`), which refuses an unknown schema.
+        return PostgresStore(
+            config.store.postgres, name=f"zonemesh-cp-{config.zone_name or 'global'}"
+        )
     from zonemesh.store.sqlite import SqliteStore
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +119,7 @@ class ControlPlane:
             cfg.store.type,
             self.runtime.instance_id,
         )
+        await self.runtime.store.start()
         for component in self.components:
             await component.start()
             self._started.append(component)

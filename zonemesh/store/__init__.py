@@ -8,6 +8,7 @@ from zonemesh.store.base import (
     ResourceEvent,
     Store,
     StoreError,
+    StoreUnavailableError,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "ResourceEvent",
     "Store",
     "StoreError",
+    "StoreUnavailableError",
 ]

@@ -5,7 +5,8 @@ Rules every backend follows (checked by `tests/store/test_store_conformance.py`)
   stored version (else `ConflictError`), then stores version + 1 and a new modification time.
 - `delete(key, version=None)` checks the version only when one is given.
 - Every successful write publishes one `ResourceEvent`, after the write is durable, in write
-  order. Subscribe before listing so that no change falls between the two.
+  order. Subscribe before listing so that no change falls between the two. A store shared by
+  several control planes (PostgreSQL) publishes the writes of all of them, in one order.
 - Returned resources are never mutated by the store afterwards (they are shared, not copied).
 """
 
@@ -22,6 +23,11 @@ from zonemesh.resources.base import Resource, ResourceKey
 
 class StoreError(Exception):
     pass
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot take this write now (its database is unreachable or refused us);
+    the message names where and why. The API answers 503 with it."""
 
 
 class NotFoundError(StoreError):
@@ -148,6 +154,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def set_value(self, name: str, value: str) -> None: ...
+
+    async def start(self) -> None:  # noqa: B027
+        """Connect and begin following changes made elsewhere (a shared database); raises a
+        `StoreError` naming the problem. Local stores are ready when constructed."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store cannot take writes right now (e.g. its database is unreachable), for
+        `/ready`; None while it can. Reads keep answering from what the store last knew."""
+        return None
 
     async def close(self) -> None:  # noqa: B027
         """Release files and connections."""
