@@ -161,7 +161,8 @@ def test_a_refused_token_stops_dp_run_at_start_saying_why(tmp_path: Path, cp: Cp
     ):
         result = subprocess.run(
             [
-                *(ZONEMESH, "dp", "run", "--cp-address", f"grpc://127.0.0.1:{cp.xds_port}"),
+                *(ZONEMESH, "dp", "run", "--cp-address", cp.xds_address),
+                *("--ca-cert-file", str(cp.ca_file)),
                 *("--dataplane-file", str(file), "--admin-port", "0", *args),
             ],
             capture_output=True,

@@ -141,7 +141,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             procs.append(
                 start(
                     [
-                        *("dp", "run", "--cp-address", f"grpc://127.0.0.1:{cp.xds_port}"),
+                        *("dp", "run", "--cp-address", cp.xds_address),
+                        *("--ca-cert-file", str(cp.ca_file)),
                         *("--dataplane-file", str(file), "--admin-port", str(sidecar.admin)),
                         *("--dataplane-token-file", str(token), "--log-level", "info"),
                     ],
