@@ -26,6 +26,7 @@ import grpc
 from zonemesh.dp.bootstrap import render_bootstrap
 from zonemesh.dp.channel import open_cp_channel
 from zonemesh.dp.cp_address import CA_OPTION, parse_cp_address, require_ca
+from zonemesh.dp.dns_service import TransparentDns
 from zonemesh.dp.envoy import EnvoyError, EnvoyProcess, envoy_binary, envoy_version
 from zonemesh.dp.probes import not_ready_ports, probes_for
 from zonemesh.resources import labels
@@ -35,6 +36,7 @@ from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.types.dataplane import DataplaneSpec
 from zonemesh.tls.probe import check_address
 from zonemesh.tls.trust import ClientCa, StartCheckError, load_client_ca
+from zonemesh.tproxy.identity import join_dp_group
 from zonemesh.translate.names import spiffe_id
 
 log = logging.getLogger("zonemesh.dp")
@@ -95,6 +97,7 @@ class DataPlaneOptions:
     envoy_log_level: str = "warn"
     max_backoff_s: float = 5.0
     ca_cert_file: str | None = None  # required for grpcs://
+    dns_port: int = 15053  # the resolver, for transparent proxying (0: none)
 
 
 class DataPlane:
@@ -126,6 +129,7 @@ class DataPlane:
             who,
             options.cp_address,
         )
+        join_dp_group(self.resource)  # before any socket: see zonemesh.tproxy.identity
         address = parse_cp_address(options.cp_address)
         ca = self._client_ca()
         if not await self._wait_for_cp(ca, stop):
@@ -139,6 +143,9 @@ class DataPlane:
             )
             await self.envoy.start()
             log.info("Envoy %s ready, admin %s", self.envoy.pid, self.envoy.admin_url)
+            dns = TransparentDns.for_resource(self.resource, options.dns_port)
+            if dns is not None:
+                await dns.start()
             tasks = [
                 asyncio.create_task(stop.wait()),
                 asyncio.create_task(self.envoy.wait()),
@@ -149,6 +156,8 @@ class DataPlane:
             finally:
                 for task in tasks:
                     task.cancel()
+                if dns is not None:
+                    await dns.stop()
             if self.envoy.returncode is not None:
                 log.error("Envoy exited unexpectedly with code %s", self.envoy.returncode)
                 await self.envoy.stop()

@@ -14,6 +14,7 @@ from zonemesh.translate.generator import CompositeGenerator, Generator
 from zonemesh.translate.inbound import InboundGenerator
 from zonemesh.translate.ingress import IngressGenerator
 from zonemesh.translate.outbound import OutboundGenerator
+from zonemesh.translate.transparent import TransparentProxyGenerator
 
 if TYPE_CHECKING:
     from zonemesh.mtls.identities import IdentityProvider
@@ -23,7 +24,13 @@ log = logging.getLogger("zonemesh.translate")
 
 def traffic_generators() -> tuple[Generator, ...]:
     """Everything but secrets: listeners, clusters and endpoints for every proxy type."""
-    return (InboundGenerator(), OutboundGenerator(), IngressGenerator(), EgressGenerator())
+    return (
+        InboundGenerator(),
+        OutboundGenerator(),
+        TransparentProxyGenerator(),
+        IngressGenerator(),
+        EgressGenerator(),
+    )
 
 
 def default_generator(identities: IdentityProvider | None = None) -> Generator:
