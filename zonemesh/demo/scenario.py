@@ -230,8 +230,8 @@ class Scenario:
 
     def _start_loads(self) -> None:
         for zone in ZONES:
-            self.loads[zone] = Load(self.mesh.client_url(zone), interval=LOAD_INTERVAL_S).start()
-        self.event("sending ~20 requests/s from each zone's client to echo.mzsvc (port 1027)")
+            self.loads[zone] = self.mesh.load(zone, LOAD_INTERVAL_S).start()
+        self.event(f"sending ~20 requests/s from each zone's client to {self.mesh.target}")
 
     def _local_preference(self) -> bool:
         phase = self._begin("local-preference")

@@ -139,7 +139,6 @@ class DnsResolver:
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(self), local_addr=(self.address, self.port)
         )
-        assert isinstance(transport, asyncio.DatagramTransport)
         self._udp = transport
         if self.port == 0:
             self.port = transport.get_extra_info("sockname")[1]
