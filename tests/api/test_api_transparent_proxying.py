@@ -90,7 +90,11 @@ async def test_kuma_fields_are_accepted_and_read_back(api: Api) -> None:
             "name or labels are required",
         ),
         (
-            {"reachableBackends": {"refs": [{"kind": "MeshService", "name": "a", "labels": {"k": "v"}}]}},
+            {
+                "reachableBackends": {
+                    "refs": [{"kind": "MeshService", "name": "a", "labels": {"k": "v"}}]
+                }
+            },
             {},
             f"{TP}.reachableBackends.refs[0].labels",
             "labels cannot be combined with name or namespace",
