@@ -19,9 +19,13 @@ def catch(proto: str, port: int) -> None:
         print("ready", flush=True)
         while True:
             conn, _ = server.accept()
-            raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-            dst_port, dst_ip = struct.unpack_from("!2xH4s", raw)
-            conn.sendall(f"caught {socket.inet_ntoa(dst_ip)}:{dst_port}".encode())
+            try:
+                raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+                dst_port, dst_ip = struct.unpack_from("!2xH4s", raw)
+                where = f"{socket.inet_ntoa(dst_ip)}:{dst_port}"
+            except OSError:  # not redirected: dialled directly
+                where = "{}:{}".format(*conn.getsockname())
+            conn.sendall(f"caught {where}".encode())
             conn.close()
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(("127.0.0.1", port))

@@ -40,7 +40,8 @@ def zonemesh(
 def nat(lab: NetLab) -> str:
     """The nat table's rules (no counters, no comments lines)."""
     out = lab.run("w", ["iptables-save", "-t", "nat"]).stdout
-    return "\n".join(l for l in out.splitlines() if l and not l.startswith("#"))
+    lines = [line for line in out.splitlines() if line and not line.startswith("#")]
+    return re.sub(r"\[\d+:\d+\]", "[-]", "\n".join(lines))
 
 
 class Catcher:
