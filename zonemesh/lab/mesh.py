@@ -52,6 +52,20 @@ START_TIMEOUT_S = 90.0
 TRANSPARENT = {"redirectPortInbound": 15006, "redirectPortOutbound": 15001}
 
 
+def unavailable_reason() -> str | None:
+    """Why this mesh cannot run here (None: it can)."""
+    import shutil
+
+    from zonemesh.lab.netns import unavailable_reason as netns_reason
+
+    reason = netns_reason()
+    if reason is None and shutil.which("iptables-restore") is None:
+        reason = "the transparent proxy needs iptables (apt-get install iptables)"
+    if reason is None and shutil.which("curl") is None:
+        reason = "the lab's clients need curl (apt-get install curl)"
+    return reason
+
+
 def hostname_url(name: str = HTTP_MMZS) -> str:
     return f"http://{name}.mzsvc.mesh.local:{ECHO_PORT}/"
 
