@@ -5,6 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
 install_zonemesh '[dev]'
+# The network lab tests (tests/lab, tests/tproxy, the demo's netns mode) need these; as root
+# on Debian/Ubuntu they are installed when missing, elsewhere those tests skip saying why.
+lab_tools_missing() {
+  for tool in ip iptables-restore curl dig setpriv; do
+    command -v "$tool" >/dev/null || return 0
+  done
+  return 1
+}
+if lab_tools_missing && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    iproute2 iptables curl dnsutils util-linux >/dev/null
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"
