@@ -7,6 +7,8 @@ gone; by zone1 again when they are back. Tests run in file order on one mesh."""
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +110,26 @@ def test_other_names_go_to_the_hosts_resolver_and_mesh_names_do_not(mesh: LabMes
     asked = (mesh.run_dir / "upstream-dns-queries.log").read_text()
     assert name in asked and "nowhere.lab.test" in asked
     assert "mesh.local" not in asked
+
+
+FLOOD = """
+import os, socket, struct
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+header = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0)
+for i in range(3000):  # malformed names, huge packets, short junk, random bytes
+    body = [header + b"\\x3f" + os.urandom(20), header + b"x" * 9000, b"\\x01", os.urandom(40)][i % 4]
+    sock.sendto(body, ("10.213.0.1", 53))
+"""
+
+
+def test_a_flood_of_bad_queries_does_not_stall_the_sidecar(mesh: LabMesh) -> None:
+    result = mesh.lab.run(CLIENT, [sys.executable, "-c", FLOOD], timeout=30)
+    assert result.returncode == 0, result.stderr
+    started = time.monotonic()
+    assert dig(mesh.lab, CLIENT, "+short", "echo.mzsvc.mesh.local").strip().startswith("243.")
+    assert curl(mesh.lab, CLIENT, hostname_url())["zone"] == "zone1"
+    assert time.monotonic() - started < 3
+    assert mesh.group["client-zone1-dp"].running
 
 
 def test_a_new_service_resolves_and_routes_live(mesh: LabMesh) -> None:

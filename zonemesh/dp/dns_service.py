@@ -17,8 +17,6 @@ from zonemesh.resources.types.dataplane import DataplaneSpec
 
 log = logging.getLogger("zonemesh.dp.dns")
 
-FIRST_TABLE_WAIT_S = 10.0
-
 
 class TransparentDns:
     def __init__(self, resource: Resource, port: int) -> None:
@@ -37,14 +35,11 @@ class TransparentDns:
         return cls(resource, port)
 
     async def start(self) -> None:
-        """Listen at once (other names resolve from the start); mesh names resolve once the
-        first table arrived, waited for here up to FIRST_TABLE_WAIT_S."""
+        """Listen at once (other names resolve from the start, forwarded); mesh names
+        resolve once the first table arrived, usually within a second of Envoy's first
+        configuration. Not waited for: readiness reports must not be held up by it."""
         await self.resolver.start()
         self._poll = asyncio.create_task(self.source.run())
-        try:
-            await asyncio.wait_for(self.source.first.wait(), FIRST_TABLE_WAIT_S)
-        except TimeoutError:
-            log.warning("no DNS table from Envoy yet; mesh names resolve once it arrives")
 
     async def stop(self) -> None:
         if self._poll is not None:
