@@ -11,6 +11,19 @@ if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/ini
     echo "warning: could not install PostgreSQL with apt-get; its tests will be skipped" >&2
 fi
 install_zonemesh '[dev]'
+# The network lab tests (tests/lab, tests/tproxy, the demo's netns mode) need these; as root
+# on Debian/Ubuntu they are installed when missing, elsewhere those tests skip saying why.
+lab_tools_missing() {
+  for tool in ip iptables-restore curl dig setpriv; do
+    command -v "$tool" >/dev/null || return 0
+  done
+  return 1
+}
+if lab_tools_missing && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    iproute2 iptables curl dnsutils util-linux >/dev/null
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

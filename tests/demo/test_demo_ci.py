@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.netlab import lab_unavailable
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -68,10 +69,15 @@ def parse_summary(stdout: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-def test_demo_in_ci_mode_passes_every_phase_and_leaves_no_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["auto", "loopback"])
+def test_demo_in_ci_mode_passes_every_phase_and_leaves_no_process(
+    tmp_path: Path, mode: str
+) -> None:
+    """Both modes: `auto` is the network lab (clients calling echo.mzsvc.mesh.local through
+    the transparent proxy) where it can be built, which CI can; `loopback` as before."""
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [ZONEMESH, "demo", "--ci", "--run-dir", str(run_dir)],
+        [ZONEMESH, "demo", "--ci", "--run-dir", str(run_dir), "--mode", mode],
         capture_output=True,
         text=True,
         timeout=140,
@@ -82,6 +88,8 @@ def test_demo_in_ci_mode_passes_every_phase_and_leaves_no_process(tmp_path: Path
     assert result.returncode == 0, report
     assert "\x1b[" not in out, "plain mode must not print escape codes"
     assert out.splitlines()[0] == f"zonemesh demo: run directory {run_dir}", report
+    expected = "loopback" if mode == "loopback" or lab_unavailable() else "netns"
+    assert out.splitlines()[1].startswith(f"mode: {expected} "), report
     rows = parse_summary(out)
     assert set(rows) == {"ready", "local-preference", "failover", "failback", "total"}, report
     assert all(row["result"] == "PASS" for row in rows.values()), report

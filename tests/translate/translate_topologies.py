@@ -517,6 +517,8 @@ def _lb(kind: str, **options: Any) -> dict[str, Any]:
 
 
 def golden_topologies() -> list[Topology]:
+    from transparent_topologies import transparent_topologies
+
     return [
         empty_zone(),
         build("one-zone", local_instances=2),
@@ -533,4 +535,5 @@ def golden_topologies() -> list[Topology]:
         build("tcp-and-http-mtls", local_instances=1, remote={"zone-2": 1}, tcp=True, mtls=True),
         build("zone-egress", local_instances=1, remote={"zone-2": 2, "zone-3": 1}, egress=True),
         *mlbs_topologies(),
+        *transparent_topologies(),
     ]

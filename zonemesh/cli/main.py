@@ -13,6 +13,7 @@ from zonemesh import __version__
 from zonemesh.cli.resources import apply_cmd, delete_cmd, get_cmd, inspect_cmd
 from zonemesh.cli.revocations import revoke_group
 from zonemesh.cli.tokens import generate_group, rotate_group
+from zonemesh.cli.transparent_proxy import install_group, uninstall_group
 from zonemesh.config import ConfigError, load_config
 from zonemesh.demo.cli import demo_cmd
 
@@ -204,6 +205,15 @@ def _data_plane_options(
 @dp.command("run")
 @_dp_options
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+@click.option(
+    "--dns-port",
+    type=int,
+    default=15053,
+    show_default=True,
+    envvar="KUMA_DNS_PROXY_PORT",
+    help="The resolver for mesh names, on 127.0.0.1 (transparent proxying only; 0: none) "
+    "[env KUMA_DNS_PROXY_PORT]",
+)
 def dp_run(
     cp_address: str,
     ca_cert_file: str | None,
@@ -214,6 +224,7 @@ def dp_run(
     dataplane_token_file: str | None,
     dataplane_token: str | None,
     log_level: str,
+    dns_port: int,
 ) -> None:
     """Run Envoy for one proxy, configured over ADS by the zone control plane.
 
@@ -238,6 +249,7 @@ def dp_run(
         options = _data_plane_options(
             wire, cp_address, ca_cert_file, proxy_type, admin_port, envoy_binary, token
         )
+        options.dns_port = dns_port
         code = asyncio.run(run_data_plane(wire, options))
     except DataPlaneError as e:
         raise click.ClickException(str(e)) from None
@@ -312,6 +324,8 @@ cli.add_command(generate_group)
 cli.add_command(rotate_group)
 cli.add_command(revoke_group)
 cli.add_command(demo_cmd)
+cli.add_command(install_group)
+cli.add_command(uninstall_group)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -115,7 +116,28 @@ def keep_running(mesh: TwoZoneMesh, out: Output) -> None:
         out.try_line("stopping every process")
 
 
-def run_demo(mesh: TwoZoneMesh, out: Output, keep: bool) -> int:
+def choose_mesh(mode: str, run_dir: Path, log_level: str) -> tuple[Any, str]:
+    """The mesh to run and the line saying which mode it is and why.
+
+    `auto` is the network lab (every workload in its own namespace, clients calling the MMZS
+    by name through the transparent proxy: the seed's way) where it can be built (root,
+    namespaces, iptables, curl), else loopback."""
+    if mode != "loopback":
+        from zonemesh.lab.mesh import LabMesh, unavailable_reason
+
+        reason = unavailable_reason()
+        if reason is None:
+            mesh = LabMesh(run_dir, log_level=log_level)
+            return mesh, mesh.mode_line()
+        if mode == "netns":
+            raise click.UsageError(f"--mode netns: {reason}")
+        loopback = TwoZoneMesh(run_dir, log_level=log_level)
+        return loopback, f"{loopback.mode_line()}; netns mode unavailable: {reason}"
+    loopback = TwoZoneMesh(run_dir, log_level=log_level)
+    return loopback, loopback.mode_line()
+
+
+def run_demo(mesh: TwoZoneMesh, out: Output, keep: bool, mode_line: str = "") -> int:
     """The scenario, its summary, `--keep`, and teardown on every path; the exit code."""
     from rich.live import Live
 
@@ -124,6 +146,8 @@ def run_demo(mesh: TwoZoneMesh, out: Output, keep: bool) -> int:
 
     scenario = Scenario(mesh, on_phase=plain_printer(click.echo) if out.plain else None)
     out.line(f"zonemesh demo: run directory {mesh.run_dir}", "bold")
+    if mode_line:
+        out.line(mode_line)
     code = 1
     interrupted = ""
     mesh.group.__enter__()  # SIGTERM -> SystemExit(143) from here on, children stopped on exit
@@ -142,7 +166,8 @@ def run_demo(mesh: TwoZoneMesh, out: Output, keep: bool) -> int:
         for line in tls_lines(mesh):
             out.line(line)
         if keep and scenario.phases["ready"].seconds is not None and mesh.group.running():
-            for line in explore_lines(mesh):
+            lines = mesh.explore_lines() if hasattr(mesh, "explore_lines") else explore_lines(mesh)
+            for line in lines:
                 out.line(line)
             keep_running(mesh, out)
     except ProcessError as e:  # a process that died where the scenario could not tell
@@ -197,8 +222,17 @@ def run_demo(mesh: TwoZoneMesh, out: Output, keep: bool) -> int:
     type=click.Choice(["debug", "info", "warning"]),
     help="Log level of the processes (their logs go to the run directory).",
 )
-def demo_cmd(ci: bool, keep: bool, run_dir: Path | None, log_level: str) -> None:
-    """Run a two-zone mesh on loopback with real Envoy and show MMZS failover.
+@click.option(
+    "--mode",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "netns", "loopback"]),
+    help="netns: every workload in its own network namespace, clients calling "
+    "echo.mzsvc.mesh.local through the transparent proxy (needs root); loopback: "
+    "everything on 127.x with declared outbounds; auto: netns where possible.",
+)
+def demo_cmd(ci: bool, keep: bool, run_dir: Path | None, log_level: str, mode: str) -> None:
+    """Run a two-zone mesh with real Envoy and show MMZS failover.
 
     \b
     Starts a global CP, two zone CPs, a zone ingress per zone, echo instances (two in
@@ -212,14 +246,16 @@ def demo_cmd(ci: bool, keep: bool, run_dir: Path | None, log_level: str) -> None
       zonemesh demo            # live view on a terminal
       zonemesh demo --ci       # plain summary
       zonemesh demo --keep     # keep the mesh running afterwards, to explore it
+      zonemesh demo --mode loopback   # no root: everything on 127.x
+    The first lines say which mode ran.
     """
     previous = {sig: signal.signal(sig, _raise_exit) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         run_dir = run_dir if run_dir is not None else new_run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
         os.environ[RUN_MARKER] = str(run_dir.resolve())
-        mesh = TwoZoneMesh(run_dir, log_level=log_level)
-        code = run_demo(mesh, Output(ci or not sys.stdout.isatty()), keep)
+        mesh, mode_line = choose_mesh(mode, run_dir, log_level)
+        code = run_demo(mesh, Output(ci or not sys.stdout.isatty()), keep, mode_line)
     except KeyboardInterrupt:  # before the mesh existed: nothing to stop
         code = EXIT_SIGINT
     except SystemExit as e:

@@ -93,9 +93,20 @@ def port_is_free(address: str, port: int) -> bool:
 class ManagedProcess:
     """One `zonemesh` subprocess that can be started again after it was stopped."""
 
-    def __init__(self, name: str, args: Sequence[str], log_path: Path, env: Mapping[str, str]):
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str],
+        *,
+        prefix: Sequence[str] = (),
+        program: Sequence[str] | None = None,
+    ):
         self.name = name
         self.args = list(args)
+        self.prefix = list(prefix)  # e.g. `ip netns exec NS`: where the program runs
+        self.program = list(program) if program is not None else None  # default: zonemesh
         self.log_path = log_path
         self.env = dict(env)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -124,12 +135,12 @@ class ManagedProcess:
         self.starts += 1
         with self.log_path.open("ab") as log:
             stamp = time.strftime("%H:%M:%S")
-            log.write(
-                f"----- {stamp} start {self.starts}: zonemesh {' '.join(self.args)}\n".encode()
-            )
+            program = self.program if self.program is not None else zonemesh_command()
+            shown = " ".join([*self.prefix, *(self.program or ["zonemesh"]), *self.args])
+            log.write(f"----- {stamp} start {self.starts}: {shown}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                die_with_parent([*zonemesh_command(), *self.args]),
+                die_with_parent([*self.prefix, *program, *self.args]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -208,12 +219,26 @@ class ProcessGroup:
     # --- lifecycle ------------------------------------------------------------------------
 
     def add(
-        self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        prefix: Sequence[str] = (),
+        program: Sequence[str] | None = None,
     ) -> ManagedProcess:
-        """Register `zonemesh <args>` under `name` (logging to `<run_dir>/<name>.log`)."""
+        """Register `zonemesh <args>` (or `program <args>`), run behind `prefix` (such as
+        `ip netns exec NS`), under `name`, logging to `<run_dir>/<name>.log`."""
         if name in self.procs:
             raise ProcessError(f"a process named {name} already exists")
-        proc = ManagedProcess(name, args, self.run_dir / f"{name}.log", {**self.env, **(env or {})})
+        proc = ManagedProcess(
+            name,
+            args,
+            self.run_dir / f"{name}.log",
+            {**self.env, **(env or {})},
+            prefix=prefix,
+            program=program,
+        )
         self.procs[name] = proc
         return proc
 

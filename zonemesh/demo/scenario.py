@@ -229,9 +229,15 @@ class Scenario:
         return True
 
     def _start_loads(self) -> None:
+        """Through the mesh's own `load` where it has one (the lab's clients run inside their
+        namespaces), else requests to its `client_url` from here."""
         for zone in ZONES:
-            self.loads[zone] = Load(self.mesh.client_url(zone), interval=LOAD_INTERVAL_S).start()
-        self.event("sending ~20 requests/s from each zone's client to echo.mzsvc (port 1027)")
+            make = getattr(self.mesh, "load", None)
+            load = make(zone, LOAD_INTERVAL_S) if make else Load(self.mesh.client_url(zone))
+            load.interval = LOAD_INTERVAL_S
+            self.loads[zone] = load.start()
+        target = getattr(self.mesh, "target", "echo.mzsvc (port 1027)")
+        self.event(f"sending ~20 requests/s from each zone's client to {target}")
 
     def _local_preference(self) -> bool:
         phase = self._begin("local-preference")

@@ -33,7 +33,7 @@ import httpx
 import yaml
 
 from zonemesh.demo.processes import ProcessError, ProcessGroup, free_port, port_is_free
-from zonemesh.demo.traffic import Answer, ask, ask_many, new_client
+from zonemesh.demo.traffic import Answer, Load, ask, ask_many, new_client
 
 MESH = "default"
 ECHO_PORT = 1027
@@ -139,6 +139,29 @@ class Host:
     zone: str
     healthy: bool
     requests: int
+
+
+def parse_hosts(statuses: list[dict[str, Any]], cluster: str) -> list[Host]:
+    """The hosts of `cluster` in Envoy's admin `/clusters?format=json` `cluster_statuses`."""
+    out = []
+    for status in statuses:
+        if status.get("name") != cluster:
+            continue
+        for host in status.get("host_statuses", []):
+            sock = host.get("address", {}).get("socket_address", {})
+            stats = {s.get("name"): int(s.get("value", 0)) for s in host.get("stats", [])}
+            health = host.get("health_status", {})
+            flags = [k for k, v in health.items() if k != "eds_health_status" and v is True]
+            out.append(
+                Host(
+                    address=f"{sock.get('address')}:{sock.get('port_value')}",
+                    priority=int(host.get("priority", 0)),
+                    zone=host.get("locality", {}).get("zone", ""),
+                    healthy=health.get("eds_health_status", "HEALTHY") == "HEALTHY" and not flags,
+                    requests=stats.get("rq_total", 0),
+                )
+            )
+    return out
 
 
 class SlotClaim:
@@ -561,6 +584,16 @@ class TwoZoneMesh:
         client = self.clients[zone]
         return f"http://{client.address}:{client.outbounds[TCP_MMZS if tcp else HTTP_MMZS]}/"
 
+    def load(self, zone: str, interval: float) -> Load:
+        """A background load from `zone`'s client (not started)."""
+        return Load(self.client_url(zone), interval=interval)
+
+    mode = "loopback"
+    target = "echo.mzsvc (port 1027)"
+
+    def mode_line(self) -> str:
+        return "mode: loopback (clients call 127.x outbound listeners declared in their Dataplanes)"
+
     # --- observing -------------------------------------------------------------------------
 
     def ask(self, zone: str, tcp: bool = False, count: int = 1) -> list[Answer]:
@@ -584,27 +617,7 @@ class TwoZoneMesh:
             statuses = response.json().get("cluster_statuses", [])
         except (httpx.HTTPError, ValueError):
             return []
-        wanted = self.cluster_name(tcp)
-        out = []
-        for cluster in statuses:
-            if cluster.get("name") != wanted:
-                continue
-            for host in cluster.get("host_statuses", []):
-                sock = host.get("address", {}).get("socket_address", {})
-                stats = {s.get("name"): int(s.get("value", 0)) for s in host.get("stats", [])}
-                health = host.get("health_status", {})
-                flags = [k for k, v in health.items() if k != "eds_health_status" and v is True]
-                out.append(
-                    Host(
-                        address=f"{sock.get('address')}:{sock.get('port_value')}",
-                        priority=int(host.get("priority", 0)),
-                        zone=host.get("locality", {}).get("zone", ""),
-                        healthy=health.get("eds_health_status", "HEALTHY") == "HEALTHY"
-                        and not flags,
-                        requests=stats.get("rq_total", 0),
-                    )
-                )
-        return out
+        return parse_hosts(statuses, self.cluster_name(tcp))
 
     def stats(self, proxy: Proxy, pattern: str) -> dict[str, int]:
         """Counters and gauges of `proxy`'s Envoy whose name matches the regex `pattern`."""

@@ -30,6 +30,7 @@ import grpc
 
 from zonemesh.dp.bootstrap import render_bootstrap
 from zonemesh.dp.certs import FATAL, CertificateRefused, WorkloadCertificates
+from zonemesh.dp.dns_service import TransparentDns
 from zonemesh.dp.channel import open_cp_channel
 from zonemesh.dp.cp_address import CA_OPTION, parse_cp_address, require_ca
 from zonemesh.dp.envoy import EnvoyError, EnvoyProcess, envoy_binary, envoy_version
@@ -42,6 +43,7 @@ from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.types.dataplane import DataplaneSpec
 from zonemesh.tls.probe import check_address
 from zonemesh.tls.trust import ClientCa, StartCheckError, load_client_ca
+from zonemesh.tproxy.identity import join_dp_group
 
 log = logging.getLogger("zonemesh.dp")
 
@@ -116,6 +118,7 @@ class DataPlaneOptions:
     max_backoff_s: float = 5.0
     ca_cert_file: str | None = None  # required for grpcs://
     token: str | None = None  # the dataplane token; None: the CP must not require one
+    dns_port: int = 15053  # the resolver, for transparent proxying (0: none)
 
 
 class DataPlane:
@@ -164,6 +167,7 @@ class DataPlane:
                 "no dataplane token (--dataplane-token-file): a control plane with "
                 "authentication on refuses this proxy"
             )
+        join_dp_group(self.resource)  # before any socket: see zonemesh.tproxy.identity
         address = parse_cp_address(options.cp_address)
         ca = self._client_ca()
         if not await self._wait_for_cp(ca, stop):
@@ -221,6 +225,9 @@ class DataPlane:
                 raise DataPlaneError(f"certificates failed: {background[0].exception()!r}")
             await starting
             log.info("Envoy %s ready, admin %s", self.envoy.pid, self.envoy.admin_url)
+            dns = TransparentDns.for_resource(self.resource, options.dns_port)
+            if dns is not None:
+                await dns.start()
             tasks = [
                 asyncio.create_task(stop.wait()),
                 asyncio.create_task(self.envoy.wait()),
@@ -231,6 +238,8 @@ class DataPlane:
             finally:
                 for task in tasks:
                     task.cancel()
+                if dns is not None:
+                    await dns.stop()
             _raise_refusal([*tasks, *background])
         finally:
             for task in background:

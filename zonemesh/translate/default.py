@@ -12,11 +12,18 @@ from zonemesh.translate.generator import CompositeGenerator, Generator
 from zonemesh.translate.inbound import InboundGenerator
 from zonemesh.translate.ingress import IngressGenerator
 from zonemesh.translate.outbound import OutboundGenerator
+from zonemesh.translate.transparent import TransparentProxyGenerator
 
 
 def traffic_generators() -> tuple[Generator, ...]:
     """Listeners, clusters and endpoints for every proxy type."""
-    return (InboundGenerator(), OutboundGenerator(), IngressGenerator(), EgressGenerator())
+    return (
+        InboundGenerator(),
+        OutboundGenerator(),
+        TransparentProxyGenerator(),
+        IngressGenerator(),
+        EgressGenerator(),
+    )
 
 
 def default_generator() -> Generator:

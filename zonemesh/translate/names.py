@@ -6,6 +6,8 @@ secret an SDS request names can never drift apart.
 
 from __future__ import annotations
 
+import hashlib
+
 # --- identities and secrets (SDS from the data plane's own local server) -----------------
 
 # The bootstrap's static cluster to `zonemesh dp run`'s SDS socket, which every TLS context
@@ -87,3 +89,21 @@ def egress_listener(address: str, port: int) -> str:
 def egress_cluster(zone: str) -> str:
     """A remote zone's ingress, reached through this zone's egress."""
     return f"egress:zone:{zone}"
+
+
+# --- transparent proxying (zonemesh.translate.transparent, zonemesh.dp.dns) -----------------
+
+OUTBOUND_PASSTHROUGH = "outbound:passthrough:ipv4"
+INBOUND_PASSTHROUGH = "inbound:passthrough:ipv4"
+DNS_TABLE_LISTENER = "_zonemesh:dns"
+DNS_TABLE_PATH = "/dns"
+
+
+def dns_table_socket(mesh: str, name: str) -> str:
+    """The abstract unix socket where a sidecar's Envoy serves its DNS table to `dp run`.
+
+    Abstract (leading `@`), so nothing is left on disk and each network namespace has its
+    own; named after the proxy (hashed: the kernel allows 107 bytes), so sidecars sharing a
+    namespace never collide."""
+    digest = hashlib.sha256(f"{mesh}.{name}".encode()).hexdigest()[:24]
+    return f"@zonemesh-dns-{digest}"

@@ -287,9 +287,21 @@ def shared_outbound_listener(
 
 def outbound_listener(outbound: Outbound, backend: Backend) -> listener_pb2.Listener:
     name = names.outbound_listener(outbound.address, outbound.port)
+    return listener_pb2.Listener(
+        name=name,
+        address=socket(outbound.address, outbound.port),
+        filter_chains=[
+            listener_components_pb2.FilterChain(filters=[outbound_network_filter(name, backend)])
+        ],
+    )
+
+
+def outbound_network_filter(name: str, backend: Backend) -> listener_components_pb2.Filter:
+    """What an outbound does with a connection to `backend`: HTTP with retries, or TCP
+    proxying; also used by the transparent proxy's filter chains (`translate.transparent`)."""
     cluster = backend.cluster.name
     if is_http(backend.app_protocol):
-        network_filter = http_filter(
+        return http_filter(
             name,
             name,
             cluster,
@@ -297,17 +309,11 @@ def outbound_listener(outbound: Outbound, backend: Backend) -> listener_pb2.List
             retry_policy=retry_policy(),
             hash_policy=route_hash_policies(backend.hashes),
         )
-    else:
-        network_filter = tcp_proxy_filter(
-            name,
-            cluster,
-            max_connect_attempts=TCP_CONNECT_ATTEMPTS,
-            hash_policy=tcp_hash_policies(backend.hashes),
-        )
-    return listener_pb2.Listener(
-        name=name,
-        address=socket(outbound.address, outbound.port),
-        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
+    return tcp_proxy_filter(
+        name,
+        cluster,
+        max_connect_attempts=TCP_CONNECT_ATTEMPTS,
+        hash_policy=tcp_hash_policies(backend.hashes),
     )
 
 

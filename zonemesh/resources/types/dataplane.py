@@ -103,6 +103,94 @@ class Outbound(Model):
             self.backend_ref.validate_semantics(f"{path}.backendRef", errors)
 
 
+IP_FAMILY_MODES = ("DualStack", "IPv4")
+DEFAULT_ADMIN_PORT = 9901  # what `dp run` uses when networking.admin is absent
+
+
+class ReachableBackendRef(Model):
+    """One backend a transparently proxied Dataplane may reach (Kuma's `reachableBackends`):
+    by name (and namespace), or by labels; `port` narrows it to one port."""
+
+    kind: str
+    name: str | None = None
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+    port: int | None = None
+
+    def validate_semantics(self, path: str, errors: Violations) -> None:
+        if self.kind not in BACKEND_REF_KINDS:
+            errors.add(f"{path}.kind", "must be one of: " + ", ".join(BACKEND_REF_KINDS))
+        if not self.name and not self.labels:
+            errors.add(f"{path}.name", "name or labels are required")
+        if self.labels and (self.name or self.namespace):
+            errors.add(f"{path}.labels", "labels cannot be combined with name or namespace")
+        if self.name:
+            identifiers.check_resource_name(self.name, f"{path}.name", errors)
+        if self.labels:
+            identifiers.check_labels(self.labels, f"{path}.labels", errors)
+        if self.port is not None:
+            validate_port(self.port, f"{path}.port", errors)
+
+
+class ReachableBackends(Model):
+    refs: list[ReachableBackendRef] = []
+
+    def validate_semantics(self, path: str, errors: Violations) -> None:
+        for i, ref in enumerate(self.refs):
+            ref.validate_semantics(f"{path}.refs[{i}]", errors)
+
+
+class TransparentProxying(Model):
+    """Kuma's `networking.transparentProxying`: where the redirect rules send traffic
+    (`zonemesh install transparent-proxy`), and which backends the app may reach by VIP."""
+
+    redirect_port_inbound: int | None = None
+    redirect_port_outbound: int | None = None
+    redirect_port_inbound_v6: int | None = None  # deprecated in Kuma; accepted, unused
+    ip_family_mode: str | None = None
+    direct_access_services: list[str] | None = None  # accepted; zonemesh has no direct access
+    reachable_services: list[str] | None = None  # Kuma's older form, by kuma.io/service
+    reachable_backends: ReachableBackends | None = None
+
+    @property
+    def outbound_enabled(self) -> bool:
+        return bool(self.redirect_port_outbound)
+
+    @property
+    def inbound_enabled(self) -> bool:
+        return bool(self.redirect_port_inbound)
+
+    @property
+    def dual_stack(self) -> bool:
+        """Kuma's default when unset."""
+        return self.ip_family_mode != "IPv4"
+
+    def validate_semantics(self, path: str, errors: Violations) -> None:
+        for field, value in (
+            ("redirectPortInbound", self.redirect_port_inbound),
+            ("redirectPortOutbound", self.redirect_port_outbound),
+            ("redirectPortInboundV6", self.redirect_port_inbound_v6),
+        ):
+            if value:  # 0 or absent: that direction is off
+                validate_port(value, f"{path}.{field}", errors)
+        if self.redirect_port_inbound and self.redirect_port_inbound == self.redirect_port_outbound:
+            errors.add(f"{path}.redirectPortOutbound", "cannot be equal to redirectPortInbound")
+        if self.ip_family_mode is not None and self.ip_family_mode not in IP_FAMILY_MODES:
+            errors.add(f"{path}.ipFamilyMode", "must be one of: " + ", ".join(IP_FAMILY_MODES))
+        for i, service in enumerate(self.reachable_services or []):
+            identifiers.check_service_name(service, f"{path}.reachableServices[{i}]", errors)
+        if self.reachable_backends is not None:
+            self.reachable_backends.validate_semantics(f"{path}.reachableBackends", errors)
+
+    def redirect_ports(self) -> list[tuple[str, int]]:
+        """(field, port) of each enabled redirect listener (they bind every address)."""
+        ports = [
+            ("redirectPortInbound", self.redirect_port_inbound),
+            ("redirectPortOutbound", self.redirect_port_outbound),
+        ]
+        return [(field, port) for field, port in ports if port]
+
+
 class Admin(Model):
     port: int
 
@@ -116,7 +204,7 @@ class DataplaneNetworking(Model):
     inbound: list[Inbound] = []
     outbound: list[Outbound] = []
     admin: Admin | None = None
-    transparent_proxying: dict[str, Any] | None = None
+    transparent_proxying: TransparentProxying | None = None
     gateway: dict[str, Any] | None = None
 
     def validate_semantics(self, path: str, errors: Violations) -> None:
@@ -147,6 +235,28 @@ class DataplaneNetworking(Model):
             listen[key] = i
         if self.admin is not None:
             self.admin.validate_semantics(f"{path}.admin", errors)
+        if self.transparent_proxying is not None:
+            tp_path = f"{path}.transparentProxying"
+            self.transparent_proxying.validate_semantics(tp_path, errors)
+            self._validate_redirect_ports(tp_path, errors)
+
+    def _validate_redirect_ports(self, path: str, errors: Violations) -> None:
+        """The redirect listeners bind 0.0.0.0 (and ::): no inbound, outbound or the admin
+        port may take the same port, or Envoy could not bind one of them."""
+        assert self.transparent_proxying is not None
+        admin = self.admin.port if self.admin is not None else DEFAULT_ADMIN_PORT
+        for field, port in self.transparent_proxying.redirect_ports():
+            for i, inbound in enumerate(self.inbound):
+                if port in (inbound.port, inbound.service_port):
+                    errors.add(f"{path}.{field}", f"port {port} collides with inbound[{i}]")
+            for i, outbound in enumerate(self.outbound):
+                if outbound.port == port:
+                    errors.add(f"{path}.{field}", f"port {port} collides with outbound[{i}]")
+            if port == admin:
+                errors.add(
+                    f"{path}.{field}",
+                    f"port {port} collides with the admin port (networking.admin.port)",
+                )
 
 
 GATEWAY_TYPES = ("BUILTIN", "DELEGATED")
