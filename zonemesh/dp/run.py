@@ -30,9 +30,9 @@ import grpc
 
 from zonemesh.dp.bootstrap import render_bootstrap
 from zonemesh.dp.certs import FATAL, CertificateRefused, WorkloadCertificates
-from zonemesh.dp.dns_service import TransparentDns
 from zonemesh.dp.channel import open_cp_channel
 from zonemesh.dp.cp_address import CA_OPTION, parse_cp_address, require_ca
+from zonemesh.dp.dns_service import TransparentDns
 from zonemesh.dp.envoy import EnvoyError, EnvoyProcess, envoy_binary, envoy_version
 from zonemesh.dp.probes import not_ready_ports, probes_for
 from zonemesh.dp.sds import LocalSdsServer
