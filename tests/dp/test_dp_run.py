@@ -271,7 +271,7 @@ def test_a_new_mesh_root_reaches_the_running_sidecar(tmp_path: Path, cp: CpProce
     token = token_file(tmp_path, "echo-a", issue_dataplane_token(cp.url, name="echo-a"))
     dp = start(
         [
-            *("dp", "run", "--cp-address", f"grpc://127.0.0.1:{cp.xds_port}"),
+            *("dp", "run", "--cp-address", cp.xds_address, "--ca-cert-file", str(cp.ca_file)),
             *("--dataplane-file", str(file), "--admin-port", str(admin)),
             *("--dataplane-token-file", str(token)),
         ],

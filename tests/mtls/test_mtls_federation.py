@@ -46,13 +46,20 @@ async def test_zone_sidecars_get_certificates_under_the_zones_intermediate() -> 
     global_rt = make_runtime(mode="global")
     kds = KdsServer(global_rt)
     async with started(ComputedState(global_rt), kds):
+        zone_token = await global_rt.tokens.issue_zone(
+            zone="z1", scope=["cp"], valid_for=timedelta(hours=1)
+        )
         zone_config = CpConfig.model_validate(
             {
                 "mode": "zone",
                 "store": {"type": "memory"},
                 "xds": {"port": 0},
                 "multizone": {
-                    "zone": {"name": "z1", "globalAddress": f"grpc://127.0.0.1:{kds.port}"}
+                    "zone": {
+                        "name": "z1",
+                        "globalAddress": f"grpc://127.0.0.1:{kds.port}",
+                        "kdsAuth": {"tokenInline": zone_token},
+                    }
                 },
             }
         )

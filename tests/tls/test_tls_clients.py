@@ -33,6 +33,13 @@ def plaintext_cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CpProcess
     assert process.terminate() == 0
 
 
+ZONE_TOKEN_ENV = "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_INLINE"
+
+
+def dataplane_token(cp: CpProcess, name: str) -> str:
+    return cp.issue_token("dataplane", {"mesh": "default", "name": name, "validFor": "1h"})
+
+
 def dataplane_file(tmp_path: Path, name: str = "web") -> Path:
     file = tmp_path / f"{name}.yaml"
     file.write_text(DATAPLANE.format(name=name, inbound=free_port(), app=free_port()))
@@ -78,6 +85,7 @@ def test_dp_run_over_grpcs_configures_envoy_over_tls_ads(tmp_path: Path, cp: CpP
         [
             *("dp", "run", "--cp-address", cp.xds_address, "--ca-cert-file", str(cp.ca_file)),
             *("--dataplane-file", str(dataplane_file(tmp_path, "tls-web"))),
+            *("--dataplane-token", dataplane_token(cp, "tls-web")),
             *("--admin-port", str(admin_port)),
         ],
         log,
@@ -162,7 +170,8 @@ def test_dp_run_with_several_addresses_skips_one_that_is_down(
         ]
     )
     assert result.returncode == 0, result.stderr
-    (cluster,) = json.loads(result.stdout)["static_resources"]["clusters"]
+    clusters = json.loads(result.stdout)["static_resources"]["clusters"]
+    (cluster,) = [c for c in clusters if c["name"] == "ads_cluster"]
     ports = [
         e["endpoint"]["address"]["socket_address"]["port_value"]
         for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
@@ -178,6 +187,7 @@ def test_dp_run_with_several_addresses_skips_one_that_is_down(
         [
             *("dp", "run", "--cp-address", address, "--ca-cert-file", str(cp.ca_file)),
             *("--dataplane-file", str(dataplane_file(tmp_path, "multi-web"))),
+            *("--dataplane-token", dataplane_token(cp, "multi-web")),
             *("--admin-port", str(admin_port)),
         ],
         log,
@@ -214,7 +224,10 @@ def test_a_zone_syncs_with_global_over_grpcs(tmp_path: Path, global_cp: CpProces
         tmp_path,
         *("--mode", "zone", "--zone", "zone-tls", "--global-address", global_cp.kds_address),
         store="memory",
-        env={"KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": str(global_cp.ca_file)},
+        env={
+            "KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": str(global_cp.ca_file),
+            ZONE_TOKEN_ENV: global_cp.issue_token("zone", {"zone": "zone-tls", "validFor": "1h"}),
+        },
     ).start()  # ready = synced: a federated zone is ready once global's meshes arrived
     try:
         status = zone.api("GET", "/").json()["status"]["global"]
@@ -230,7 +243,10 @@ def test_a_zone_syncs_with_global_over_grpcs(tmp_path: Path, global_cp: CpProces
 
 def zone_refused(tmp_path: Path, address: str, ca_file: Path | None) -> str:
     ports = [str(free_port()) for _ in range(3)]
-    env = {"KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": str(ca_file)} if ca_file else {}
+    # A token of the right form: the start check under test comes before global reads it.
+    env = {ZONE_TOKEN_ENV: "not-checked-before-the-tls-check"}
+    if ca_file:
+        env["KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE"] = str(ca_file)
     started = time.monotonic()
     result = run_zonemesh(
         [
