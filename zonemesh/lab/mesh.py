@@ -24,6 +24,7 @@ removes every namespace.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -344,8 +345,38 @@ class LabMesh:
             *("dp", "run", "--cp-address", cp.xds_address, "--ca-cert-file", str(cp.ca_file)),
             *("--dataplane-file", str(self.run_dir / f"{proxy.name}.yaml")),
             *("--proxy-type", proxy.proxy_type, "--admin-port", str(ADMIN_PORT)),
+            *("--dataplane-token-file", str(self._token_file("tokens", proxy.name))),
             *("--log-level", self.log_level),
         ]
+
+    def _token_file(self, kind: str, name: str) -> Path:
+        return self.run_dir / kind / f"{name}.token"
+
+    def _issue(self, role: str, url: str, body: dict[str, Any], kind: str, name: str) -> Path:
+        """A token from a CP's `POST /tokens/…`, asked from inside its namespace (loopback is
+        admin there), kept where only this user can read it, as an operator would deploy it."""
+        status, text = self.http(role, url, method="POST", body=body)
+        if status != 200:
+            raise ProcessError(f"POST {url} in {role}: {status} {text}")
+        path = self._token_file(kind, name)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text.strip())
+        return path
+
+    def _issue_dataplane_tokens(self, zone: str) -> None:
+        """A token per proxy of `zone`, bound to its name and type, from the zone CP."""
+        url = f"{self.cps[zone].url}/tokens/dataplane"
+        for proxy in self.proxies():
+            if proxy.zone == zone:
+                body = {
+                    "mesh": MESH,
+                    "name": proxy.name,
+                    "type": proxy.proxy_type,
+                    "validFor": "24h",
+                }
+                self._issue(zone, url, body, "tokens", proxy.name)
 
     def install_transparent_proxy(self, role: str) -> None:
         result = self.lab.run(
@@ -390,8 +421,18 @@ class LabMesh:
             status, text = self.http("global", f"{glob.url}{path}", method="PUT", body=doc)
             if status not in (200, 201):
                 raise ProcessError(f"PUT {path} on global: {status} {text}")
-        env = {"KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": str(glob.ca_file)}
         for zone in ZONES:
+            token = self._issue(
+                "global",
+                f"{glob.url}/tokens/zone",
+                {"zone": zone, "validFor": "24h"},
+                "zone-tokens",
+                zone,
+            )
+            env = {
+                "KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": str(glob.ca_file),
+                "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH": str(token),
+            }
             args = ("--mode", "zone", "--zone", zone, "--global-address", glob.kds_address)
             self.spawn_in(zone, f"cp-{zone}", self.cp_args(self.cps[zone], *args), env=env)
         for zone in ZONES:
@@ -401,6 +442,7 @@ class LabMesh:
                 self.wait_http(
                     f"cp-{zone}", zone, f"{cp.url}/meshes/{MESH}/meshmultizoneservices/{name}"
                 )
+            self._issue_dataplane_tokens(zone)
         for proxy in self.proxies():
             self.spawn_in(proxy.role, proxy.sidecar, self.dp_args(proxy))
         for proxy in self.proxies():
