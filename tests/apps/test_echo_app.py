@@ -12,14 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.processes import free_port
 
 ZONEMESH = str(Path(sys.executable).parent / "zonemesh")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -4,12 +4,13 @@ real KDS server and clients talking gRPC on loopback."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+
+from support.processes import free_port
 
 from zonemesh.auth.service import TokenService
 from zonemesh.config import CpConfig
@@ -21,12 +22,6 @@ from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.store.base import Store
 from zonemesh.store.memory import MemoryStore
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def global_config(kds_port: int = 0, grace_s: float = 30.0) -> CpConfig:

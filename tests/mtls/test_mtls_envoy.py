@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf import any_pb2
 from mtls_helpers import eventually, make_runtime
+from support.processes import free_port
 from support.workload import Sidecar
 
 from zonemesh.cp.runtime import Runtime
@@ -45,12 +45,6 @@ pytestmark = pytest.mark.timeout(90)
 
 BODY = b"secured by the mesh"
 KEY = ResourceKey("Dataplane", "default", "web-1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def packed(message: Any) -> any_pb2.Any:

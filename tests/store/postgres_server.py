@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 from pydantic import SecretStr
+from support.processes import free_port
 
 from zonemesh.config import PostgresConfig
 from zonemesh.store.postgres_connection import connect
@@ -50,12 +50,6 @@ def find_bindir() -> Path | None:
         return Path(candidates[-1]).parent
     on_path = shutil.which("initdb")
     return Path(on_path).resolve().parent if on_path else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run_user() -> str | None:

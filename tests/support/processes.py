@@ -16,10 +16,26 @@ import httpx
 ZONEMESH = str(Path(sys.executable).parent / "zonemesh")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class _PortPicker:
+    """Free loopback ports, never the same one twice in this test process: a port closed
+    right after it was picked may be handed out again by the kernel, and two listeners of
+    one control plane then collide ("Address already in use")."""
+
+    def __init__(self) -> None:
+        self._given: set[int] = set()
+
+    def __call__(self) -> int:
+        for _ in range(100):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in self._given:
+                self._given.add(port)
+                return port
+        raise RuntimeError("no free loopback port that was not handed out already")
+
+
+free_port = _PortPicker()
 
 
 class CpProcess:

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy_harness import Upstream, dynamic_configs, eventually, free_port, get_body
+from envoy_harness import Upstream, dynamic_configs, eventually, get_body
 from google.protobuf import duration_pb2
+from support.processes import free_port
 from support.workload import Sidecar
 
 from zonemesh.config import load_config

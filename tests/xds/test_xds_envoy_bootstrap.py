@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from envoy_harness import eventually, free_port, get_body
+from envoy_harness import eventually, get_body
+from support.processes import free_port
 
 from zonemesh.dp.bootstrap import render_bootstrap
 from zonemesh.dp.envoy import ENV_BINARY, EnvoyError, EnvoyProcess, envoy_binary, envoy_version
@@ -254,7 +255,7 @@ async def test_envoy_that_cannot_start_reports_why_and_leaves_nothing() -> None:
 
 CHILD = """
 import asyncio, os, sys
-sys.path.insert(0, {harness!r})
+sys.path[:0] = [{harness!r}, {tests!r}]
 from zonemesh.dp.envoy import EnvoyProcess
 from test_xds_envoy_bootstrap import static_bootstrap
 
@@ -269,7 +270,8 @@ asyncio.run(main())
 
 
 async def test_envoy_dies_with_a_killed_parent() -> None:
-    code = CHILD.format(harness=str(Path(__file__).parent), port=free_port())
+    here = Path(__file__).parent
+    code = CHILD.format(harness=str(here), tests=str(here.parent), port=free_port())
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     envoy_pid = 0
     try:
