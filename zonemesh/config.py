@@ -153,7 +153,9 @@ class GlobalKdsAuth(_Section):
 
 class GlobalMultizone(_Section):
     kds_port: int = 5685
-    zone_offline_grace_s: float = 30.0  # after this, a disconnected zone's services go unavailable
+    # After this, global logs (and shows in `GET /`) that a zone is offline. What the zone
+    # synced is still passed on: the sidecars' health checks judge its data path.
+    zone_offline_grace_s: float = 30.0
     kds_auth: GlobalKdsAuth = GlobalKdsAuth()
 
 

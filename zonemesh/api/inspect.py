@@ -21,12 +21,14 @@ from zonemesh.cp.insights import ProxyInsight, XdsView
 from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.registry import DATAPLANE, ZONE, ZONE_EGRESS, ZONE_INGRESS
+from zonemesh.resources.types.zone import ZoneSpec
 
 router = APIRouter()
 
 ONLINE = "Online"
 OFFLINE = "Offline"
 DEGRADED = "Partially degraded"
+DISABLED = "Disabled"  # a Zone with `enabled: false`, whether its CP is connected or not
 
 
 def xds_view(runtime: Runtime) -> XdsView | None:
@@ -138,7 +140,9 @@ async def zone_egresses_overview(request: Request) -> dict[str, Any]:
 
 @router.get("/zones/_overview", tags=["inspect"])
 async def zones_overview(request: Request) -> dict[str, Any]:
-    """Zones with the connection status the federation code keeps in their `status`."""
+    """Zones with the connection status the federation code keeps in their `status`;
+    a zone disabled on global is `Disabled`, connected or not (its CP still syncs up, but
+    nothing of it reaches the other zones)."""
     runtime = runtime_of(request)
     found = filter_resources(request, await runtime.store.list(ZONE.name, None))
     admin = is_admin(request)
@@ -147,12 +151,13 @@ async def zones_overview(request: Request) -> dict[str, Any]:
         wire = render(zone, ZONE, admin=admin)
         status = wire.get("status")
         connected = bool(status and status.get("connected"))
+        enabled = not isinstance(zone.spec, ZoneSpec) or zone.spec.enabled
         return {
             "type": "ZoneOverview",
             "name": zone.name,
             "zone": wire,
             "zoneInsight": status,
-            "status": ONLINE if connected else OFFLINE,
+            "status": (ONLINE if connected else OFFLINE) if enabled else DISABLED,
         }
 
     return page(request, found, overview)

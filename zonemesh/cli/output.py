@@ -117,6 +117,8 @@ def _mesh_mtls(item: dict[str, Any]) -> str:
 
 
 def _zone_status(item: dict[str, Any]) -> str:
+    if item.get("enabled") is False:
+        return "Disabled"
     return "Online" if _get(item, "status", "connected") else "Offline"
 
 
