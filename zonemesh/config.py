@@ -84,8 +84,11 @@ class XdsConfig(_Section):
     debounce_max_s: float = 1.0  # ... or after this long, whichever comes first
     # Proxy certificates live this long and are re-issued after two thirds of it.
     cert_validity: str = "24h"
+    # After a graceful stop (`dp run` said so), the proxy's registered resource is deleted
+    # this long after its stream ended, unless it connected again (Kuma's name and default).
+    dataplane_deregistration_delay: str = "10s"
 
-    @field_validator("cert_validity")
+    @field_validator("cert_validity", "dataplane_deregistration_delay")
     @classmethod
     def _valid_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -215,6 +218,22 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+class UniversalRuntimeConfig(_Section):
+    # A proxy registered by its data plane and offline this long (stream gone without a
+    # graceful stop) is deleted (Kuma's `runtime.universal.dataplaneCleanupAge`).
+    dataplane_cleanup_age: str = "72h"
+
+    @field_validator("dataplane_cleanup_age")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class RuntimeConfig(_Section):
+    universal: UniversalRuntimeConfig = UniversalRuntimeConfig()
+
+
 class CpConfig(_Section):
     mode: Literal["zone", "global"] = "zone"
     address: str = "127.0.0.1"  # bind host of every listener
@@ -225,6 +244,7 @@ class CpConfig(_Section):
     dp_server: DpServerConfig = DpServerConfig()
     multizone: MultizoneConfig = MultizoneConfig()
     ipam: IpamConfig = IpamConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     @model_validator(mode="after")
     def _mode_fits_zone(self) -> CpConfig:
@@ -307,6 +327,12 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "ZONEMESH_XDS_DEBOUNCE_QUIET": ("xds", "debounceQuietS"),
     "ZONEMESH_XDS_DEBOUNCE_MAX": ("xds", "debounceMaxS"),
     "ZONEMESH_CERT_VALIDITY": ("xds", "certValidity"),
+    "KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY": ("xds", "dataplaneDeregistrationDelay"),
+    "KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE": (
+        "runtime",
+        "universal",
+        "dataplaneCleanupAge",
+    ),
 }
 
 # `zonemesh cp run` flags -> path in the config.
