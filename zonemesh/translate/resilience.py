@@ -22,6 +22,9 @@ may change that, see `policies.mlbs`) are tuned as follows:
   below that. Losing one of three local instances should not send a share of requests to
   another zone (cross-zone latency and cost for no benefit: two healthy instances can carry
   the load), but losing most of them should.
+- Health changes take effect at once (`update_merge_window` 0; Envoy's default merges them
+  for 1 s): a zone whose ingress just failed its check, or just passed its first one, is
+  left out, or used, from the next request on, not a second later.
 - Panic threshold 0 (Envoy's default is 50 %). Panic mode would send traffic to every host of
   a priority, unhealthy ones included, once too few are healthy. For a multi-zone service that
   is the wrong trade: dead local instances would get requests although healthy instances in
@@ -100,10 +103,11 @@ RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
 
 
 def apply_cluster_defaults(cluster: cluster_pb2.Cluster) -> None:
-    """Outlier detection and a panic threshold of 0 (see the module docstring)."""
+    """Outlier detection, a panic threshold of 0, no merge window (module docstring)."""
     cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
         percent_pb2.Percent(value=PANIC_THRESHOLD_PERCENT)
     )
+    cluster.common_lb_config.update_merge_window.CopyFrom(duration_pb2.Duration(seconds=0))
     detection = outlier_detection_pb2.OutlierDetection(
         split_external_local_origin_errors=True,
         interval=duration_pb2.Duration(seconds=INTERVAL_S),
