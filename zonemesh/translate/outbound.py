@@ -66,6 +66,7 @@ from zonemesh.translate.policies.mlbs import (
 from zonemesh.translate.resilience import (
     TCP_CONNECT_ATTEMPTS,
     apply_cluster_defaults,
+    apply_http2_keepalive,
     apply_zone_health_checks,
     retry_policy,
 )
@@ -102,6 +103,7 @@ def service_cluster(
     http = is_http(plan.app_protocol)
     if http:
         set_http2_upstream(cluster)  # proxy-to-proxy hop: HTTP/2 whatever the app speaks
+        apply_http2_keepalive(cluster)
     apply_cluster_defaults(cluster)
     configure_cluster(cluster, conf)
     tls = upstream_tls(plan.mesh, plan.sni, plan.spiffe_ids, http2=http)

@@ -46,9 +46,15 @@ serve a service; whether a zone's data path works right now the sidecar finds ou
   timeout outlives one lost SYN (Linux resends it after 1 s), so a single lost packet does not
   take a zone out. Two good checks bring it back (no flapping into a half-dead zone). When
   the check fails, the connections to that ingress are closed
-  (`close_connections_on_host_health_failure`): requests stuck on a blackholed connection
-  are reset, and HTTP retries them on another host; without that they would hang until the
-  route timeout.
+  (`close_connections_on_host_health_failure`), but Envoy lets the requests already on them
+  finish, and on a blackholed connection they never do. So HTTP/2 connections are pinged
+  (`apply_http2_keepalive`: every `H2_PING_INTERVAL_S`, dead after `H2_PING_TIMEOUT_S`
+  without an answer, which comes from the remote sidecar, end to end): a dead one is
+  aborted, its requests are reset, and the retry policy sends them to another host; without
+  that they would hang until the route timeout. They are reset together, so the retry
+  circuit breaker is a budget (`RETRY_BUDGET_PERCENT` of the requests in flight, at least
+  `MIN_RETRY_CONCURRENCY`), not Envoy's default of 3 concurrent retries, which would answer
+  most of them 503 instead of retrying them.
 - The check is a plain TCP connect to the ingress (a transport socket match selects raw
   TCP for it): cheap for everyone (no handshake on the remote sidecars), and exactly the
   question "is the zone's door reachable from here". Instances dead behind a live ingress are
@@ -74,6 +80,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, struct_pb2
 
@@ -96,6 +103,11 @@ ZONE_HC_TIMEOUT_S = 2.0
 ZONE_HC_NO_TRAFFIC_INTERVAL_S = 5.0
 ZONE_HC_UNHEALTHY_THRESHOLD = 1
 ZONE_HC_HEALTHY_THRESHOLD = 2
+RETRY_BUDGET_PERCENT = 100.0  # retries may at most double the requests in flight
+MIN_RETRY_CONCURRENCY = 32
+H2_PING_INTERVAL_S = 1.0
+H2_PING_TIMEOUT_S = 2.0
+HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 # The health check's transport socket: raw TCP, whatever the cluster's endpoints speak.
 HEALTH_CHECK_KEY = "zonemesh.io/health-check"
 HEALTH_CHECK_MATCH = "zone-health-check-tcp"
@@ -103,11 +115,15 @@ RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
 
 
 def apply_cluster_defaults(cluster: cluster_pb2.Cluster) -> None:
-    """Outlier detection, a panic threshold of 0, no merge window (module docstring)."""
+    """Outlier detection, a panic threshold of 0, no merge window, a retry budget (module
+    docstring)."""
     cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
         percent_pb2.Percent(value=PANIC_THRESHOLD_PERCENT)
     )
     cluster.common_lb_config.update_merge_window.CopyFrom(duration_pb2.Duration(seconds=0))
+    thresholds = cluster.circuit_breakers.thresholds.add()
+    thresholds.retry_budget.budget_percent.value = RETRY_BUDGET_PERCENT
+    thresholds.retry_budget.min_retry_concurrency.value = MIN_RETRY_CONCURRENCY
     detection = outlier_detection_pb2.OutlierDetection(
         split_external_local_origin_errors=True,
         interval=duration_pb2.Duration(seconds=INTERVAL_S),
@@ -156,6 +172,22 @@ def apply_zone_health_checks(cluster: cluster_pb2.Cluster) -> None:
             ),
         )
     )
+
+
+def apply_http2_keepalive(cluster: cluster_pb2.Cluster) -> None:
+    """Ping the cluster's HTTP/2 connections (module docstring); a cluster that does not
+    speak HTTP/2 upstream is left alone."""
+    packed_options = cluster.typed_extension_protocol_options.get(HTTP_OPTIONS_KEY)
+    if packed_options is None:
+        return
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    packed_options.Unpack(options)
+    if not options.explicit_http_config.HasField("http2_protocol_options"):
+        return
+    keepalive = options.explicit_http_config.http2_protocol_options.connection_keepalive
+    keepalive.interval.CopyFrom(_duration(H2_PING_INTERVAL_S))
+    keepalive.timeout.CopyFrom(_duration(H2_PING_TIMEOUT_S))
+    cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(packed(options))
 
 
 def exclude_from_health_checks(endpoint: endpoint_components_pb2.LbEndpoint) -> None:
