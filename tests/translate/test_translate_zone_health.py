@@ -123,3 +123,22 @@ def test_an_unnamed_port_keeps_its_number() -> None:
     topology = build("t", local_instances=1, remote={"zone-2": 1})
     assert sni_of(generate(topology).of_type(CLUSTER)[ECHO_MMZS]) == "sni.mzsvc.default.echo.1027"
     assert mmzs("echo", [(1027, "http")]).spec.ports[0].section_name == "1027"
+
+
+def test_dead_http2_connections_are_found_and_what_they_held_may_all_be_retried() -> None:
+    """A blackholed connection never closes by itself: pings find it; its requests are
+    reset together, so retries are budgeted by requests in flight, not 3 at a time."""
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+    cluster = generate(build("t", local_instances=1, remote={"zone-2": 1})).of_type(CLUSTER)[
+        ECHO_MMZS
+    ]
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    cluster.typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ].Unpack(options)
+    keepalive = options.explicit_http_config.http2_protocol_options.connection_keepalive
+    assert keepalive.interval.ToMilliseconds() > 0 and keepalive.timeout.ToMilliseconds() > 0
+    [thresholds] = cluster.circuit_breakers.thresholds
+    assert thresholds.retry_budget.budget_percent.value >= 100
+    assert cluster.common_lb_config.update_merge_window.ToMilliseconds() == 0
