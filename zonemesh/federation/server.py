@@ -674,7 +674,7 @@ class KdsServer:
         await server.start()
         self._server = server
         self._ticker = asyncio.create_task(self._tick_forever())
-        self.runtime.views["kds"] = self.tracker  # connected zones and their availability
+        self.runtime.views["kds"] = self.tracker  # connected zones, which are enabled
         where = f"{scheme(self.runtime.server_tls)}://{config.address}:{self.port}"
         self.runtime.status["kds"] = f"listening on {where}"
         self.tracker._publish_status()
