@@ -52,9 +52,11 @@ serve a service; whether a zone's data path works right now the sidecar finds ou
   without an answer, which comes from the remote sidecar, end to end): a dead one is
   aborted, its requests are reset, and the retry policy sends them to another host; without
   that they would hang until the route timeout. They are reset together, so the retry
-  circuit breaker is a budget (`RETRY_BUDGET_PERCENT` of the requests in flight, at least
-  `MIN_RETRY_CONCURRENCY`), not Envoy's default of 3 concurrent retries, which would answer
-  most of them 503 instead of retrying them.
+  circuit breaker lets as many retries run at once as requests may be in flight
+  (`MAX_CONCURRENT_RETRIES`, Envoy's default `max_requests`), not Envoy's default of 3,
+  which answered most of them 503 instead of retrying them (a percentage budget shrinks as
+  the reset requests leave the active count, and refused them too). Each request is still
+  retried at most `NUM_RETRIES` times.
 - The check is a plain TCP connect to the ingress (a transport socket match selects raw
   TCP for it): cheap for everyone (no handshake on the remote sidecars), and exactly the
   question "is the zone's door reachable from here". Instances dead behind a live ingress are
@@ -103,8 +105,7 @@ ZONE_HC_TIMEOUT_S = 2.0
 ZONE_HC_NO_TRAFFIC_INTERVAL_S = 5.0
 ZONE_HC_UNHEALTHY_THRESHOLD = 1
 ZONE_HC_HEALTHY_THRESHOLD = 2
-RETRY_BUDGET_PERCENT = 100.0  # retries may at most double the requests in flight
-MIN_RETRY_CONCURRENCY = 32
+MAX_CONCURRENT_RETRIES = 1024
 H2_PING_INTERVAL_S = 1.0
 H2_PING_TIMEOUT_S = 2.0
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -115,15 +116,14 @@ RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
 
 
 def apply_cluster_defaults(cluster: cluster_pb2.Cluster) -> None:
-    """Outlier detection, a panic threshold of 0, no merge window, a retry budget (module
+    """Outlier detection, a panic threshold of 0, no merge window, room for retries (module
     docstring)."""
     cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
         percent_pb2.Percent(value=PANIC_THRESHOLD_PERCENT)
     )
     cluster.common_lb_config.update_merge_window.CopyFrom(duration_pb2.Duration(seconds=0))
     thresholds = cluster.circuit_breakers.thresholds.add()
-    thresholds.retry_budget.budget_percent.value = RETRY_BUDGET_PERCENT
-    thresholds.retry_budget.min_retry_concurrency.value = MIN_RETRY_CONCURRENCY
+    thresholds.max_retries.value = MAX_CONCURRENT_RETRIES
     detection = outlier_detection_pb2.OutlierDetection(
         split_external_local_origin_errors=True,
         interval=duration_pb2.Duration(seconds=INTERVAL_S),
