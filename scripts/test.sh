@@ -11,7 +11,8 @@ if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/ini
     echo "warning: could not install PostgreSQL with apt-get; its tests will be skipped" >&2
 fi
 install_zonemesh '[dev]'
-# The network lab tests (tests/lab, tests/tproxy, the demo's netns mode) need these; as root
+# The network lab tests (tests/lab, tests/tproxy, the demo's netns mode, the zone blackhole
+# test) need these; as root
 # on Debian/Ubuntu they are installed when missing, elsewhere those tests skip saying why.
 lab_tools_missing() {
   for tool in ip iptables-restore curl dig setpriv; do

@@ -142,8 +142,11 @@ class XdsConfig(_Section):
     debounce_max_s: float = 1.0  # ... or after this long, whichever comes first
     # Proxy certificates live this long and are re-issued after two thirds of it.
     cert_validity: str = "24h"
+    # After a graceful stop (`dp run` said so), the proxy's registered resource is deleted
+    # this long after its stream ended, unless it connected again (Kuma's name and default).
+    dataplane_deregistration_delay: str = "10s"
 
-    @field_validator("cert_validity")
+    @field_validator("cert_validity", "dataplane_deregistration_delay")
     @classmethod
     def _valid_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -211,7 +214,9 @@ class GlobalKdsAuth(_Section):
 
 class GlobalMultizone(_Section):
     kds_port: int = 5685
-    zone_offline_grace_s: float = 30.0  # after this, a disconnected zone's services go unavailable
+    # After this, global logs (and shows in `GET /`) that a zone is offline. What the zone
+    # synced is still passed on: the sidecars' health checks judge its data path.
+    zone_offline_grace_s: float = 30.0
     kds_auth: GlobalKdsAuth = GlobalKdsAuth()
 
 
@@ -271,6 +276,22 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+class UniversalRuntimeConfig(_Section):
+    # A proxy registered by its data plane and offline this long (stream gone without a
+    # graceful stop) is deleted (Kuma's `runtime.universal.dataplaneCleanupAge`).
+    dataplane_cleanup_age: str = "72h"
+
+    @field_validator("dataplane_cleanup_age")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class RuntimeConfig(_Section):
+    universal: UniversalRuntimeConfig = UniversalRuntimeConfig()
+
+
 class CpConfig(_Section):
     mode: Literal["zone", "global"] = "zone"
     address: str = "127.0.0.1"  # bind host of every listener
@@ -281,6 +302,7 @@ class CpConfig(_Section):
     dp_server: DpServerConfig = DpServerConfig()
     multizone: MultizoneConfig = MultizoneConfig()
     ipam: IpamConfig = IpamConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     @model_validator(mode="after")
     def _mode_fits_zone(self) -> CpConfig:
@@ -364,6 +386,12 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "ZONEMESH_XDS_DEBOUNCE_MAX": ("xds", "debounceMaxS"),
     "ZONEMESH_CERT_VALIDITY": ("xds", "certValidity"),
     **_POSTGRES_ENV_VARS,
+    "KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY": ("xds", "dataplaneDeregistrationDelay"),
+    "KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE": (
+        "runtime",
+        "universal",
+        "dataplaneCleanupAge",
+    ),
 }
 
 # `zonemesh cp run` flags -> path in the config.

@@ -174,7 +174,9 @@ async def test_mmzs_from_global_reaches_zones_matches_both_zones_and_follows_cha
     await eventually(zone2_service_gone)
 
 
-async def test_a_dead_zone_goes_offline_unavailable_after_grace_and_comes_back(fed: Fed) -> None:
+async def test_a_dead_zone_cp_goes_offline_yet_stays_routable_and_comes_back(fed: Fed) -> None:
+    """A zone CP killed: global shows it Offline, but the other zones keep its MeshServices
+    Available and its ingress, past the grace period (its data path may well serve)."""
     await with_echo_in_both_zones(fed)
 
     async def zone2_reachable_from_zone1() -> None:
@@ -182,6 +184,8 @@ async def test_a_dead_zone_goes_offline_unavailable_after_grace_and_comes_back(f
         assert [s["spec"]["state"] for s in services] == ["Available"]
         ingresses = (await fed.z1.json("/zoneingresses"))["items"]
         assert [i["labels"]["kuma.io/zone"] for i in ingresses] == ["zone2"]
+        got = await fed.z1.json(f"{MMZS_PATH}/echo")
+        assert [m["zone"] for m in got["status"]["meshServices"]] == ["zone1", "zone2"]
 
     await eventually(zone2_reachable_from_zone1)
 
@@ -206,15 +210,12 @@ async def test_a_dead_zone_goes_offline_unavailable_after_grace_and_comes_back(f
     assert table.returncode == 0, table.stderr
     assert "Offline" in table.stdout and "zone2" in table.stdout
 
-    async def unavailable_in_zone1() -> None:
-        services = await zone_services(fed.z1, "zone2")
-        assert [s["spec"]["state"] for s in services] == ["Unavailable"]
-        assert (await fed.z1.json("/zoneingresses"))["items"] == []
-        # Still matched by the MMZS: listed, just not routed to.
-        got = await fed.z1.json(f"{MMZS_PATH}/echo")
-        assert [m["zone"] for m in got["status"]["meshServices"]] == ["zone1", "zone2"]
+    async def past_grace_on_global() -> None:
+        info = await fed.g.json("/")
+        assert f"zone2 offline (for over {GRACE_S:g}s)" in info["status"]["zones"]
 
-    await eventually(unavailable_in_zone1, timeout=GRACE_S + 8)
+    await eventually(past_grace_on_global, timeout=GRACE_S + 8)
+    await zone2_reachable_from_zone1()
 
     # Meanwhile global changes; zone2 must converge when back.
     assert (await fed.g.put(f"{MMZS_PATH}/other", mmzs("other", 2000))).status_code == 201
@@ -289,3 +290,53 @@ async def test_zones_keep_serving_without_global_and_a_killed_global_loses_nothi
         assert dps["total"] == 62
 
     await eventually(everything_arrived, timeout=20)
+
+
+def cli(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "zonemesh", *args], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def zone_rows(table: str) -> dict[str, str]:
+    """NAME -> STATUS of a `get zones` / `inspect zones` table."""
+    lines = table.splitlines()
+    return {line.split()[0]: line.split()[1] for line in lines[1:] if line.strip()}
+
+
+async def test_a_disabled_zone_disappears_from_the_others_shows_disabled_and_comes_back(
+    fed: Fed,
+) -> None:
+    """Kuma's `Zone enabled: false`, applied on global: zone2's MeshService and ingress leave
+    zone1, zone1's MMZS status no longer lists zone2, the CLI shows it Disabled."""
+    await with_echo_in_both_zones(fed)
+
+    async def zone2_in_zone1(present: bool) -> None:
+        services = await zone_services(fed.z1, "zone2")
+        ingresses = (await fed.z1.json("/zoneingresses"))["items"]
+        got = await fed.z1.json(f"{MMZS_PATH}/echo")
+        matched = [m["zone"] for m in got["status"]["meshServices"]]
+        if present:
+            assert [s["spec"]["state"] for s in services] == ["Available"]
+            assert [i["labels"]["kuma.io/zone"] for i in ingresses] == ["zone2"]
+            assert matched == ["zone1", "zone2"]
+        else:
+            assert services == [] and ingresses == []
+            assert matched == ["zone1"]
+
+    await eventually(lambda: zone2_in_zone1(True))
+    r = await fed.g.put("/zones/zone2", {"type": "Zone", "name": "zone2", "enabled": False})
+    assert r.status_code == 200, r.text
+    await eventually(lambda: zone2_in_zone1(False))
+    for command in ("get", "inspect"):
+        rows = zone_rows(cli(command, "zones", "--cp", fed.g.cp.url))
+        assert rows == {"zone1": "Online", "zone2": "Disabled"}, (command, rows)
+    # zone2 itself keeps running and syncing up: global still holds its copies.
+    assert await zone_services(fed.g, "zone2") != []
+
+    r = await fed.g.put("/zones/zone2", {"type": "Zone", "name": "zone2", "enabled": True})
+    assert r.status_code == 200, r.text
+    await eventually(lambda: zone2_in_zone1(True))
+    assert zone_rows(cli("get", "zones", "--cp", fed.g.cp.url))["zone2"] == "Online"

@@ -261,3 +261,43 @@ async def test_a_zone_that_was_standalone_takes_globals_version_of_global_types(
         assert await find(z1, MZ, "local-only") is not None
 
     await eventually(taken_over)
+
+
+async def test_proxy_insights_go_up_to_global_only_named_like_their_proxy(
+    federation: Federation,
+) -> None:
+    """What global's inspect reads: a zone's DataplaneInsight next to its Dataplane copy."""
+    await federation.start_global()
+    z1, _ = await federation.start_zone("zone1")
+    z2, _ = await federation.start_zone("zone2")
+    dataplane = {
+        "type": "Dataplane",
+        "mesh": "default",
+        "name": "echo-1",
+        "networking": {
+            "address": "127.0.1.11",
+            "inbound": [{"port": 21027, "tags": {"kuma.io/service": "echo"}}],
+        },
+    }
+    await put(z1, dataplane)
+    await put(
+        z1,
+        {
+            "type": "DataplaneInsight",
+            "mesh": "default",
+            "name": "echo-1",
+            "spec": {"online": True, "lastConnected": "2026-01-01T09:00:00Z"},
+        },
+    )
+    copy = global_name("echo-1", "zone1")
+    assert federation.global_rt is not None
+
+    async def on_global() -> None:
+        assert federation.global_rt is not None
+        got = await find(federation.global_rt, "DataplaneInsight", copy)
+        assert got is not None and got.spec.online
+        assert got.labels["kuma.io/zone"] == "zone1"
+        assert await find(federation.global_rt, "Dataplane", copy) is not None
+
+    await eventually(on_global)
+    assert await names(z2, "DataplaneInsight") == set()  # never passed on to other zones

@@ -306,8 +306,9 @@ def test_mtls_off_remote_endpoints_use_tls_by_transport_socket_match_local_stay_
     resources = generate(build("t", local_instances=1, remote={"zone-2": 1}))
     cluster = resources.of_type(CLUSTER)[ECHO_MMZS]
     assert not cluster.HasField("transport_socket")
-    [match] = cluster.transport_socket_matches
+    match, health_check = cluster.transport_socket_matches  # first match wins: TLS first
     assert dict(match.match) == {"zonemesh.io/cross-zone": "true"}
+    assert dict(health_check.match) == {"zonemesh.io/health-check": "tcp"}
     tls = upstream_tls(match.transport_socket)
     assert tls["sni"] == "sni.mzsvc.default.echo.1027"
     common = tls["commonTlsContext"]
@@ -326,7 +327,7 @@ def test_mtls_on_every_endpoint_uses_tls() -> None:
     resources = generate(build("t", local_instances=1, remote={"zone-2": 1}, mtls=True))
     cluster = resources.of_type(CLUSTER)[ECHO_MMZS]
     assert upstream_tls(cluster.transport_socket)["sni"] == "sni.mzsvc.default.echo.1027"
-    assert not cluster.transport_socket_matches
+    assert [m.name for m in cluster.transport_socket_matches] == ["zone-health-check-tcp"]
 
 
 def test_client_accepts_the_identities_of_every_matched_mesh_service() -> None:

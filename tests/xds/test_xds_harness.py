@@ -352,15 +352,27 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def running_xds(
-    generator: Generator | None = None, *, zone: str = "zone-1", **server_kwargs: Any
+    generator: Generator | None = None,
+    *,
+    zone: str = "zone-1",
+    env: dict[str, str] | None = None,
+    store: MemoryStore | None = None,
+    **server_kwargs: Any,
 ) -> AsyncIterator[Harness]:
+    """`env`: more settings by their env names; `store`: one that outlives the server (a CP
+    restart)."""
     config = load_config(
-        env={"ZONEMESH_XDS_DEBOUNCE_QUIET": "0.01", "ZONEMESH_XDS_DEBOUNCE_MAX": "0.2"},
+        env={
+            "ZONEMESH_XDS_DEBOUNCE_QUIET": "0.01",
+            "ZONEMESH_XDS_DEBOUNCE_MAX": "0.2",
+            **(env or {}),
+        },
         flags={"xds_port": 0, "store": "memory", "zone": zone},
     )
-    runtime = Runtime(config=config, store=MemoryStore())
+    runtime = Runtime(config=config, store=store or MemoryStore())
     await runtime.tokens.start()
-    await runtime.store.create(resource_from_wire({"type": "Mesh", "name": "default"}))
+    if await runtime.store.find(ResourceKey("Mesh", "", "default")) is None:
+        await runtime.store.create(resource_from_wire({"type": "Mesh", "name": "default"}))
     # The protocol tests reason about SimpleGenerator's output, not the full data path.
     server = XdsServer(runtime, generator or SimpleGenerator(), **server_kwargs)
     await server.start()

@@ -36,6 +36,7 @@ async def test_dataplane_is_registered_from_metadata_in_this_zone() -> None:
             "kuma.io/origin": "zone",
             "kuma.io/zone": "zone-1",
             "kuma.io/mesh": "default",
+            "zonemesh.io/registered-from": "node-metadata",  # the lifecycle may delete it
         }
         assert h.runtime.health.get(DP1).connected
         assert [(e.kind, e.key) for e in events] == [(ProxyEventKind.CONNECTED, DP1)]

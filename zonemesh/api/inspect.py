@@ -1,4 +1,10 @@
-"""Overviews for `zonemesh inspect` (resource + what the xDS server knows of it) and `/xds`.
+"""Overviews for `zonemesh inspect` (resource + what is known of its proxy) and `/xds`.
+
+A proxy's status comes from the xDS server of this CP when the proxy has connected to it since
+it started; else from the proxy's insight resource (`xds.insights`): the one its zone CP wrote
+before a restart, or, on global, the copy its zone synced up. Global has no proxies of its own,
+so it shows each one as its zone reports it, with the zone; while that zone's CP is
+disconnected from global, the report is the last one it sent, and the notes say so.
 
 Registered before the generic `{name}` routes: `_overview` can never be a resource name.
 """
@@ -6,6 +12,7 @@ Registered before the generic `{name}` routes: `_overview` can never be a resour
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,14 +26,24 @@ from zonemesh.api.resources import not_found, runtime_of
 from zonemesh.api.wire import render
 from zonemesh.cp.insights import ProxyInsight, XdsView
 from zonemesh.cp.runtime import Runtime
+from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
-from zonemesh.resources.registry import DATAPLANE, ZONE, ZONE_EGRESS, ZONE_INGRESS
+from zonemesh.resources.registry import (
+    DATAPLANE,
+    INSIGHT_OF,
+    ZONE,
+    ZONE_EGRESS,
+    ZONE_INGRESS,
+)
+from zonemesh.resources.types.zone import ZoneSpec, ZoneStatus
+from zonemesh.xds.insights import stored_insight
 
 router = APIRouter()
 
 ONLINE = "Online"
 OFFLINE = "Offline"
 DEGRADED = "Partially degraded"
+DISABLED = "Disabled"  # a Zone with `enabled: false`, whether its CP is connected or not
 
 
 def xds_view(runtime: Runtime) -> XdsView | None:
@@ -59,12 +76,16 @@ def insight_to_wire(insight: ProxyInsight) -> dict[str, Any]:
     }
 
 
+NEVER_CONNECTED = "never connected to this control plane"
+NOT_REPORTED = "its zone has not reported it (yet)"
+
+
 def proxy_status(
-    insight: ProxyInsight | None, inbound_ports: Sequence[int]
+    insight: ProxyInsight | None, inbound_ports: Sequence[int], never: str = NEVER_CONNECTED
 ) -> tuple[str, list[str]]:
     """Online / Offline / Partially degraded, and notes saying why (Kuma's rule)."""
     if insight is None:
-        return OFFLINE, ["never connected to this control plane"]
+        return OFFLINE, [never]
     notes = [f"inbound[port={p}] is not ready" for p in insight.not_ready_inbounds]
     if insight.last_nack:
         notes.append(f"last NACK: {insight.last_nack}")
@@ -82,23 +103,56 @@ def proxy_status(
     return ONLINE, notes
 
 
+def _reported(
+    resource: Resource, insight: ProxyInsight | None, zones: dict[str, Resource], local: bool
+) -> tuple[str | None, list[str]]:
+    """When the proxy was last seen (now while online and reported live), and notes on where
+    the report comes from when it is not this CP's own view."""
+    now = _time(datetime.now(UTC))
+    if insight is None:
+        return None, []
+    if local:
+        return (now if insight.online else _time(insight.last_disconnected)), []
+    zone_name = resource.labels.get(labels.ZONE, "")
+    zone = zones.get(zone_name)
+    status = zone.status if zone is not None and isinstance(zone.status, ZoneStatus) else None
+    if status is not None and not status.connected:
+        note = f'zone "{zone_name}" is offline: as it last reported'
+        if status.last_disconnected:
+            note += f" at {status.last_disconnected}"
+        seen = status.last_disconnected if insight.online else _time(insight.last_disconnected)
+        return seen, [note]
+    return (now if insight.online else _time(insight.last_disconnected)), []
+
+
 def _proxy_overview(
-    resource: Resource, rtype: ResourceType, insight: ProxyInsight | None, admin: bool
+    resource: Resource,
+    rtype: ResourceType,
+    insight: ProxyInsight | None,
+    admin: bool,
+    *,
+    zone: str,
+    local: bool,
+    zones: dict[str, Resource],
 ) -> dict[str, Any]:
     field = rtype.name[0].lower() + rtype.name[1:]  # dataplane, zoneIngress, zoneEgress
     networking = getattr(resource.spec, "networking", None)
     inbounds = getattr(networking, "inbound", []) if networking is not None else []
-    status, notes = proxy_status(insight, [i.port for i in inbounds])
+    never = NEVER_CONNECTED if local else NOT_REPORTED
+    status, notes = proxy_status(insight, [i.port for i in inbounds], never)
+    last_seen, where = _reported(resource, insight, zones, local)
     item: dict[str, Any] = {"type": f"{rtype.name}Overview"}
     if rtype.mesh_scoped:
         item["mesh"] = resource.mesh
     item.update(
         {
             "name": resource.name,
+            "zone": zone,
             field: render(resource, rtype, admin=admin),
             f"{field}Insight": None if insight is None else insight_to_wire(insight),
             "status": status,
-            "notes": notes,
+            "lastSeen": last_seen,
+            "notes": [*where, *notes],
         }
     )
     return item
@@ -108,10 +162,33 @@ async def _proxy_overviews(
     request: Request, rtype: ResourceType, mesh: str | None
 ) -> dict[str, Any]:
     runtime = runtime_of(request)
-    found = filter_resources(request, await runtime.store.list(rtype.name, mesh))
-    insights = _insights(runtime)
+    store = runtime.store
+    found = filter_resources(request, await store.list(rtype.name, mesh))
+    live = _insights(runtime)
+    insight_type = INSIGHT_OF[rtype.name].name
+    stored = {
+        ResourceKey(rtype.name, r.mesh, r.name): r for r in await store.list(insight_type, mesh)
+    }
+    zones = {z.name: z for z in await store.list(ZONE.name)} if runtime.config.is_global else {}
     admin = is_admin(request)
-    return page(request, found, lambda r: _proxy_overview(r, rtype, insights.get(r.key), admin))
+
+    def overview(resource: Resource) -> dict[str, Any]:
+        zone = resource.labels.get(labels.ZONE) or getattr(resource.spec, "zone", None)
+        insight = live.get(resource.key)
+        local = insight is not None
+        if insight is None and resource.key in stored:
+            insight = stored_insight(stored[resource.key])
+        return _proxy_overview(
+            resource,
+            rtype,
+            insight,
+            admin,
+            zone=zone or runtime.zone,
+            local=local or not runtime.config.is_global,
+            zones=zones,
+        )
+
+    return page(request, found, overview)
 
 
 @router.get("/meshes/{mesh}/dataplanes/_overview", tags=["inspect"])
@@ -138,7 +215,9 @@ async def zone_egresses_overview(request: Request) -> dict[str, Any]:
 
 @router.get("/zones/_overview", tags=["inspect"])
 async def zones_overview(request: Request) -> dict[str, Any]:
-    """Zones with the connection status the federation code keeps in their `status`."""
+    """Zones with the connection status the federation code keeps in their `status`;
+    a zone disabled on global is `Disabled`, connected or not (its CP still syncs up, but
+    nothing of it reaches the other zones)."""
     runtime = runtime_of(request)
     found = filter_resources(request, await runtime.store.list(ZONE.name, None))
     admin = is_admin(request)
@@ -147,12 +226,13 @@ async def zones_overview(request: Request) -> dict[str, Any]:
         wire = render(zone, ZONE, admin=admin)
         status = wire.get("status")
         connected = bool(status and status.get("connected"))
+        enabled = not isinstance(zone.spec, ZoneSpec) or zone.spec.enabled
         return {
             "type": "ZoneOverview",
             "name": zone.name,
             "zone": wire,
             "zoneInsight": status,
-            "status": ONLINE if connected else OFFLINE,
+            "status": (ONLINE if connected else OFFLINE) if enabled else DISABLED,
         }
 
     return page(request, found, overview)

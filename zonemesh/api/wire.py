@@ -16,6 +16,7 @@ from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceType
 from zonemesh.resources.codec import resource_to_wire
 from zonemesh.resources.registry import GLOBAL_SECRET, SECRET, ZONE, by_kind
+from zonemesh.translate import names
 
 # Kuma's short names of the types that have a KRI here.
 KRI_SHORT_NAMES = {
@@ -39,13 +40,17 @@ def kri(resource: Resource) -> str | None:
 
 
 def snis(resource: Resource) -> list[dict[str, Any]] | None:
-    """One SNI per port: `sni.<mzsvc|msvc>.<mesh>.<name>.<port>`."""
+    """One SNI per port: `sni.<mzsvc|msvc>.<mesh>.<name>.<port name, else number>`."""
     prefix = SNI_PREFIXES.get(resource.type)
     if prefix is None:
         return None
     ports = getattr(resource.spec, "ports", [])
     return [
-        {"port": p.port, "sni": f"sni.{prefix}.{resource.mesh}.{resource.name}.{p.port}"}
+        {
+            "port": p.port,
+            "sni": f"sni.{prefix}.{resource.mesh}.{resource.name}."
+            + names.section_name(p.port, getattr(p, "name", None)),
+        }
         for p in ports
     ]
 

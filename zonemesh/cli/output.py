@@ -117,6 +117,8 @@ def _mesh_mtls(item: dict[str, Any]) -> str:
 
 
 def _zone_status(item: dict[str, Any]) -> str:
+    if item.get("enabled") is False:
+        return "Disabled"
     return "Online" if _get(item, "status", "connected") else "Offline"
 
 
@@ -208,17 +210,22 @@ def _notes(item: dict[str, Any]) -> str:
     return "; ".join(item.get("notes") or []) or "-"
 
 
+def _overview_zone(item: dict[str, Any], resource_field: str) -> str:
+    """The zone a proxy lives in: the overview's, else its resource's."""
+    return str(item.get("zone") or _proxy_zone(item.get(resource_field) or {}))
+
+
 def _inspect_proxy_columns(resource_field: str, mesh_scoped: bool) -> Columns:
     columns: Columns = [("MESH", lambda i: str(i.get("mesh", "")))] if mesh_scoped else []
     columns.append(("NAME", lambda i: str(i.get("name", ""))))
+    columns.append(("ZONE", lambda i: _overview_zone(i, resource_field)))
     if mesh_scoped:
         columns.append(("TAGS", lambda i: _dataplane_tags(i.get(resource_field) or {})))
-    else:
-        columns.append(("ZONE", lambda i: _proxy_zone(i.get(resource_field) or {})))
     columns.extend(
         [
             ("STATUS", lambda i: str(i.get("status", "-"))),
             ("LAST CONNECTED AGO", lambda i: ago(_insight(i).get("lastConnected"), never="never")),
+            ("LAST SEEN AGO", lambda i: ago(i.get("lastSeen"), never="never")),
             ("TOTAL UPDATES", lambda i: _count(_insight(i).get("responsesSent"))),
             ("ACKS", lambda i: _count(_insight(i).get("acks"))),
             ("NACKS", lambda i: _count(_insight(i).get("nacks"))),

@@ -197,6 +197,8 @@ class SlotClaim:
 
 class TwoZoneMesh:
     """The demo topology; see the module docstring. Synchronous; use `with` or `stop()`.
+    Other shapes (three zones, a zone with a client only) through the constructor's
+    `zones` / `instances`.
 
     Drive it from one long-lived thread (children die with the thread that started them):
 
@@ -209,7 +211,23 @@ class TwoZoneMesh:
             mesh.start_zone_instances("zone1")
     """
 
-    def __init__(self, run_dir: Path | None = None, *, log_level: str = "info") -> None:
+    def __init__(
+        self,
+        run_dir: Path | None = None,
+        *,
+        log_level: str = "info",
+        zones: tuple[str, ...] = ZONES,
+        instances: dict[str, int] | None = None,
+        cp_env: dict[str, str] | None = None,
+        store: str = "memory",
+    ) -> None:
+        """`zones` and `instances` (echo instances per zone, 0 allowed: a zone with only a
+        client) shape the topology; `cp_env`: settings (env names) for every CP; `store`
+        theirs (`sqlite` keeps a CP's tokens and proxies across a restart)."""
+        self.store = store
+        self.zones = tuple(zones)
+        self.instance_counts = dict(instances if instances is not None else INSTANCES)
+        self.cp_env = dict(cp_env or {})
         self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_level = log_level
@@ -225,7 +243,7 @@ class TwoZoneMesh:
 
     def address(self, zone: str, host: int) -> str:
         assert self.slot is not None
-        return f"127.{self.slot.slot}.{ZONES.index(zone) + 1}.{host}"
+        return f"127.{self.slot.slot}.{self.zones.index(zone) + 1}.{host}"
 
     def _port(self, address: str = "127.0.0.1") -> int:
         return free_port(address, self._taken)
@@ -261,9 +279,9 @@ class TwoZoneMesh:
         start, then every proxy at once: most of a start is processes booting, which overlaps."""
         self.slot = SlotClaim(
             [
-                f"127.{{slot}}.{ZONES.index(z) + 1}.{11 + i}"
-                for z in ZONES
-                for i in range(INSTANCES[z])
+                f"127.{{slot}}.{self.zones.index(z) + 1}.{11 + i}"
+                for z in self.zones
+                for i in range(self.instance_counts.get(z, 0))
             ]
         )
         self._plan()
@@ -286,13 +304,18 @@ class TwoZoneMesh:
     def _plan(self) -> None:
         self.cps["global"] = self._control_plane("global", "127.0.0.1")
         echo_inbound = self._common_port(
-            [self.address(z, 11 + i) for z in ZONES for i in range(INSTANCES[z])]
+            [
+                self.address(z, 11 + i)
+                for z in self.zones
+                for i in range(self.instance_counts.get(z, 0))
+            ]
         )
-        for zone in ZONES:
+        for zone in self.zones:
             self.cps[zone] = self._control_plane(zone, self.address(zone, 1))
             self.ingresses[zone] = self._ingress(zone)
             self.instances[zone] = [
-                self._instance(zone, i, echo_inbound) for i in range(INSTANCES[zone])
+                self._instance(zone, i, echo_inbound)
+                for i in range(self.instance_counts.get(zone, 0))
             ]
             self.clients[zone] = self._client(zone)
 
@@ -376,9 +399,9 @@ class TwoZoneMesh:
         (self.run_dir / "topology.json").write_text(json.dumps(self.describe(), indent=2))
 
     def proxies(self) -> list[Proxy]:
-        out = [self.ingresses[z] for z in ZONES]
-        out += [i for z in ZONES for i in self.instances[z]]
-        return out + [self.clients[z] for z in ZONES]
+        out = [self.ingresses[z] for z in self.zones]
+        out += [i for z in self.zones for i in self.instances[z]]
+        return out + [self.clients[z] for z in self.zones]
 
     def describe(self) -> dict[str, Any]:
         """Where everything listens (also written to `<run_dir>/topology.json`)."""
@@ -395,7 +418,7 @@ class TwoZoneMesh:
                 }
                 for n, cp in self.cps.items()
             },
-            "zoneTokens": {z: str(self.zone_token_file(z)) for z in ZONES},
+            "zoneTokens": {z: str(self.zone_token_file(z)) for z in self.zones},
             "proxies": {
                 p.name: {
                     "zone": p.zone,
@@ -413,22 +436,23 @@ class TwoZoneMesh:
 
     def _start_control_planes(self) -> None:
         glob = self.cps["global"]
-        self.group.spawn("cp-global", self._cp_args(glob, "--mode", "global"))
+        self.group.spawn("cp-global", self._cp_args(glob, "--mode", "global"), env=self.cp_env)
         self.group.wait_http("cp-global", f"{glob.url}/ready", timeout=START_TIMEOUT_S)
         for name, doc in ((HTTP_MMZS, mmzs(HTTP_MMZS, "http")), (TCP_MMZS, mmzs(TCP_MMZS, "tcp"))):
             path = f"/meshes/{MESH}/meshmultizoneservices/{name}"
             response = httpx.put(f"{glob.url}{path}", json=doc, timeout=10)
             if response.status_code not in (200, 201):
                 raise ProcessError(f"PUT {path} on global: {response.status_code} {response.text}")
-        for zone in ZONES:
+        for zone in self.zones:
             cp = self.cps[zone]
             args = ("--mode", "zone", "--zone", zone, "--global-address", glob.kds_address)
             env = {
+                **self.cp_env,
                 "KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE": str(glob.ca_file),
                 "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH": str(self._zone_token(zone)),
             }
             self.group.spawn(f"cp-{zone}", self._cp_args(cp, *args), env=env)
-        for zone in ZONES:
+        for zone in self.zones:
             cp = self.cps[zone]
             self.group.wait_http(f"cp-{zone}", f"{cp.url}/ready", timeout=START_TIMEOUT_S)
             self._issue_tokens(zone)
@@ -464,11 +488,12 @@ class TwoZoneMesh:
 
     def _start_together(self) -> None:
         """The apps (which need nothing) while the CPs start, then every proxy at once."""
-        with_app = [i for z in ZONES for i in self.instances[z]] + [self.clients[z] for z in ZONES]
+        with_app = [i for z in self.zones for i in self.instances[z]]
+        with_app += [self.clients[z] for z in self.zones]
         for proxy in with_app:
             self._start_app(proxy, wait=False)
         self._start_control_planes()
-        for zone in ZONES:
+        for zone in self.zones:
             self._start_proxy(self.ingresses[zone], "ingress", wait=False)
         for proxy in with_app:
             self._start_proxy(proxy, "dataplane", wait=False)
@@ -511,7 +536,7 @@ class TwoZoneMesh:
             *("cp", "run", *extra, "--address", cp.address),
             *("--api-port", str(cp.api_port), "--xds-port", str(cp.xds_port)),
             *("--kds-port", str(cp.kds_port), "--https-port", str(cp.https_port)),
-            *("--store", "memory", "--data-dir", str(cp.data_dir)),
+            *("--store", self.store, "--data-dir", str(cp.data_dir)),
             *("--log-level", self.log_level),
         ]
 
@@ -579,6 +604,20 @@ class TwoZoneMesh:
 
     def start_app(self, zone: str, index: int) -> None:
         self._start_app(self.instance(zone, index))
+
+    def kill_cp(self, name: str) -> None:
+        """SIGKILL a control plane (`global` or a zone): nothing gets to clean up."""
+        self.group[f"cp-{name}"].kill()
+
+    def start_cp(self, name: str) -> None:
+        """Start a stopped control plane again, on the same ports and data directory."""
+        self.group.start(f"cp-{name}")
+        cp = self.cps[name]
+        self.group.wait_http(f"cp-{name}", f"{cp.url}/ready", timeout=START_TIMEOUT_S)
+
+    def global_api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request to the global CP's API (admin from loopback)."""
+        return httpx.request(method, f"{self.cps['global'].url}{path}", timeout=10, **kwargs)
 
     def client_url(self, zone: str, tcp: bool = False) -> str:
         client = self.clients[zone]
@@ -679,23 +718,30 @@ class TwoZoneMesh:
             watch=[self.clients[zone].sidecar, f"cp-{zone}"],
         )
 
+    def ingress_endpoint(self, zone: str) -> str:
+        """`address:port` other zones' sidecars dial for `zone` (its advertised address)."""
+        ingress = self.ingresses[zone]
+        return f"{ingress.address}:{ingress.resource['networking']['advertisedPort']}"
+
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Every client answers from its own zone on both ports, and has the other zone's
-        ingress at priority 1 (so failover does not wait for a configuration push)."""
-        for zone in ZONES:
-            other = next(z for z in ZONES if z != zone)
-            ingress = self.ingresses[other]
-            remote = f"{ingress.address}:{ingress.resource['networking']['advertisedPort']}"
+        """Every client has its local instances at priority 0 and the ingress of every other
+        zone with instances at priority 1 (so failover does not wait for a configuration
+        push), and answers from its own zone on both ports if it has instances."""
+        for zone in self.zones:
+            remotes = {
+                self.ingress_endpoint(z) for z in self.zones if z != zone and self.instances[z]
+            }
             local = {i.endpoint for i in self.instances[zone]}
             for tcp in (False, True):
                 self.wait_hosts(
                     zone,
-                    f"all local instances at priority 0 and {remote} at priority 1",
-                    lambda hosts, local=local, remote=remote: (
+                    f"all local instances at priority 0 and {sorted(remotes)} at priority 1",
+                    lambda hosts, local=local, remotes=remotes: (
                         {h.address for h in hosts if h.priority == 0} == local
-                        and remote in {h.address for h in hosts if h.priority == 1}
+                        and remotes <= {h.address for h in hosts if h.priority == 1}
                     ),
                     tcp=tcp,
                     timeout=timeout,
                 )
-                self.wait_answers_from(zone, zone, tcp=tcp, timeout=timeout)
+                if local:
+                    self.wait_answers_from(zone, zone, tcp=tcp, timeout=timeout)

@@ -248,8 +248,7 @@ class DataPlane:
             log.error("Envoy exited unexpectedly with code %s", self.envoy.returncode)
             await self.envoy.stop()
             return 1
-        if options.proxy_type == "dataplane":
-            await self._report_stopping(channel)
+        await self._report_stopping(channel)
         log.info("draining Envoy's listeners")
         await self.envoy.drain()
         await self.envoy.stop()
@@ -313,28 +312,32 @@ class DataPlane:
     async def _report_stopping(self, channel: grpc.aio.Channel) -> None:
         """Every inbound not ready, before draining: the CP takes this instance out of EDS
         now, instead of when the ADS stream closes after the drain. Otherwise callers keep
-        picking it for the whole drain, and get 503s if its app is already gone."""
-        assert isinstance(self.resource.spec, DataplaneSpec)
-        ports = sorted(p.inbound_port for p in probes_for(self.resource.spec))
-        if not ports:
-            return
+        picking it for the whole drain, and get 503s if its app is already gone. `stopping`
+        makes the stream's end a graceful stop: the CP deregisters what it registered."""
+        spec = self.resource.spec
+        ports = (
+            sorted(p.inbound_port for p in probes_for(spec))
+            if isinstance(spec, DataplaneSpec)
+            else []
+        )
         try:
             await channel.unary_unary(READINESS_METHOD)(
-                self._readiness_body(ports), metadata=self.metadata, timeout=1.0
+                self._readiness_body(ports, stopping=True), metadata=self.metadata, timeout=1.0
             )
         except grpc.aio.AioRpcError as e:
             log.debug("stopping report not taken: %s", e.details())
         else:
             log.info("readiness: not ready (stopping)")
 
-    def _readiness_body(self, not_ready: Sequence[int]) -> bytes:
-        return json.dumps(
-            {
-                "nodeId": self.node_id,
-                "proxyType": self.options.proxy_type,
-                "notReadyInboundPorts": list(not_ready),
-            }
-        ).encode()
+    def _readiness_body(self, not_ready: Sequence[int], *, stopping: bool = False) -> bytes:
+        body: dict[str, Any] = {
+            "nodeId": self.node_id,
+            "proxyType": self.options.proxy_type,
+            "notReadyInboundPorts": list(not_ready),
+        }
+        if stopping:
+            body["stopping"] = True
+        return json.dumps(body).encode()
 
     async def _report_readiness(self, channel: grpc.aio.Channel) -> None:
         """Probe the apps and tell the CP; zone proxies (no inbounds) report too, to learn

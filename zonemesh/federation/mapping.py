@@ -9,7 +9,8 @@ Three mappings, all pure functions of a stored resource:
   A resource that names another zone (a `kuma.io/zone` label, or a ZoneIngress/ZoneEgress
   `zone` field) is refused (`ForeignZone`), never rewritten: a zone speaks only for itself.
 - `pass_on` (global -> the other zones, a zone's copy): the global copy relabelled
-  `kuma.io/origin: global`, keeping `kuma.io/zone` so the receiving zone knows where it lives.
+  `kuma.io/origin: global`, keeping `kuma.io/zone` so the receiving zone knows where it lives;
+  nothing at all of a disabled zone.
 - `secret_for_zone` (global -> one zone, a Secret): what of the mesh CAs a zone may hold.
   Decided: per-zone intermediates. The root `ca-builtin` goes out as its certificate only
   (every PEM block whose type contains "PRIVATE KEY" is stripped), so no zone can mint
@@ -38,13 +39,11 @@ from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_to_wire
 from zonemesh.resources.registry import (
     GLOBAL_SECRET,
-    MESH_SERVICE,
     SECRET,
     ZONE_EGRESS,
     ZONE_INGRESS,
     by_kind,
 )
-from zonemesh.resources.types.meshservice import STATE_UNAVAILABLE
 from zonemesh.resources.types.secret import SecretSpec
 
 # A zone-internal bookkeeping label (which local controller manages a resource): meaningless
@@ -159,23 +158,29 @@ def to_global_copy(resource: Resource, zone: str) -> Resource:
     return resource.with_(name=name, labels=new_labels, status=None)
 
 
-def pass_on(resource: Resource, *, zone_available: bool) -> Resource | None:
+def pass_on(resource: Resource, *, zone_enabled: bool) -> Resource | None:
     """A zone's copy on global as the other zones receive it; None when it is withheld.
 
-    While its zone is unavailable (offline past the grace period, or disabled), its
-    MeshServices go out as `Unavailable` (so no zone routes to them, yet they stay listed in
-    MMZS status) and its ZoneIngresses/ZoneEgresses are withheld (removed from the other
-    zones), so no proxy is given an endpoint in a dead zone.
+    A zone disabled on global (`Zone` `enabled: false`) is cut out of the federation as Kuma
+    does it: none of its MeshServices, ZoneIngresses or ZoneEgresses is passed on, so the
+    other zones delete them, their MMZS status stops listing it and no proxy is given an
+    endpoint there. Re-enabling passes them on again.
+
+    A zone whose control plane is offline is passed on exactly as it last reported, however
+    long it has been gone. A CP outage says nothing about the data path: its ingresses and
+    instances keep serving with the configuration they have (Kuma's "zone CP offline =
+    freeze" promise), so withdrawing them would throw away healthy capacity — the other zones
+    used to stop sending to a zone whose CP was down while its instances answered fine.
+    Whether that zone's data path works is decided where traffic is, by the sidecars' active
+    health checks of its ingresses (`translate.resilience.apply_zone_health_checks`), which
+    take a blackholed or dead ingress out within seconds. A zone that is gone for good is
+    removed by deleting its `Zone` on global, which deletes what it synced.
     """
-    if not zone_available and resource.type in (ZONE_INGRESS.name, ZONE_EGRESS.name):
+    if not zone_enabled:
         return None
     new_labels = dict(resource.labels)
     new_labels[labels.ORIGIN] = labels.ORIGIN_GLOBAL
-    out = resource.with_(labels=new_labels, status=None)
-    if not zone_available and resource.type == MESH_SERVICE.name:
-        spec = resource.spec.model_copy(update={"state": STATE_UNAVAILABLE})
-        out = out.with_(spec=spec)
-    return out
+    return resource.with_(labels=new_labels, status=None)
 
 
 def strip_private_keys(pem: bytes) -> bytes | None:

@@ -1,16 +1,14 @@
 """Global's side of KDS: the gRPC service zones dial, one session per connected zone.
 
-Zone health and the offline decision live here, on global, not in the zones. Global is the
-only party that sees every zone's connection, so it decides once and for all zones: when a
-zone has been disconnected longer than `multizone.global.zone_offline_grace_s` (or is
-disabled with `enabled: false`), global rewrites what it passes on to the other zones: that
-zone's MeshServices go out with `spec.state: Unavailable` (still listed in MMZS status, never
-routed to) and its ZoneIngresses/ZoneEgresses are withheld, i.e. deleted from the other zones,
-so no proxy keeps an endpoint in a dead zone (Kuma keeps routing there: kumahq/kuma#17877).
-When the zone is back and its snapshot is applied, the real state goes out again. Global's
-own copies are never rewritten: `inspect` on global shows what the zone last reported.
-Deriving this in each zone from the synced `Zone` instead would need each zone to trust its
-own clock against global's and to ship status, which sync deliberately strips.
+Zone state lives here, on global, the only party that sees every zone's connection: the
+`Zone` resources' status (connected, since when, counters) and which zones are passed on to
+the others (`mapping.pass_on`). Only `enabled: false` withholds a zone: its MeshServices,
+ZoneIngresses and ZoneEgresses are deleted from the other zones, as Kuma does. A zone whose CP
+is disconnected, even for longer than `multizone.global.zone_offline_grace_s`, is passed on as
+it last reported: the CP being gone says nothing about its data path, which the sidecars check
+themselves (see `mapping.pass_on` for why; past the grace period global only says so in its
+log and status). Global's own copies are never rewritten: `inspect` on global shows what the
+zone last reported.
 
 Who may connect: open-source Kuma has no KDS authentication (any process reaching the port
 can claim any zone; trust-model.md §2). zonemesh goes beyond it here: before a Hello is acted
@@ -135,15 +133,16 @@ class GlobalInboxPolicy(InboxPolicy):
 @dataclass
 class _ZoneState:
     offline_since: float | None  # monotonic; None while connected
-    available: bool = True  # may the other zones route to it
-    enabled: bool = True
+    enabled: bool = True  # passed on to the other zones (`Zone` `enabled`)
+    offline_noted: bool = False  # the grace period passed and the log said so
     had_resource: bool = False  # its Zone existed: if it disappears, the zone was deleted
     session: ZoneSession | None = None
     last_flush: float = 0.0
 
 
 class ZoneTracker:
-    """Connected sessions per zone, the `Zone` resources' status, and zone availability."""
+    """Connected sessions per zone, the `Zone` resources' status, and which zones are enabled
+    (passed on to the others)."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -158,8 +157,8 @@ class ZoneTracker:
     # -- startup --------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Zones known from before this process: the previous process's connections are gone;
-        a zone gone long ago is unavailable right away, the others get the grace period."""
+        """Zones known from before this process: the previous process's connections are gone,
+        so each is offline (since it last disconnected, if the status says) until it dials."""
         now_wall, now_mono = time.time(), time.monotonic()
         for zone in await self.store.list(ZONE.name):
             status = zone.status if isinstance(zone.status, ZoneStatus) else None
@@ -168,9 +167,9 @@ class ZoneTracker:
                 gone_at = _parse_iso(status.last_disconnected)
                 if gone_at is not None:
                     since = now_mono - max(0.0, now_wall - gone_at)
-            state = _ZoneState(offline_since=since, enabled=_enabled(zone), had_resource=True)
-            state.available = state.enabled and now_mono - since < self.grace_s
-            self.zones[zone.name] = state
+            self.zones[zone.name] = _ZoneState(
+                offline_since=since, enabled=_enabled(zone), had_resource=True
+            )
             if status is not None and status.connected:
                 await self._write_status(zone.name, connected=False)
 
@@ -179,7 +178,6 @@ class ZoneTracker:
     def state(self, zone: str) -> _ZoneState:
         if zone not in self.zones:
             self.zones[zone] = _ZoneState(offline_since=self._started)
-            self.zones[zone].available = time.monotonic() - self._started < self.grace_s
         return self.zones[zone]
 
     def register(self, session: ZoneSession) -> None:
@@ -192,6 +190,7 @@ class ZoneTracker:
             current.replace()
         state.session = session
         state.offline_since = None
+        state.offline_noted = False
         self._spawn(
             self._write_status(
                 session.zone,
@@ -212,15 +211,10 @@ class ZoneTracker:
         self._spawn(self._flush_and_disconnect(session))
         self._publish_status()
 
-    def snapshot_applied(self, session: ZoneSession) -> None:
-        """The zone's full state is on global: its resources can be routed to again."""
-        state = self.state(session.zone)
-        if state.session is session:
-            self._set_available(session.zone, state.enabled)
-
-    def available(self, zone: str) -> bool:
+    def enabled(self, zone: str) -> bool:
+        """Passed on to the other zones: not disabled on global (a zone not known yet is)."""
         state = self.zones.get(zone)
-        return True if state is None else state.available
+        return True if state is None else state.enabled
 
     def sessions(self) -> list[ZoneSession]:
         return [s.session for s in self.zones.values() if s.session is not None]
@@ -231,21 +225,24 @@ class ZoneTracker:
         now = time.monotonic()
         zones = {z.name: z for z in await self.store.list(ZONE.name)}
         for name, zone in zones.items():
-            self.state(name).enabled = _enabled(zone)
             self.state(name).had_resource = True
+            self._set_enabled(name, _enabled(zone))
         for name, state in list(self.zones.items()):
             if state.session is None and state.had_resource and name not in zones:
                 await self._forget(name)
             elif state.session is not None:
-                if state.session.inbox.snapshot_done.is_set():
-                    self._set_available(name, state.enabled)
-                elif not state.enabled:
-                    self._set_available(name, False)
                 if now - state.last_flush >= STATUS_FLUSH_S:
                     await self._flush_counters(state.session)
-            else:
-                gone_for = now - (state.offline_since or now)
-                self._set_available(name, state.enabled and gone_for < self.grace_s)
+            elif not state.offline_noted and now - (state.offline_since or now) >= self.grace_s:
+                state.offline_noted = True
+                log.warning(
+                    'zone "%s" has been offline for over %gs: the other zones keep what it '
+                    "last reported; their sidecars' health checks of its ingresses decide "
+                    "whether it still serves",
+                    name,
+                    self.grace_s,
+                )
+                self._publish_status()
 
     async def _forget(self, zone: str) -> None:
         """The Zone of a disconnected zone was deleted: so is everything it had synced."""
@@ -257,20 +254,18 @@ class ZoneTracker:
                 await self.store.delete(resource.key)
         self._publish_status()
 
-    def _set_available(self, zone: str, available: bool) -> None:
+    def _set_enabled(self, zone: str, enabled: bool) -> None:
         state = self.state(zone)
-        if state.available == available:
+        if state.enabled == enabled:
             return
-        state.available = available
-        if available:
-            log.info('zone "%s" is available again: passing on its real state', zone)
+        state.enabled = enabled
+        if enabled:
+            log.info('zone "%s" is enabled again: passing on its resources', zone)
         else:
-            why = "disabled" if not state.enabled else f"offline for over {self.grace_s:g}s"
             log.warning(
-                'zone "%s" is %s: the other zones see its MeshServices Unavailable '
-                "and none of its zone ingresses/egresses",
+                'zone "%s" is disabled: its MeshServices and zone proxies are withdrawn from '
+                "the other zones",
                 zone,
-                why,
             )
         for session in self.sessions():
             if session.zone != zone:
@@ -374,8 +369,10 @@ class ZoneTracker:
         for name in sorted(self.zones):
             state = self.zones[name]
             word = "online" if state.session is not None else "offline"
-            if not state.available:
-                word += " (unavailable)"
+            if state.offline_noted:
+                word += f" (for over {self.grace_s:g}s)"
+            if not state.enabled:
+                word += " (disabled)"
             parts.append(f"{name} {word}")
         self.runtime.status["zones"] = ", ".join(parts) or "none"
 
@@ -417,7 +414,7 @@ class ZoneSession:
             source = resource.labels.get(labels.ZONE, "")
             if not rtype.sync.zone_to_zones or not source or source == self.zone:
                 return None
-            passed = mapping.pass_on(resource, zone_available=self.tracker.available(source))
+            passed = mapping.pass_on(resource, zone_enabled=self.tracker.enabled(source))
             return mapping.entry(passed) if passed is not None else None
         if not rtype.sync.global_to_zones:
             return None  # e.g. GlobalSecrets: token signing keys never leave global
@@ -524,7 +521,6 @@ class ZoneSession:
                         self.inbox.stats.unchanged,
                         self.inbox.stats.rejected,
                     )
-                    self.tracker.snapshot_applied(self)
             elif kind == "ack":
                 for rejection in message.ack.rejected:
                     self.errors += 1
@@ -678,7 +674,7 @@ class KdsServer:
         await server.start()
         self._server = server
         self._ticker = asyncio.create_task(self._tick_forever())
-        self.runtime.views["kds"] = self.tracker  # connected zones and their availability
+        self.runtime.views["kds"] = self.tracker  # connected zones, which are enabled
         where = f"{scheme(self.runtime.server_tls)}://{config.address}:{self.port}"
         self.runtime.status["kds"] = f"listening on {where}"
         self.tracker._publish_status()

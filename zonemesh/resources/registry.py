@@ -5,6 +5,7 @@ from __future__ import annotations
 from zonemesh.resources.base import ResourceType, Scope, SyncFlags
 from zonemesh.resources.types.dataplane import DataplaneSpec
 from zonemesh.resources.types.hostnamegenerator import HostnameGeneratorSpec
+from zonemesh.resources.types.insight import ProxyInsightSpec
 from zonemesh.resources.types.mesh import MeshSpec
 from zonemesh.resources.types.meshservice import MeshServiceSpec, MeshServiceStatus
 from zonemesh.resources.types.mlbs import MeshLoadBalancingStrategySpec
@@ -105,6 +106,44 @@ MESH_LOAD_BALANCING_STRATEGY = ResourceType(
     global_owned=True,
 )
 
+# A proxy as its zone's control plane sees it (`types.insight`): zone -> global only, as Kuma.
+DATAPLANE_INSIGHT = ResourceType(
+    "DataplaneInsight",
+    "dataplaneinsights",
+    "dataplaneinsight",
+    Scope.MESH,
+    ProxyInsightSpec,
+    aliases=("dataplane-insights",),
+    sync=_UP_ONLY,
+    zone_owned=True,
+)
+ZONE_INGRESS_INSIGHT = ResourceType(
+    "ZoneIngressInsight",
+    "zoneingressinsights",
+    "zoneingressinsight",
+    Scope.GLOBAL,
+    ProxyInsightSpec,
+    aliases=("zone-ingress-insights",),
+    sync=_UP_ONLY,
+    zone_owned=True,
+)
+ZONE_EGRESS_INSIGHT = ResourceType(
+    "ZoneEgressInsight",
+    "zoneegressinsights",
+    "zoneegressinsight",
+    Scope.GLOBAL,
+    ProxyInsightSpec,
+    aliases=("zone-egress-insights",),
+    sync=_UP_ONLY,
+    zone_owned=True,
+)
+# The insight type of each proxy type.
+INSIGHT_OF = {
+    "Dataplane": DATAPLANE_INSIGHT,
+    "ZoneIngress": ZONE_INGRESS_INSIGHT,
+    "ZoneEgress": ZONE_EGRESS_INSIGHT,
+}
+
 SECRET = ResourceType(
     "Secret",
     "secrets",
@@ -138,6 +177,9 @@ ALL_TYPES: tuple[ResourceType, ...] = (
     MESH_MULTI_ZONE_SERVICE,
     HOSTNAME_GENERATOR,
     MESH_LOAD_BALANCING_STRATEGY,
+    DATAPLANE_INSIGHT,
+    ZONE_INGRESS_INSIGHT,
+    ZONE_EGRESS_INSIGHT,
     SECRET,
     GLOBAL_SECRET,
 )

@@ -10,8 +10,10 @@ What a service has (`Plan`):
   MeshMultiZoneService matches. Health is read from the state (the proxy's ADS stream and
   readiness), not from `spec.state`, which may lag a pass behind.
 - Remote: per other zone, one endpoint per distinct advertised address of its ZoneIngresses.
-  A zone whose MeshService is not `Available` is left out: federation marks a dead zone's
-  services Unavailable. Every zone weighs the same (Kuma's documented default: "load
+  A zone whose MeshService is not `Available` is left out (its CP reports no healthy
+  instance). Whether a remote zone's ingress answers right now is not known here: the
+  sidecars check it themselves (`resilience.apply_zone_health_checks`); local endpoints are
+  excluded from those checks. Every zone weighs the same (Kuma's documented default: "load
   balanced equally for each zone"), however many instances or ingresses it has. Opt-in:
   the label `zonemesh.io/zone-weights: instances` on a MeshMultiZoneService weighs each zone
   by its healthy instance count as its ingress advertises it (`availableServices`).
@@ -49,7 +51,7 @@ from zonemesh.state.meshservices import is_local, is_synced
 from zonemesh.translate import names
 from zonemesh.translate.builders import is_ip, lb_endpoint
 from zonemesh.translate.policies.mlbs import LocalityPolicy
-from zonemesh.translate.resilience import load_assignment_policy
+from zonemesh.translate.resilience import exclude_from_health_checks, load_assignment_policy
 from zonemesh.translate.state import MeshState
 from zonemesh.translate.tls import cross_zone_metadata
 
@@ -419,7 +421,7 @@ def mmzs_plan(state: MeshState, mmzs: Resource, mmzs_port: MMZSPort) -> Plan:
             remote[zone] = target
         return Plan(
             mesh=mmzs.mesh,
-            sni=names.mmzs_sni(mmzs.mesh, mmzs.name, mmzs_port.port),
+            sni=names.mmzs_sni(mmzs.mesh, mmzs.name, mmzs_port.port, mmzs_port.name),
             local=tuple(sorted(local)),
             remote=tuple(remote[z] for z in sorted(remote)),
             spiffe_ids=tuple(sorted(identities)),
@@ -433,7 +435,7 @@ def mesh_service_plan(state: MeshState, ms: Resource, port: MeshServicePort) -> 
     """A local MeshService: its local instances. A synced one: its zone's ingresses."""
 
     def build() -> Plan:
-        sni = names.mesh_service_sni(ms.mesh, display_name(ms), port.port)
+        sni = names.mesh_service_sni(ms.mesh, display_name(ms), port.port, port.name)
         local: tuple[HostPort, ...] = ()
         remote: tuple[RemoteZone, ...] = ()
         if is_local(ms, state.zone):
@@ -536,7 +538,9 @@ def load_assignment(
         places = layout or tuple((hp, "", 1) for hp in plan.local)
         for (address, port), sub_zone, weight in places:
             group = groups.setdefault((0, state.zone, sub_zone), _Group(weight))
-            group.endpoints.append(lb_endpoint(address, port, weight=local_weight))
+            endpoint = lb_endpoint(address, port, weight=local_weight)
+            exclude_from_health_checks(endpoint)
+            group.endpoints.append(endpoint)
     metadata = cross_zone_metadata()
     if egress is not None and admitted:
         priority = min(p for _, p in admitted)

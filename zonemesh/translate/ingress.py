@@ -2,10 +2,10 @@
 
 One listener with `tls_inspector` and one filter chain per SNI: per port of every local
 MeshService (`sni.msvc.<mesh>.<name>.<port>`) and of every MeshMultiZoneService
-(`sni.mzsvc.<mesh>.<name>.<port>`). Each chain is a `tcp_proxy` to a cluster of this zone's
-healthy instances only. TLS is passed through, never terminated: it runs end to end between
-the two sidecars. A cluster never holds another zone's ingress, so traffic cannot loop between
-zones.
+(`sni.mzsvc.<mesh>.<name>.<port>`; a named port puts its name there, `names.section_name`).
+Each chain is a `tcp_proxy` to a cluster of this zone's healthy instances only. TLS is passed
+through, never terminated: it runs end to end between the two sidecars. A cluster never holds
+another zone's ingress, so traffic cannot loop between zones.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _local_mesh_service_snis(state: MeshState, ms: Resource) -> Iterable[tuple[s
     spec = ms.spec
     assert isinstance(spec, MeshServiceSpec)
     for port in spec.ports:
-        sni = names.mesh_service_sni(ms.mesh, display_name(ms), port.port)
+        sni = names.mesh_service_sni(ms.mesh, display_name(ms), port.port, port.name)
         yield sni, set(local_instances(state, ms, port))
 
 
@@ -91,7 +91,7 @@ def _mmzs_snis(state: MeshState, mmzs: Resource) -> Iterable[tuple[str, set[Host
             port = mesh_service_port(ms, mmzs_port)
             if port is not None:
                 endpoints.update(local_instances(state, ms, port))
-        yield names.mmzs_sni(mmzs.mesh, mmzs.name, mmzs_port.port), endpoints
+        yield names.mmzs_sni(mmzs.mesh, mmzs.name, mmzs_port.port, mmzs_port.name), endpoints
 
 
 def ingress_targets(state: MeshState) -> list[SniTarget]:

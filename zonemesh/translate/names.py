@@ -31,14 +31,23 @@ def ca_secret(mesh: str) -> str:
 
 
 # --- SNIs through zone ingress / egress (contract §xDS) ----------------------------------
+# Kuma's KRI-derived form (`pkg/core/resources/sni`): the last segment is the port's section
+# name, i.e. its `name` when it has one, else its number: `sni.mzsvc.default.echo.http` for a
+# port named `http`, `sni.mzsvc.default.echo.1027` for an unnamed one. Client and ingress both
+# build it from the same port (the MMZS port, or the synced MeshService port), so they agree.
 
 
-def mmzs_sni(mesh: str, name: str, port: int | str) -> str:
-    return f"sni.mzsvc.{mesh}.{name}.{port}"
+def section_name(port: int, name: str | None = None) -> str:
+    """A port as the last SNI segment: its name when it has one, else its number."""
+    return name or str(port)
 
 
-def mesh_service_sni(mesh: str, name: str, port: int | str) -> str:
-    return f"sni.msvc.{mesh}.{name}.{port}"
+def mmzs_sni(mesh: str, name: str, port: int, port_name: str | None = None) -> str:
+    return f"sni.mzsvc.{mesh}.{name}.{section_name(port, port_name)}"
+
+
+def mesh_service_sni(mesh: str, name: str, port: int, port_name: str | None = None) -> str:
+    return f"sni.msvc.{mesh}.{name}.{section_name(port, port_name)}"
 
 
 # --- sidecar resources -------------------------------------------------------------------

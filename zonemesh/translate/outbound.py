@@ -66,6 +66,8 @@ from zonemesh.translate.policies.mlbs import (
 from zonemesh.translate.resilience import (
     TCP_CONNECT_ATTEMPTS,
     apply_cluster_defaults,
+    apply_http2_keepalive,
+    apply_zone_health_checks,
     retry_policy,
 )
 from zonemesh.translate.state import MeshState, content_memo
@@ -90,8 +92,8 @@ class Backend:
 def service_cluster(
     state: MeshState, name: str, plan: Plan, conf: LbConf = DEFAULT
 ) -> cluster_pb2.Cluster:
-    """EDS cluster with resilience defaults, the policy's load balancer, and mutual TLS to
-    every zone-crossing endpoint.
+    """EDS cluster with resilience defaults, the policy's load balancer, mutual TLS to
+    every zone-crossing endpoint, and active health checks of those (`resilience`).
 
     With the mesh's mTLS on, every endpoint gets TLS. With it off, only the endpoints marked
     cross-zone (other zones' ingresses, the egress) do, via `transport_socket_matches`, and
@@ -101,6 +103,7 @@ def service_cluster(
     http = is_http(plan.app_protocol)
     if http:
         set_http2_upstream(cluster)  # proxy-to-proxy hop: HTTP/2 whatever the app speaks
+        apply_http2_keepalive(cluster)
     apply_cluster_defaults(cluster)
     configure_cluster(cluster, conf)
     tls = upstream_tls(plan.mesh, plan.sni, plan.spiffe_ids, http2=http)
@@ -114,6 +117,7 @@ def service_cluster(
                 name=CROSS_ZONE_MATCH, match=match, transport_socket=tls
             )
         )
+    apply_zone_health_checks(cluster)
     return cluster
 
 

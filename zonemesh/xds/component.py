@@ -56,6 +56,8 @@ from zonemesh.translate.state import MeshState, build_mesh_state
 from zonemesh.xds.auth import DpAuthenticator
 from zonemesh.xds.ca_service import CertificateAuthority
 from zonemesh.xds.cache import ResourceInterner, Snapshot, SnapshotCache
+from zonemesh.xds.insights import InsightWriter
+from zonemesh.xds.lifecycle import DataplaneLifecycle
 from zonemesh.xds.metrics import XdsMetrics
 from zonemesh.xds.protocol import DEFAULT_MAX_RESOURCE_NAMES, DEFAULT_MAX_UNACKED
 from zonemesh.xds.readiness import readiness_handler
@@ -128,6 +130,8 @@ class XdsServer:
         self.interner = ResourceInterner()
         self.auth = DpAuthenticator(runtime)
         self.registry = ProxyRegistry(runtime, self.auth)
+        self.insight_writer = InsightWriter(runtime, self.registry)
+        self.lifecycle = DataplaneLifecycle(runtime, self.registry, self.insight_writer)
         self.trust = MeshTrust(runtime.store, runtime.zone, federated=runtime.config.federated_zone)
         self.ca = CertificateAuthority(
             runtime,
@@ -183,6 +187,8 @@ class XdsServer:
         self._subscription = self.runtime.store.subscribe()
         self._unsubscribe_registry = self.registry.subscribe(self._on_proxy_event)
         self._unsubscribe_revocations = self.runtime.tokens.on_revocation(self._on_revocation)
+        await self.insight_writer.start()
+        await self.lifecycle.start()
         await server.start()
         self._server = server
         self._tasks = [
@@ -204,10 +210,12 @@ class XdsServer:
             self._unsubscribe_revocations = None
         if self.runtime.views.get("xds") is self:
             del self.runtime.views["xds"]
+        await self.lifecycle.stop()  # before the streams close: a shutdown deletes nothing
         if self._server is not None:
             self.registry.close_all(grpc.StatusCode.UNAVAILABLE, "control plane is shutting down")
             await self._server.stop(STOP_GRACE_S)
             self._server = None
+        await self.insight_writer.stop()  # writes the streams' end
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

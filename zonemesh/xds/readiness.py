@@ -2,7 +2,8 @@
 
 `/zonemesh.dp.v1.Readiness/Report` takes
 `{"nodeId": "<mesh>.<name>", "proxyType": "dataplane", "notReadyInboundPorts": [21027]}`
-and answers `{"zone": "<this CP's zone>", "trustFingerprints": {"<mesh>": "<hex>"}}`: the
+(plus `"stopping": true` in the report `dp run` sends before it drains on SIGTERM: the end of
+that stream is then a graceful stop, which deregisters what it registered) and answers `{"zone": "<this CP's zone>", "trustFingerprints": {"<mesh>": "<hex>"}}`: the
 data plane logs which zone it joined, and re-signs its certificate when its mesh's trust
 bundle changed. A report takes an instance out of EDS, so it needs the same dataplane token
 as the ADS stream (metadata `authorization`), allowing the reported proxy, and only a proxy
@@ -33,7 +34,7 @@ class _BadReport(Exception):
     pass
 
 
-def _parse(body: bytes) -> tuple[str, str, tuple[int, ...]]:
+def _parse(body: bytes) -> tuple[str, str, tuple[int, ...], bool]:
     try:
         doc = json.loads(body or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -51,7 +52,10 @@ def _parse(body: bytes) -> tuple[str, str, tuple[int, ...]]:
         isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in ports
     ):
         raise _BadReport("notReadyInboundPorts: must be a list of ports")
-    return node_id, proxy_type, tuple(ports)
+    stopping = doc.get("stopping", False)
+    if not isinstance(stopping, bool):
+        raise _BadReport("stopping: must be true or false")
+    return node_id, proxy_type, tuple(ports), stopping
 
 
 def readiness_handler(xds: XdsServer) -> grpc.GenericRpcHandler:
@@ -63,7 +67,7 @@ def readiness_handler(xds: XdsServer) -> grpc.GenericRpcHandler:
             credential = auth.authenticate(
                 context.invocation_metadata(), interface="xds", peer=peer
             )
-            node_id, proxy_type, ports = _parse(body)
+            node_id, proxy_type, ports, stopping = _parse(body)
             metadata = struct_pb2.Struct()
             metadata.update({META_PROXY_TYPE: proxy_type})
             identity = parse_node(base_pb2.Node(id=node_id, metadata=metadata))
@@ -84,7 +88,7 @@ def readiness_handler(xds: XdsServer) -> grpc.GenericRpcHandler:
             await context.abort(e.code, e.message)
         if xds.registry.connection(key) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{key} has no open xDS stream")
-        xds.registry.set_readiness(key, ports)
+        xds.registry.set_readiness(key, ports, stopping=stopping)
         answer: dict[str, Any] = {"zone": xds.runtime.zone}
         if key.mesh:
             fingerprint = await xds.trust.root_fingerprint(key.mesh)

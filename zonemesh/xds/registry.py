@@ -2,8 +2,16 @@
 
 `node.id` is `<mesh>.<name>` (split at the first dot). Zone ingresses and egresses are
 global-scoped, so their key has mesh "" whatever the id's prefix; `dataplane.proxyType` in
-the node metadata decides. A proxy whose resource is not in the store is created from
-`dataplane.resource` in the metadata, stamped as written in this zone.
+the node metadata decides.
+
+Registration (Kuma's Universal lifecycle): a proxy that brings its resource in
+`dataplane.resource` (what `zonemesh dp run --dataplane-file` does) has it created or, when
+it differs from the stored one, updated — so a changed file takes effect on the next `dp run`,
+even across CP restarts. The dataplane token must allow both the stored resource and the new
+one (a token scoped to one service cannot take over another's Dataplane). A resource created
+this way carries `REGISTERED_LABEL`; `xds.lifecycle` deletes only those (on a graceful stop,
+or when offline past the cleanup age), never one applied through the API. Updating an
+API-applied one changes its spec only and leaves it unlabelled.
 
 Connecting and disconnecting are events: the registry updates `runtime.health` and calls its
 subscribers (`subscribe`). A second stream for the same proxy replaces the first, which is
@@ -34,7 +42,8 @@ from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.registry import DATAPLANE, MESH, ZONE_EGRESS, ZONE_INGRESS
 from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
-from zonemesh.store.base import AlreadyExistsError
+from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
+from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError
 from zonemesh.translate.generator import ProxyType
 from zonemesh.xds.auth import AuthError, Credential, DpAuthenticator
 
@@ -46,6 +55,10 @@ log = logging.getLogger("zonemesh.xds")
 META_PROXY_TYPE = "dataplane.proxyType"
 EXPIRY_RECHECK_S = 1.0  # a token past its expiry but within the verifier's leeway
 META_RESOURCE = "dataplane.resource"
+# On a proxy resource created from node metadata (see the module docstring).
+REGISTERED_LABEL = "zonemesh.io/registered-from"
+REGISTERED_FROM_METADATA = "node-metadata"
+REGISTER_ATTEMPTS = 5
 _KIND_OF = {
     ProxyType.DATAPLANE: DATAPLANE.name,
     ProxyType.INGRESS: ZONE_INGRESS.name,
@@ -149,6 +162,7 @@ class ProxyEvent:
     key: ResourceKey
     proxy_type: ProxyType
     node_id: str
+    stopping: bool = False  # on DISCONNECTED: the data plane said it was stopping first
 
 
 @dataclass
@@ -181,6 +195,7 @@ class Connection:
     credential: Credential | None = None  # None: authentication is off
     peer: str = ""
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
+    stopping: bool = False  # the data plane reported a graceful stop on this stream
 
     def close(self, code: grpc.StatusCode, reason: str) -> None:
         self.on_close(code, reason)
@@ -196,6 +211,11 @@ class ProxyRegistry:
         self._connections: dict[ResourceKey, Connection] = {}
         self._records: dict[ResourceKey, ProxyRecord] = {}
         self._listeners: list[ProxyListener] = []
+        # Sidecars of one mesh mostly list the same outbounds (every service they may call):
+        # equal Outbound models (frozen) are shared between Dataplanes, not held per proxy.
+        self._outbounds: weakref.WeakValueDictionary[tuple[Any, ...], Outbound] = (
+            weakref.WeakValueDictionary()
+        )
 
     # --- events -------------------------------------------------------------------------
 
@@ -205,7 +225,7 @@ class ProxyRegistry:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _emit(self, kind: ProxyEventKind, conn: Connection) -> None:
-        event = ProxyEvent(kind, conn.key, conn.proxy_type, conn.node_id)
+        event = ProxyEvent(kind, conn.key, conn.proxy_type, conn.node_id, conn.stopping)
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -300,13 +320,31 @@ class ProxyRegistry:
         log.info("proxy %s disconnected", conn.key)
         self._emit(ProxyEventKind.DISCONNECTED, conn)
 
+    def forget(self, key: ResourceKey) -> None:
+        """The proxy's resource was deleted while it was not connected: drop what we knew."""
+        if key in self._connections:
+            return
+        self._records.pop(key, None)
+        self._runtime.health.forget(key)
+
     def close_all(self, code: grpc.StatusCode, reason: str) -> None:
         for conn in list(self._connections.values()):
             conn.close(code, reason)
 
-    def set_readiness(self, key: ResourceKey, not_ready_inbound_ports: tuple[int, ...]) -> None:
-        """Readiness reported by the data plane: the inbound ports whose app is down."""
+    def set_readiness(
+        self,
+        key: ResourceKey,
+        not_ready_inbound_ports: tuple[int, ...],
+        *,
+        stopping: bool = False,
+    ) -> None:
+        """Readiness reported by the data plane: the inbound ports whose app is down, and
+        whether it is stopping gracefully (then its stream's end deregisters it)."""
         self._runtime.health.set_readiness(key, tuple(sorted(set(not_ready_inbound_ports))))
+        conn = self._connections.get(key)
+        if stopping and conn is not None and not conn.stopping:
+            conn.stopping = True
+            log.info("proxy %s is stopping", key)
 
     # --- queries ------------------------------------------------------------------------
 
@@ -348,49 +386,55 @@ class ProxyRegistry:
     async def _ensure_registered(
         self, identity: NodeIdentity, credential: Credential | None, peer: str
     ) -> None:
+        """Create or update the proxy's resource from its metadata (module docstring)."""
         store = self._runtime.store
         key = identity.key
         incoming = self._from_metadata(identity) if identity.resource_doc is not None else None
-        existing = await store.find(key)
-        # Both the resource the proxy brings and the one already stored must be within the
-        # token. Kuma checks only the incoming one, so a token scoped to a tag can take over
-        # a same-named Dataplane of another service (trust-model.md §6): here the stored
-        # resource is authoritative too, and a newcomer claiming it must be allowed it.
-        self.auth.authorize(
-            credential,
-            key,
-            identity.proxy_type.value,
-            (incoming, existing),
-            interface="xds",
-            peer=peer,
-        )
-        if identity.proxy_type is ProxyType.DATAPLANE and (
-            await store.find(ResourceKey(MESH.name, "", key.mesh)) is None
-        ):
-            raise RegistrationError(
-                grpc.StatusCode.FAILED_PRECONDITION, f"mesh {key.mesh} not found"
-            )
-        resource = incoming
-        if existing is not None:
-            return
-        if resource is None:
-            raise RegistrationError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{key} is not in the store and node metadata carries no {META_RESOURCE}",
-            )
-        try:
-            await store.create(resource)
-            log.info("registered %s from node metadata", key)
-        except AlreadyExistsError:
-            # A concurrent stream registered it first: what it wrote must be ours too.
+        mesh_checked = False
+        for _ in range(REGISTER_ATTEMPTS):
+            existing = await store.find(key)
+            # Both the resource the proxy brings and the one already stored must be within
+            # the token. Kuma checks only the incoming one, so a token scoped to a tag can
+            # take over a same-named Dataplane of another service (trust-model.md §6): here
+            # the stored resource is authoritative too, and a newcomer claiming it must be
+            # allowed it.
             self.auth.authorize(
                 credential,
                 key,
                 identity.proxy_type.value,
-                (await store.find(key),),
+                (incoming, existing),
                 interface="xds",
                 peer=peer,
             )
+            if not mesh_checked and identity.proxy_type is ProxyType.DATAPLANE:
+                if await store.find(ResourceKey(MESH.name, "", key.mesh)) is None:
+                    raise RegistrationError(
+                        grpc.StatusCode.FAILED_PRECONDITION, f"mesh {key.mesh} not found"
+                    )
+                mesh_checked = True
+            if incoming is None:
+                if existing is None:
+                    raise RegistrationError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"{key} is not in the store and node metadata carries no {META_RESOURCE}",
+                    )
+                return
+            try:
+                if existing is None:
+                    await store.create(incoming)
+                    log.info("registered %s from node metadata", key)
+                    return
+                desired = _updated(existing, incoming)
+                if desired is None:
+                    return
+                await store.update(desired.with_(version=existing.version))
+                log.info("updated %s from node metadata (its file changed)", key)
+                return
+            except (AlreadyExistsError, ConflictError, NotFoundError):
+                continue  # written meanwhile (another stream, a status pass): check again
+        raise RegistrationError(
+            grpc.StatusCode.UNAVAILABLE, f"{key}: registration kept conflicting; retry"
+        )
 
     def _from_metadata(self, identity: NodeIdentity) -> Resource:
         doc = dict(identity.resource_doc or {})
@@ -419,13 +463,44 @@ class ProxyRegistry:
         if identity.proxy_type is not ProxyType.DATAPLANE:
             resource = resource.with_(spec=resource.spec.model_copy(update={"zone": zone}))
         else:
-            resource = _share_outbounds(resource)
-        return stamp_origin(resource, is_global=False, zone=zone)
+            resource = self._share_outbounds(resource)
+        marked = {**resource.labels, REGISTERED_LABEL: REGISTERED_FROM_METADATA}
+        return stamp_origin(resource.with_(labels=marked), is_global=False, zone=zone)
+
+    def _share_outbounds(self, resource: Resource) -> Resource:
+        spec = resource.spec
+        if not isinstance(spec, DataplaneSpec) or not spec.networking.outbound:
+            return resource
+        shared = []
+        for outbound in spec.networking.outbound:
+            key = _outbound_key(outbound)
+            found = self._outbounds.get(key)
+            if found is None:
+                self._outbounds[key] = found = outbound
+            shared.append(found)
+        networking = spec.networking.model_copy(update={"outbound": shared})
+        return resource.with_(spec=spec.model_copy(update={"networking": networking}))
 
 
-# Sidecars of one mesh mostly list the same outbounds (every service they may call): equal
-# Outbound models (frozen) are shared between Dataplanes instead of held once per proxy.
-_outbounds: weakref.WeakValueDictionary[tuple[Any, ...], Outbound] = weakref.WeakValueDictionary()
+def is_registered_from_metadata(resource: Resource) -> bool:
+    """Created by a proxy's registration (the lifecycle may delete it), not by the API."""
+    return resource.labels.get(REGISTERED_LABEL) == REGISTERED_FROM_METADATA
+
+
+def _updated(existing: Resource, incoming: Resource) -> Resource | None:
+    """`existing` as the proxy's metadata wants it; None when nothing would change.
+
+    A resource registered from metadata takes the incoming labels and spec whole; one applied
+    through the API only its spec (its labels are the API's, and it stays unlabelled, so the
+    lifecycle never deletes it). What the CP writes into a ZoneIngress itself
+    (`availableServices`) is kept, or every reconnect would rewrite it twice."""
+    spec = incoming.spec
+    if isinstance(spec, ZoneIngressSpec) and isinstance(existing.spec, ZoneIngressSpec):
+        spec = spec.model_copy(update={"available_services": existing.spec.available_services})
+    new_labels = incoming.labels if is_registered_from_metadata(existing) else existing.labels
+    if spec == existing.spec and new_labels == existing.labels:
+        return None
+    return existing.with_(spec=spec, labels=new_labels)
 
 
 def _outbound_key(o: Outbound) -> tuple[Any, ...]:
@@ -445,18 +520,3 @@ def _outbound_key(o: Outbound) -> tuple[Any, ...]:
             frozenset(ref.model_fields_set),
         ),
     )
-
-
-def _share_outbounds(resource: Resource) -> Resource:
-    spec = resource.spec
-    if not isinstance(spec, DataplaneSpec) or not spec.networking.outbound:
-        return resource
-    shared = []
-    for outbound in spec.networking.outbound:
-        key = _outbound_key(outbound)
-        found = _outbounds.get(key)
-        if found is None:
-            _outbounds[key] = found = outbound
-        shared.append(found)
-    networking = spec.networking.model_copy(update={"outbound": shared})
-    return resource.with_(spec=spec.model_copy(update={"networking": networking}))
