@@ -7,6 +7,7 @@ import logging
 import signal
 
 from zonemesh.config import CpConfig
+from zonemesh.cp.leadership import LeaderOnly, Leadership, PostgresLeadership
 from zonemesh.cp.runtime import Component, Runtime
 from zonemesh.store.base import Store
 from zonemesh.tls.material import ServerTls, load_server_tls
@@ -32,6 +33,18 @@ def open_store(config: CpConfig) -> Store:
     return SqliteStore(config.data_dir / "zonemesh.db")
 
 
+def open_leadership(config: CpConfig) -> Leadership:
+    """Instances sharing PostgreSQL elect a leader per zone (or global); otherwise this one is."""
+    if config.store.type != "postgres":
+        return Leadership()
+    who = f"zone/{config.zone_name}" if not config.is_global else "global"
+    return PostgresLeadership(
+        config.store.postgres,
+        f"zonemesh-leader/{who}",
+        application_name=f"zonemesh-cp-{config.zone_name or 'global'} leader",
+    )
+
+
 class TokenComponent:
     """Keys and revocation lists loaded before anything verifies a token."""
 
@@ -53,10 +66,12 @@ def build_components(runtime: Runtime) -> list[Component]:
     from zonemesh.api.server import ApiServer
     from zonemesh.state.component import ComputedState
 
+    leadership = runtime.leadership
     components: list[Component] = [
         TokenComponent(runtime),
         AdminTokenBootstrap(runtime),
-        ComputedState(runtime),
+        # Defaults, mesh CAs, generated MeshServices, VIPs, statuses: written by one instance.
+        LeaderOnly(leadership, ComputedState.name, lambda: ComputedState(runtime)),
     ]
     if not runtime.config.is_global:
         from zonemesh.xds.component import XdsServer
@@ -69,7 +84,8 @@ def build_components(runtime: Runtime) -> list[Component]:
     elif runtime.config.federated_zone:
         from zonemesh.federation.client import KdsClient
 
-        components.append(KdsClient(runtime))
+        # One KDS connection per zone: the leader's.
+        components.append(LeaderOnly(leadership, KdsClient.name, lambda: KdsClient(runtime)))
     components.append(ApiServer(runtime))
     return components
 
@@ -105,7 +121,11 @@ class ControlPlane:
     def __init__(self, config: CpConfig) -> None:
         server_tls, api_tls = load_tls(config)
         self.runtime = Runtime(
-            config=config, store=open_store(config), server_tls=server_tls, api_tls=api_tls
+            config=config,
+            store=open_store(config),
+            server_tls=server_tls,
+            api_tls=api_tls,
+            leadership=open_leadership(config),
         )
         self.components = build_components(self.runtime)
         self._started: list[Component] = []
@@ -120,6 +140,9 @@ class ControlPlane:
             self.runtime.instance_id,
         )
         await self.runtime.store.start()
+        await self.runtime.leadership.start()
+        self.runtime.status["leadership"] = self.runtime.leadership.describe()
+        self.runtime.leadership.on_change(self._leadership_changed)
         for component in self.components:
             await component.start()
             self._started.append(component)
@@ -131,8 +154,12 @@ class ControlPlane:
                 await component.stop()
             except Exception:
                 log.exception("stopping %s failed", component.name)
+        await self.runtime.leadership.stop()
         await self.runtime.store.close()
         log.info("control plane stopped")
+
+    async def _leadership_changed(self, leading: bool) -> None:
+        self.runtime.status["leadership"] = self.runtime.leadership.describe()
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()

@@ -235,7 +235,8 @@ class ZoneTracker:
             self.state(name).had_resource = True
         for name, state in list(self.zones.items()):
             if state.session is None and state.had_resource and name not in zones:
-                await self._forget(name)
+                if self.runtime.leadership.is_leader:  # deleting what it synced: once
+                    await self._forget(name)
             elif state.session is not None:
                 if state.session.inbox.snapshot_done.is_set():
                     self._set_available(name, state.enabled)
