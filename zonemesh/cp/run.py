@@ -11,6 +11,7 @@ from zonemesh.cp.leadership import LeaderOnly, Leadership, PostgresLeadership
 from zonemesh.cp.runtime import Component, Runtime
 from zonemesh.store.base import Store
 from zonemesh.tls.material import ServerTls, load_server_tls
+from zonemesh.tls.shared_ca import share_generated_ca, shares_ca
 
 log = logging.getLogger("zonemesh.cp")
 
@@ -86,8 +87,17 @@ def build_components(runtime: Runtime) -> list[Component]:
 
         # One KDS connection per zone: the leader's.
         components.append(LeaderOnly(leadership, KdsClient.name, lambda: KdsClient(runtime)))
+    if runtime.config.store.type == "postgres":
+        from zonemesh.state.shared_health import SharedHealth
+
+        # After xDS: stopped first, so a shutdown's closing streams are not published.
+        components.append(SharedHealth(runtime))
     components.append(ApiServer(runtime))
     return components
+
+
+def needs_tls(config: CpConfig) -> bool:
+    return not config.general.tls.plaintext_grpc or config.api_server.https.enabled
 
 
 def load_tls(config: CpConfig) -> tuple[ServerTls | None, ServerTls | None]:
@@ -119,7 +129,9 @@ def load_tls(config: CpConfig) -> tuple[ServerTls | None, ServerTls | None]:
 
 class ControlPlane:
     def __init__(self, config: CpConfig) -> None:
-        server_tls, api_tls = load_tls(config)
+        # Instances sharing PostgreSQL load TLS once the database gave them its CA (`start`).
+        self._tls_deferred = shares_ca(config) and needs_tls(config)
+        server_tls, api_tls = (None, None) if self._tls_deferred else load_tls(config)
         self.runtime = Runtime(
             config=config,
             store=open_store(config),
@@ -140,6 +152,9 @@ class ControlPlane:
             self.runtime.instance_id,
         )
         await self.runtime.store.start()
+        if self._tls_deferred:
+            await share_generated_ca(cfg, self.runtime.store)
+            self.runtime.server_tls, self.runtime.api_tls = load_tls(cfg)
         await self.runtime.leadership.start()
         self.runtime.status["leadership"] = self.runtime.leadership.describe()
         self.runtime.leadership.on_change(self._leadership_changed)
