@@ -125,3 +125,22 @@ def test_two_instances_racing_on_one_resource_one_gets_409(
         for t in threads:
             t.join(timeout=30)
         assert sorted(results) == [200, 409]
+
+
+def test_two_first_starts_at_once_agree_on_one_leader_and_one_ca(
+    tmp_path: Path, pg_database: str, postgres_server: PostgresServer
+) -> None:
+    env = postgres_server.env(pg_database)
+    a = CpProcess(tmp_path, name="a", store="postgres", env=env)
+    b = CpProcess(tmp_path, name="b", store="postgres", env=env)
+    try:
+        a.start(wait=False)
+        b.start(wait=False)
+        a.wait_ready()
+        b.wait_ready()
+        assert sorted([is_leader(a), is_leader(b)]) == [False, True]
+        assert a.ca_file.read_bytes() == b.ca_file.read_bytes()
+        assert a.admin_token == b.admin_token
+    finally:
+        b.kill()
+        a.kill()

@@ -166,7 +166,8 @@ def zone(tmp_path: Path, pg_database: str, postgres_server: PostgresServer) -> I
         a.kill()
 
 
-def test_proxies_move_to_the_survivor_without_losing_an_endpoint(zone: Zone) -> None:
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+def test_proxies_move_to_the_survivor_without_losing_an_endpoint(zone: Zone, how: str) -> None:
     a, b, client = zone.a, zone.b, zone.client
     assert is_leader(a) and not is_leader(b)
     assert healthy_echo_endpoints(client) == 2
@@ -184,8 +185,12 @@ def test_proxies_move_to_the_survivor_without_losing_an_endpoint(zone: Zone) -> 
     sampler.start()
     try:
         time.sleep(0.5)
-        a.kill()  # the leader, with every ADS stream
         killed_at = time.monotonic()
+        if how == "sigkill":
+            a.kill()  # the leader, with every ADS stream
+        else:
+            assert a.proc is not None
+            a.proc.send_signal(signal.SIGTERM)  # a clean stop: it steps down first
         takeover = measure_takeover(b, killed_at, 3.0)
 
         def everyone_on_b() -> bool:
@@ -195,6 +200,8 @@ def test_proxies_move_to_the_survivor_without_losing_an_endpoint(zone: Zone) -> 
         wait_for(everyone_on_b, timeout=60, interval=0.2, message="proxies did not reconnect to b")
         moved = time.monotonic() - killed_at
         time.sleep(12)  # past the dead instance's health grace: still nothing dropped
+        if how == "sigterm":
+            assert a.proc is not None and a.proc.wait(timeout=30) == 0
     finally:
         sampling.clear()
         sampler.join()

@@ -163,13 +163,19 @@ class ControlPlane:
             self._started.append(component)
 
     async def stop(self) -> None:
+        # Step down first: the leader-only work stops while this instance's proxies are
+        # still connected (so it writes no "disconnected" state as its streams close), and
+        # another instance takes over at once instead of after this one is gone.
+        try:
+            await self.runtime.leadership.stop()
+        except Exception:
+            log.exception("stepping down failed")
         while self._started:
             component = self._started.pop()
             try:
                 await component.stop()
             except Exception:
                 log.exception("stopping %s failed", component.name)
-        await self.runtime.leadership.stop()
         await self.runtime.store.close()
         log.info("control plane stopped")
 
