@@ -144,3 +144,29 @@ def test_two_first_starts_at_once_agree_on_one_leader_and_one_ca(
     finally:
         b.kill()
         a.kill()
+
+
+def test_after_a_database_restart_one_instance_leads_again_and_state_resumes(
+    tmp_path: Path, pg_database: str, postgres_server: PostgresServer
+) -> None:
+    with two_instances(tmp_path, postgres_server, pg_database) as (a, b):
+        assert put(a, "/meshes/default/dataplanes/before", dataplane("before", "before")) == 201
+        wait_for(lambda: "before" in all_vips(b), timeout=15, message="MeshService before")
+        vip = all_vips(b)["before"]
+        postgres_server.stop(immediate=True)  # every session ends, the leader's lock with it
+        wait_for(
+            lambda: not is_leader(a) and not is_leader(b),
+            timeout=15,
+            message="an instance still claims to lead without its database",
+        )
+        postgres_server.start()
+        wait_for(
+            lambda: [is_leader(a), is_leader(b)].count(True) == 1,
+            timeout=30,
+            message="no single leader after the restart",
+        )
+        wait_for(lambda: b.api("GET", "/ready").status_code == 200, timeout=30)
+        assert put(b, "/meshes/default/dataplanes/after", dataplane("after", "after")) == 201
+        wait_for(lambda: "after" in all_vips(a), timeout=30, message="computed state resumed")
+        assert all_vips(a)["before"] == vip
+        assert len(set(all_vips(a).values())) == 2
