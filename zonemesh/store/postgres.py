@@ -388,6 +388,10 @@ class PostgresStore(IndexedStore):
                     e,
                 )
 
+    async def catch_up(self) -> None:
+        async with self._apply_lock:
+            await self._catch_up()
+
     async def _catch_up(self) -> None:
         """Apply every logged event after our revision, in order. Hold `_apply_lock`."""
         while True:
