@@ -52,7 +52,10 @@ async def test_a_proxy_seen_by_one_instance_is_seen_by_the_other(
     runtimes: tuple[Runtime, Runtime],
 ) -> None:
     a, b = runtimes
-    shared = [SharedHealth(rt, heartbeat_s=0.3, poll_s=0.1, grace_s=1.5) for rt in (a, b)]
+    shared = [
+        SharedHealth(rt, heartbeat_s=0.3, poll_s=0.1, grace_s=1.5, moving_grace_s=1.0)
+        for rt in (a, b)
+    ]
     for s in shared:
         await s.start()
     try:
@@ -72,8 +75,22 @@ async def test_a_proxy_seen_by_one_instance_is_seen_by_the_other(
         for _ in range(10):
             assert a.health.is_healthy(KEY, PORT) and b.health.is_healthy(KEY, PORT)
             await asyncio.sleep(0.05)
-        a.health.set_connected(KEY, False)  # now it is gone from both
+        # And back to b the other way round: a's stream closes first, b has the proxy only
+        # 0.4 s later (a reconnection); within the moving grace neither side sees a gap.
+        b.health.set_connected(KEY, False)
+        await asyncio.sleep(0.3)
+        a.health.set_connected(KEY, False)
+        for _ in range(8):
+            assert a.health.is_healthy(KEY, PORT) and b.health.is_healthy(KEY, PORT)
+            await asyncio.sleep(0.05)
+        b.health.set_connected(KEY, True)
+        for _ in range(30):  # past the grace: b has it
+            assert a.health.is_healthy(KEY, PORT) and b.health.is_healthy(KEY, PORT)
+            await asyncio.sleep(0.05)
+        b.health.set_connected(KEY, False)  # now it is gone from both
+        assert b.health.is_healthy(KEY)  # for the moving grace ...
         await eventually(lambda: not b.health.is_healthy(KEY), "b still thinks it is connected")
+        await eventually(lambda: not a.health.is_healthy(KEY), "a still thinks it is connected")
     finally:
         for s in shared:
             await s.stop()

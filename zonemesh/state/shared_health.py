@@ -11,6 +11,10 @@ instance has them. The grace also covers a clean shutdown: this component stops 
 server ends its streams, so the last published view says "connected" while the proxies move
 to another instance, and nothing flaps. Heartbeats compare wall clocks: keep the hosts' clocks
 within a few seconds of each other (NTP), far below the grace.
+
+A stream that closes counts as connected for `moving_grace_s` more (`InstanceHealth`), so a
+proxy that moves from a live instance to another is never seen disconnected in between; a
+proxy that really went away is disconnected that much later than with a single instance.
 """
 
 from __future__ import annotations
@@ -80,12 +84,16 @@ class SharedHealth:
         heartbeat_s: float = 2.0,
         poll_s: float = 0.5,
         grace_s: float = 10.0,
+        moving_grace_s: float = 3.0,
     ) -> None:
         self.runtime = runtime
         self.heartbeat_s = heartbeat_s
         self.poll_s = poll_s
         self.grace_s = grace_s
         self.own_name = PREFIX + runtime.instance_id
+        # A closed stream counts as connected this long: the proxy's reconnection to another
+        # instance is published (heartbeat loop) and read (poll) well within it.
+        runtime.health.moving_grace_s = moving_grace_s
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
