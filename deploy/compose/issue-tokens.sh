@@ -2,7 +2,7 @@
 # Issue a dataplane token for every proxy of docker-compose.yml, each from its zone CP, into
 # deploy/compose/tokens/<name>.token (mounted read-only at /etc/zonemesh-tokens).
 #
-# Run once the zone CPs are up:  docker compose up --build -d global zone1-cp zone2-cp
+# Run once the zone CPs are up:  docker compose up --build -d global zone1-cp zone1-cp-2 zone2-cp
 # The request is made inside each CP's container, so it comes from loopback, which the CP
 # treats as admin (KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN); nothing else needs a credential.
 set -euo pipefail

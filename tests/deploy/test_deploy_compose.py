@@ -43,11 +43,14 @@ DOCKERFILE = REPO / "Dockerfile"
 CLIENT_SCRIPT = REPO / "deploy" / "compose" / "client.py"
 ZONE_TOKENS_SCRIPT = REPO / "deploy" / "compose" / "zone_tokens.py"
 TOKEN_PATH_ENV = "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH"
+POSTGRES_IMAGE = re.compile(r"^postgres:\d+(\.\d+)?$")
 NETWORK = "zonemesh"
 ENVOY_ADMIN_PORT = 9901  # `zonemesh dp run`'s default when the file names no admin port
 EXPECTED_ROLES = {
     "global-cp": 1,
-    "zone-cp": 2,
+    "zone-cp": 3,  # zone1 runs two instances on one PostgreSQL
+    "database": 1,  # zone1's PostgreSQL (the official image)
+    "migrate": 1,  # `zonemesh cp migrate up` before zone1's instances start
     "ingress": 2,
     "echo": 3,
     "sidecar": 5,  # one per echo instance and per client
@@ -189,13 +192,30 @@ class Topology:
         entrypoint, cmd = exec_form("ENTRYPOINT"), exec_form("CMD")
         self.services: dict[str, Service] = {}
         for name, raw in self.compose["services"].items():
+            if POSTGRES_IMAGE.match(str(raw.get("image", ""))):
+                self.services[name] = Service(name, raw, [], role="database")
+                continue
             if "entrypoint" in raw:  # an entrypoint override drops the image's CMD
                 argv = argv_list(raw["entrypoint"]) + argv_list(raw.get("command", []))
             else:
                 argv = entrypoint + argv_list(raw.get("command", cmd))
             self.services[name] = Service(name, raw, argv)
         for service in self.services.values():
-            self._classify(service)
+            if service.role != "database":
+                self._classify(service)
+        for service in self.services.values():
+            if service.role == "migrate":
+                service.cp = load_config(None, env=service.environment, flags={})
+        for service in self.services.values():  # a database and its migration: their zone's
+            if service.role in ("database", "migrate"):
+                users = [
+                    cp.zone
+                    for cp in self.by_role("zone-cp")
+                    if cp.cp is not None
+                    and cp.cp.store.type == "postgres"
+                    and self._db_service(cp).name in (service.name, self._db_name_of(service))
+                ]
+                service.zone = users[0] if users else ""
         for service in self.services.values():
             if service.role in ("ingress", "sidecar"):
                 service.zone = self.cp_of(service).zone
@@ -229,6 +249,8 @@ class Topology:
                 )
             elif chain in (("echo",), ("apply",)):
                 service.role = chain[0]
+            elif chain == ("cp", "migrate", "up"):
+                service.role = "migrate"
         elif argv[:1] in (["python"], ["python3"]) and argv[1:2] and argv[1].endswith(".py"):
             script = service.mount(argv[1])
             roles = {CLIENT_SCRIPT: "client", ZONE_TOKENS_SCRIPT: "zone-tokens"}
@@ -239,6 +261,14 @@ class Topology:
                 pytest.fail(f"{service.name}: {script.name} refuses `{shlex.join(argv[2:])}`")
             service.role = roles[script]
         assert service.role, f"{service.name}: `{shlex.join(argv)}` plays no role of the demo"
+
+    def _db_service(self, user: Service) -> Service:
+        """The PostgreSQL service a control plane (or its migration) uses."""
+        assert user.cp is not None and user.cp.store.type == "postgres", user.name
+        return self.service_at(user.cp.store.postgres.host)
+
+    def _db_name_of(self, service: Service) -> str:
+        return self._db_service(service).name if service.role == "migrate" else service.name
 
     def by_role(self, role: str) -> list[Service]:
         return [s for s in self.services.values() if s.role == role]
@@ -305,6 +335,8 @@ def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
 def test_every_service_runs_the_image_built_from_this_repository(topo: Topology) -> None:
     images = set()
     for service in topo.services.values():
+        if service.role == "database":
+            continue  # PostgreSQL's official image
         build = service.raw.get("build")
         assert build, f"{service.name}: no build section, so not this repository's image"
         context = build if isinstance(build, str) else build.get("context", ".")
@@ -330,7 +362,7 @@ def test_every_command_is_a_valid_zonemesh_command_line_for_its_role(
         assert cp.cp is not None
         assert cp.cp.address == "0.0.0.0", f"{cp.name}: other containers cannot reach 127.0.0.1"
     zones = sorted(cp.zone for cp in fresh.by_role("zone-cp"))
-    assert zones == ["zone1", "zone2"]
+    assert zones == ["zone1", "zone1", "zone2"]
 
 
 def test_zone_control_planes_connect_to_globals_kds_port(topo: Topology) -> None:
@@ -542,6 +574,46 @@ def test_proxies_and_zones_start_once_their_control_plane_is_ready(topo: Topolog
         assert condition == "service_completed_successfully", client.name
 
 
+# ------------------------------------------------------------------------------ replicas
+
+
+def test_zone1_runs_two_instances_on_one_postgresql(topo: Topology) -> None:
+    (database,) = topo.by_role("database")
+    (migrate,) = topo.by_role("migrate")
+    instances = [cp for cp in topo.by_role("zone-cp") if cp.zone == "zone1"]
+    assert len(instances) == 2 and database.zone == migrate.zone == "zone1"
+    env = database.environment
+    for user in (*instances, migrate):
+        assert user.cp is not None
+        pg = user.cp.store.postgres
+        assert user.cp.store.type == "postgres", user.name
+        assert topo.service_at(pg.host) is database and pg.port == 5432, user.name
+        assert (pg.user, pg.password.get_secret_value(), pg.db_name) == (
+            env["POSTGRES_USER"],
+            env["POSTGRES_PASSWORD"],
+            env["POSTGRES_DB"],
+        ), f"{user.name}: not the database's user, password and name"
+    assert migrate.raw["depends_on"][database.name]["condition"] == "service_healthy"
+    assert database.raw["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    first, second = instances
+    assert first.raw["depends_on"][migrate.name]["condition"] == "service_completed_successfully"
+    # The second starts once the first is ready, so the CA it takes from the database exists.
+    assert second.raw["depends_on"][first.name]["condition"] == "service_healthy"
+    # Each has its own data, TLS volume, host name (its certificate's) and API port.
+    for path in ("/var/lib/zonemesh", "/var/lib/zonemesh/tls"):
+        assert first.named_volume(path)[0] != second.named_volume(path)[0], path
+    assert first.raw["hostname"] != second.raw["hostname"]
+    assert set(first.raw["ports"]).isdisjoint(second.raw["ports"])
+    # Both connect to global as zone1 (only the leader does at a time), with zone1's token.
+    assert first.environment[TOKEN_PATH_ENV] == second.environment[TOKEN_PATH_ENV]
+    # zone1's proxies dial both instances' xDS, the first listed first.
+    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress")]:
+        if proxy.zone != "zone1":
+            continue
+        hosts = [e.host for e in parse_cp_address(proxy.params["cp_address"]).endpoints]
+        assert [topo.service_at(h) for h in hosts] == [first, second], proxy.name
+
+
 # ------------------------------------------------------------------------------ zone tokens
 
 
@@ -563,7 +635,7 @@ def test_zone_cps_read_the_token_zone_tokens_issues_on_global(topo: Topology) ->
     assert data_volume == global_cp.named_volume(str(data_dir))[0]
 
     zone_cps = topo.by_role("zone-cp")
-    assert sorted(issuer.params["zone"]) == sorted(cp.zone for cp in zone_cps)
+    assert sorted(issuer.params["zone"]) == sorted({cp.zone for cp in zone_cps})
     for cp in zone_cps:
         assert cp.cp is not None and cp.cp.multizone.zone.kds_auth.type == "cpToken"
         path = cp.environment.get(TOKEN_PATH_ENV, "")

@@ -83,6 +83,7 @@ class AdminTokenBootstrap:
             await store.create(resource)
         except AlreadyExistsError:
             # Another instance on the same store was first: everyone uses its token.
+            await store.catch_up()
             stored = await store.find(_SECRET_KEY)
             if stored is None:
                 raise

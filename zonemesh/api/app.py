@@ -77,6 +77,7 @@ def _add_system_routes(app: FastAPI, runtime: Runtime) -> None:
             "federated": config.federated_zone,
             "zone": runtime.zone,
             "instanceId": runtime.instance_id,
+            "leader": runtime.leadership.is_leader,
             "status": dict(runtime.status),
         }
 

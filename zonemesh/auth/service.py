@@ -161,6 +161,7 @@ class TokenService:
             await self._store.create(resource)
         except AlreadyExistsError:
             # Another instance (or a concurrent request) made it first: use theirs.
+            await self._store.catch_up()
             stored = await self._store.find(resource.key)
             found = key_from_secret(stored) if stored is not None else None
             if found is None:

@@ -7,9 +7,11 @@ import logging
 import signal
 
 from zonemesh.config import CpConfig
+from zonemesh.cp.leadership import LeaderOnly, Leadership, PostgresLeadership
 from zonemesh.cp.runtime import Component, Runtime
 from zonemesh.store.base import Store
 from zonemesh.tls.material import ServerTls, load_server_tls
+from zonemesh.tls.shared_ca import share_generated_ca, shares_ca
 
 log = logging.getLogger("zonemesh.cp")
 
@@ -30,6 +32,18 @@ def open_store(config: CpConfig) -> Store:
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return SqliteStore(config.data_dir / "zonemesh.db")
+
+
+def open_leadership(config: CpConfig) -> Leadership:
+    """Instances sharing PostgreSQL elect a leader per zone (or global); otherwise this one is."""
+    if config.store.type != "postgres":
+        return Leadership()
+    who = f"zone/{config.zone_name}" if not config.is_global else "global"
+    return PostgresLeadership(
+        config.store.postgres,
+        f"zonemesh-leader/{who}",
+        application_name=f"zonemesh-cp-{config.zone_name or 'global'} leader",
+    )
 
 
 class TokenComponent:
@@ -53,10 +67,12 @@ def build_components(runtime: Runtime) -> list[Component]:
     from zonemesh.api.server import ApiServer
     from zonemesh.state.component import ComputedState
 
+    leadership = runtime.leadership
     components: list[Component] = [
         TokenComponent(runtime),
         AdminTokenBootstrap(runtime),
-        ComputedState(runtime),
+        # Defaults, mesh CAs, generated MeshServices, VIPs, statuses: written by one instance.
+        LeaderOnly(leadership, ComputedState.name, lambda: ComputedState(runtime)),
     ]
     if not runtime.config.is_global:
         from zonemesh.xds.component import XdsServer
@@ -69,9 +85,19 @@ def build_components(runtime: Runtime) -> list[Component]:
     elif runtime.config.federated_zone:
         from zonemesh.federation.client import KdsClient
 
-        components.append(KdsClient(runtime))
+        # One KDS connection per zone: the leader's.
+        components.append(LeaderOnly(leadership, KdsClient.name, lambda: KdsClient(runtime)))
+    if runtime.config.store.type == "postgres":
+        from zonemesh.state.shared_health import SharedHealth
+
+        # After xDS: stopped first, so a shutdown's closing streams are not published.
+        components.append(SharedHealth(runtime))
     components.append(ApiServer(runtime))
     return components
+
+
+def needs_tls(config: CpConfig) -> bool:
+    return not config.general.tls.plaintext_grpc or config.api_server.https.enabled
 
 
 def load_tls(config: CpConfig) -> tuple[ServerTls | None, ServerTls | None]:
@@ -103,9 +129,15 @@ def load_tls(config: CpConfig) -> tuple[ServerTls | None, ServerTls | None]:
 
 class ControlPlane:
     def __init__(self, config: CpConfig) -> None:
-        server_tls, api_tls = load_tls(config)
+        # Instances sharing PostgreSQL load TLS once the database gave them its CA (`start`).
+        self._tls_deferred = shares_ca(config) and needs_tls(config)
+        server_tls, api_tls = (None, None) if self._tls_deferred else load_tls(config)
         self.runtime = Runtime(
-            config=config, store=open_store(config), server_tls=server_tls, api_tls=api_tls
+            config=config,
+            store=open_store(config),
+            server_tls=server_tls,
+            api_tls=api_tls,
+            leadership=open_leadership(config),
         )
         self.components = build_components(self.runtime)
         self._started: list[Component] = []
@@ -120,11 +152,24 @@ class ControlPlane:
             self.runtime.instance_id,
         )
         await self.runtime.store.start()
+        if self._tls_deferred:
+            await share_generated_ca(cfg, self.runtime.store)
+            self.runtime.server_tls, self.runtime.api_tls = load_tls(cfg)
+        await self.runtime.leadership.start()
+        self.runtime.status["leadership"] = self.runtime.leadership.describe()
+        self.runtime.leadership.on_change(self._leadership_changed)
         for component in self.components:
             await component.start()
             self._started.append(component)
 
     async def stop(self) -> None:
+        # Step down first: the leader-only work stops while this instance's proxies are
+        # still connected (so it writes no "disconnected" state as its streams close), and
+        # another instance takes over at once instead of after this one is gone.
+        try:
+            await self.runtime.leadership.stop()
+        except Exception:
+            log.exception("stepping down failed")
         while self._started:
             component = self._started.pop()
             try:
@@ -133,6 +178,9 @@ class ControlPlane:
                 log.exception("stopping %s failed", component.name)
         await self.runtime.store.close()
         log.info("control plane stopped")
+
+    async def _leadership_changed(self, leading: bool) -> None:
+        self.runtime.status["leadership"] = self.runtime.leadership.describe()
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from zonemesh.auth.refusals import Refusals
 from zonemesh.auth.service import TokenService
 from zonemesh.config import CpConfig
+from zonemesh.cp.leadership import Leadership
 from zonemesh.state.health import InstanceHealth
 from zonemesh.store.base import Store
 
@@ -48,6 +49,8 @@ class Runtime:
     # Issues and verifies this CP's tokens; `cp run` starts it before the other components.
     tokens: TokenService = field(init=False)
     refusals: Refusals = field(init=False)
+    # Whether this instance runs what must run once (always, unless several share PostgreSQL).
+    leadership: Leadership = field(default_factory=Leadership)
 
     def __post_init__(self) -> None:
         self.tokens = TokenService(self.store)

@@ -233,6 +233,7 @@ class KdsClient:
                 reason = await self._mismatch(target) or reason
             severe = severe or reason.startswith(dial.ADDRESS_OPTION)
             self.last_error = reason
+            target = target.rotated()  # several global instances: the next is tried first
             if self.connected.is_set():  # it worked for a while: start the backoff over
                 self.connected.clear()
                 self.attempts = 0

@@ -229,7 +229,8 @@ class ZoneTracker:
             self._set_enabled(name, _enabled(zone))
         for name, state in list(self.zones.items()):
             if state.session is None and state.had_resource and name not in zones:
-                await self._forget(name)
+                if self.runtime.leadership.is_leader:  # deleting what it synced: once
+                    await self._forget(name)
             elif state.session is not None:
                 if now - state.last_flush >= STATUS_FLUSH_S:
                     await self._flush_counters(state.session)

@@ -3,6 +3,14 @@
 An instance registered over xDS is healthy while its ADS stream lives and its readiness
 (reported by `zonemesh dp run`) is ready. An instance applied through the API, of which
 nothing is known, is healthy.
+
+Several control-plane instances sharing PostgreSQL each see only their own proxies' streams;
+`state.shared_health` publishes this instance's view and feeds the others' back here with
+`set_remote`. Readers get the merged view: a proxy connected to any live instance is connected
+(its health as that instance sees it), so a stream moving between instances does not flap.
+There, a stream that closes also counts as connected for `moving_grace_s` (0 = off, the sole
+instance's behaviour): long enough for the proxy to reconnect to another instance and for
+that instance to say so, so the move never shows as a disconnection anywhere.
 """
 
 from __future__ import annotations
@@ -22,15 +30,51 @@ class ProxyHealth:
 
 class InstanceHealth:
     def __init__(self) -> None:
-        self._proxies: dict[ResourceKey, ProxyHealth] = {}
+        self._proxies: dict[ResourceKey, ProxyHealth] = {}  # what this instance sees
+        self._remote: dict[ResourceKey, ProxyHealth] = {}  # what the other instances see
         self._waiters: set[asyncio.Future[None]] = set()
         self.version = 0  # bumps on every change; consumers compare to skip work
+        self.local_version = 0  # bumps on changes to this instance's own view
+        self.moving_grace_s = 0.0
+        self._moving: dict[ResourceKey, asyncio.TimerHandle] = {}  # closed, within the grace
+
+    def local(self) -> dict[ResourceKey, ProxyHealth]:
+        """This instance's own view, for publishing to the others."""
+        return {key: self._own(key, h) for key, h in self._proxies.items()}
+
+    def _own(self, key: ResourceKey, health: ProxyHealth) -> ProxyHealth:
+        if key in self._moving:
+            return ProxyHealth(True, health.ready, health.not_ready_inbounds)
+        return health
+
+    def set_remote(self, merged: dict[ResourceKey, ProxyHealth]) -> None:
+        """The other instances' merged view (replaces the previous one)."""
+        if merged != self._remote:
+            self._remote = dict(merged)
+            self._notify(local=False)
 
     def set_connected(self, key: ResourceKey, connected: bool) -> None:
         health = self._proxies.setdefault(key, ProxyHealth())
         if health.connected != connected:
+            moving = self._moving.pop(key, None)
+            if moving is not None:
+                moving.cancel()
+            elif not connected and self.moving_grace_s > 0:
+                self._start_grace(key)
             health.connected = connected
             self._notify()
+
+    def _start_grace(self, key: ResourceKey) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+
+        def over() -> None:
+            if self._moving.pop(key, None) is not None:
+                self._notify()
+
+        self._moving[key] = loop.call_later(self.moving_grace_s, over)
 
     def set_readiness(self, key: ResourceKey, not_ready_inbounds: tuple[int, ...]) -> None:
         health = self._proxies.setdefault(key, ProxyHealth())
@@ -40,17 +84,25 @@ class InstanceHealth:
             self._notify()
 
     def forget(self, key: ResourceKey) -> None:
+        moving = self._moving.pop(key, None)
+        if moving is not None:
+            moving.cancel()
         if self._proxies.pop(key, None) is not None:
             self._notify()
 
     def known(self, key: ResourceKey) -> bool:
-        return key in self._proxies
+        return key in self._proxies or key in self._remote
 
     def get(self, key: ResourceKey) -> ProxyHealth | None:
-        return self._proxies.get(key)
+        mine, theirs = self._proxies.get(key), self._remote.get(key)
+        if mine is not None:
+            mine = self._own(key, mine)
+        if mine is not None and (mine.connected or theirs is None or not theirs.connected):
+            return mine
+        return theirs
 
     def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
-        health = self._proxies.get(key)
+        health = self.get(key)
         if health is None:
             return True  # applied through the API, no health information
         if not health.connected:
@@ -71,7 +123,9 @@ class InstanceHealth:
                 self._waiters.discard(waiter)
         return self.version
 
-    def _notify(self) -> None:
+    def _notify(self, local: bool = True) -> None:
+        if local:
+            self.local_version += 1
         self.version += 1
         for waiter in self._waiters:
             if not waiter.done():

@@ -159,6 +159,10 @@ class Store(abc.ABC):
         """Connect and begin following changes made elsewhere (a shared database); raises a
         `StoreError` naming the problem. Local stores are ready when constructed."""
 
+    async def catch_up(self) -> None:  # noqa: B027
+        """Apply now what other instances sharing the database wrote (after an
+        `AlreadyExistsError`, so `find` sees their resource). Local stores are always current."""
+
     @property
     def problem(self) -> str | None:
         """Why the store cannot take writes right now (e.g. its database is unreachable), for

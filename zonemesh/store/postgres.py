@@ -354,6 +354,21 @@ class PostgresStore(IndexedStore):
                 f"writing value {name!r} to {self._where} failed: {explain(e)}"
             ) from None
 
+    async def list_values(self, prefix: str) -> dict[str, str]:
+        """Every internal value whose name starts with `prefix` (e.g. per-instance health)."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        try:
+            async with self._connection() as conn:
+                cur = await conn.execute(
+                    "SELECT name, value FROM internal_values WHERE name LIKE %s", (pattern,)
+                )
+                rows = await cur.fetchall()
+        except (psycopg.Error, PoolTimeout) as e:
+            raise StoreUnavailableError(
+                f"reading values {prefix!r}* from {self._where} failed: {explain(e)}"
+            ) from None
+        return {str(name): str(value) for name, value in rows}
+
     # -- moving the in-memory copy forward --------------------------------------------------
 
     async def _apply_own(self, event: ResourceEvent) -> None:
@@ -372,6 +387,10 @@ class PostgresStore(IndexedStore):
                     event.key,
                     e,
                 )
+
+    async def catch_up(self) -> None:
+        async with self._apply_lock:
+            await self._catch_up()
 
     async def _catch_up(self) -> None:
         """Apply every logged event after our revision, in order. Hold `_apply_lock`."""

@@ -62,6 +62,13 @@ class GrpcAddress:
     def __str__(self) -> str:
         return self.text
 
+    def rotated(self) -> GrpcAddress:
+        """The same endpoints, the second one first: after a failure, try the next replica
+        (its own certificate names its own host, so the first is what TLS verifies)."""
+        if len(self.endpoints) < 2:
+            return self
+        return GrpcAddress(self.text, self.tls, (*self.endpoints[1:], self.endpoints[0]))
+
 
 def parse_grpc_address(text: str, option: str = "address") -> GrpcAddress:
     """`grpcs://h1:5678,h2:5678` -> GrpcAddress; raises AddressError naming `option`."""

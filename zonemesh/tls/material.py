@@ -190,6 +190,44 @@ def load_or_generate(data_dir: Path, wanted: Names, now: datetime | None = None)
     )
 
 
+def local_ca(data_dir: Path, now: datetime | None = None) -> tuple[bytes, bytes]:
+    """The generated CA's (certificate, key) PEM, made first if there is none."""
+    public, private = _tls_dirs(data_dir)
+    with _locked(private / ".lock"):
+        cert, key = _load_or_make_ca(
+            public / CA_FILE, private / CA_KEY_FILE, now or datetime.now(UTC)
+        )
+    return certs.cert_pem(cert), certs.key_pem(key)
+
+
+def install_ca(data_dir: Path, cert_pem: bytes, key_pem: bytes) -> bool:
+    """Make the given CA this data directory's (instances sharing a database share one CA);
+    True when it replaced another. The server certificate is re-issued by the next load."""
+    public, private = _tls_dirs(data_dir)
+    cert_path, key_path = public / CA_FILE, private / CA_KEY_FILE
+    with _locked(private / ".lock"):
+        if cert_path.exists() and key_path.exists():
+            if cert_path.read_bytes() == cert_pem and key_path.read_bytes() == key_pem:
+                return False
+            replaced = True
+        else:
+            replaced = False
+        _write(key_path, key_pem, 0o600)
+        _write(cert_path, cert_pem, 0o644)
+    return replaced
+
+
+def _tls_dirs(data_dir: Path) -> tuple[Path, Path]:
+    public, private = tls_dir(data_dir), keys_dir(data_dir)
+    try:
+        public.mkdir(parents=True, exist_ok=True)
+        private.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private.chmod(0o700)
+    except OSError as e:
+        raise TlsMaterialError(f"{data_dir}: cannot create the TLS directories: {e}") from None
+    return public, private
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
