@@ -231,24 +231,15 @@ class Snapshot:
         return frozenset(t for t in types if self.version(t) != previous.version(t))
 
     def to_json(self) -> dict[str, list[dict[str, Any]]]:
-        """For people (`/xds`, inspect): private keys are redacted, everything else as sent."""
+        """For people (`/xds`, inspect): everything as sent. The CP sends no private key (the
+        workload's stays in `dp run`); the API strips any anyway (`zonemesh.api.redact`)."""
         return {
-            type_url: [_redacted(MessageToDict(by_name[n].to_message())) for n in sorted(by_name)]
+            type_url: [MessageToDict(by_name[n].to_message()) for n in sorted(by_name)]
             for type_url, by_name in self.resources.items()
         }
 
 
 _EMPTY_VERSION = versions_hash(())
-REDACTED = {"inlineString": "[redacted]"}
-
-
-def _redacted(resource: dict[str, Any]) -> dict[str, Any]:
-    certificate = resource.get("tlsCertificate")
-    if isinstance(certificate, dict) and "privateKey" in certificate:
-        resource["tlsCertificate"] = {**certificate, "privateKey": REDACTED}
-    return resource
-
-
 SnapshotWatcher = Callable[[Snapshot, frozenset[str]], None]
 
 
