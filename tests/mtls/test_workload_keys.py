@@ -14,7 +14,6 @@ import asyncio
 import base64
 import json
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,7 +26,8 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from support.processes import ZONEMESH, CpProcess, free_port, wait_for
+from support.processes import CpProcess, free_port, wait_for
+from support.sidecars import Sidecar, dataplane, start, stop
 from support.tokens import issue_dataplane_token, token_file
 
 pytestmark = pytest.mark.timeout(180)
@@ -39,19 +39,6 @@ CLIENT = "127.0.7.30"
 
 
 @dataclass
-class Sidecar:
-    name: str
-    address: str
-    inbound: int
-    admin: int
-    outbound: int | None = None
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin}"
-
-
-@dataclass
 class Mesh:
     cp: CpProcess
     servers: list[Sidecar]
@@ -59,48 +46,6 @@ class Mesh:
 
     def envoys(self) -> list[Sidecar]:
         return [*self.servers, self.client]
-
-
-def dataplane(sidecar: Sidecar, service: str, app_port: int) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": sidecar.name,
-        "networking": {
-            "address": sidecar.address,
-            "inbound": [
-                {
-                    "port": sidecar.inbound,
-                    "servicePort": app_port,
-                    "tags": {"kuma.io/service": service, "kuma.io/protocol": "http"},
-                }
-            ],
-        },
-    }
-    if sidecar.outbound is not None:
-        doc["networking"]["outbound"] = [
-            {
-                "address": sidecar.address,
-                "port": sidecar.outbound,
-                "backendRef": {"kind": "MeshService", "name": "echo", "port": APP_PORT},
-            }
-        ]
-    return doc
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen([ZONEMESH, *args], stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +82,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                 )
             )
             file = tmp / f"{sidecar.name}.yaml"
-            file.write_text(yaml.safe_dump(dataplane(sidecar, service, app)))
+            file.write_text(yaml.safe_dump(dataplane(sidecar, service, app, echo_port=APP_PORT)))
             procs.append(
                 start(
                     [

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from postgres_server import PostgresServer
 from replicas_helpers import is_leader, measure_takeover
-from support.processes import ZONEMESH, CpProcess, free_port, wait_for
+from support.processes import CpProcess, free_port, wait_for
+from support.sidecars import Sidecar, dataplane, start, stop
 from support.tokens import issue_dataplane_token, token_file
 
 pytestmark = pytest.mark.timeout(240)
@@ -27,57 +28,6 @@ pytestmark = pytest.mark.timeout(240)
 APP_PORT = free_port()
 SERVERS = {"echo-1": "127.0.8.21", "echo-2": "127.0.8.22"}
 CLIENT = "127.0.8.30"
-
-
-@dataclass
-class Sidecar:
-    name: str
-    address: str
-    inbound: int
-    admin: int
-    outbound: int | None = None
-
-
-def dataplane(sidecar: Sidecar, service: str, app_port: int) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": sidecar.name,
-        "networking": {
-            "address": sidecar.address,
-            "inbound": [
-                {
-                    "port": sidecar.inbound,
-                    "servicePort": app_port,
-                    "tags": {"kuma.io/service": service, "kuma.io/protocol": "http"},
-                }
-            ],
-        },
-    }
-    if sidecar.outbound is not None:
-        doc["networking"]["outbound"] = [
-            {
-                "address": sidecar.address,
-                "port": sidecar.outbound,
-                "backendRef": {"kind": "MeshService", "name": "echo", "port": APP_PORT},
-            }
-        ]
-    return doc
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen([ZONEMESH, *args], stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def healthy_echo_endpoints(client: Sidecar) -> int | None:
@@ -136,7 +86,7 @@ def zone(tmp_path: Path, pg_database: str, postgres_server: PostgresServer) -> I
                 tmp_path / f"{sidecar.name}-app.log",
             )
             file = tmp_path / f"{sidecar.name}.yaml"
-            file.write_text(yaml.safe_dump(dataplane(sidecar, service, app)))
+            file.write_text(yaml.safe_dump(dataplane(sidecar, service, app, echo_port=APP_PORT)))
             procs[f"{sidecar.name}-dp"] = start(
                 [
                     *("dp", "run", "--cp-address", cp_address, "--ca-cert-file", str(a.ca_file)),
