@@ -139,13 +139,15 @@ async def test_the_lock_moves_when_the_leader_s_session_ends(
         assert not second.is_leader
         # The leader's backend is terminated (as when its process dies): the other leads,
         # and the one that lost its session steps down instead of acting as a second leader.
-        postgres_server.execute(
-            pg_database,
+        terminate = (
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = 'zonemesh-cp leader' "
             "AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND objid = (hashtext('zonemesh-leader/test')::bigint & 4294967295))",
+            "AND objid = (hashtext('zonemesh-leader/test')::bigint & 4294967295))"
         )
+        # From a thread: the event loop keeps running the campaigns meanwhile.
+        terminated = await asyncio.to_thread(postgres_server.execute, pg_database, terminate)
+        assert terminated == [(True,)], "the leader's session was not found"
         await eventually(lambda: second.is_leader, "no new leader")
         await eventually(lambda: not first.is_leader, "the old leader did not step down")
         assert seen == [True]

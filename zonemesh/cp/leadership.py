@@ -111,9 +111,9 @@ class PostgresLeadership(Leadership):
 
     async def stop(self) -> None:
         if self._task is not None:
+            # Bounded: a campaign stuck on a dead connection must not hold up the shutdown.
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=self._timeout)
             self._task = None
         await self._set(False)  # components stop while the lock is still held ...
         await self._drop_connection()  # ... then the lock goes with the session
@@ -135,7 +135,9 @@ class PostgresLeadership(Leadership):
 
     async def _attempt(self) -> None:
         if self._conn is None or self._conn.closed:
-            self._conn = await connect(self._config, self._application_name)
+            self._conn = await asyncio.wait_for(
+                connect(self._config, self._application_name), timeout=self._timeout
+            )
         cur = await asyncio.wait_for(
             self._conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self.lock_name,)),
             timeout=self._timeout,
@@ -157,7 +159,7 @@ class PostgresLeadership(Leadership):
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
-                await conn.close()
+                await asyncio.wait_for(conn.close(), timeout=self._timeout)
 
 
 class LeaderOnly:
