@@ -16,6 +16,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
+from support.processes import free_port
 
 from zonemesh.dp.dns import DnsResolver
 from zonemesh.dp.dns_table import DnsTable
@@ -27,9 +28,16 @@ MESH = {"echo.mzsvc.mesh.local": "243.0.0.1", "echo.svc.zone2.mesh.local": "241.
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """Free for TCP and UDP alike (the resolver binds both), never handed out twice."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both TCP and UDP")
 
 
 class Tables:
