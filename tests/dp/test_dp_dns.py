@@ -184,7 +184,8 @@ async def test_a_flood_to_a_silent_upstream_never_delays_mesh_answers(tmp_path: 
             await asyncio.sleep(0.2)
             started = time.monotonic()
             reply = await ask(r, "echo.mzsvc.mesh.local")
-            assert time.monotonic() - started < 0.5
+            # not held behind the flood's forwards, which wait the upstream's 2 s
+            assert time.monotonic() - started < 1.5
             assert addresses(reply) == ["243.0.0.1"]
         # The excess (what the kernel did not drop first) was answered SERVFAIL at once.
         assert r.stats.overloaded > 100
