@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.processes import ZONEMESH, CpProcess, free_port, wait_for
+from support.sidecars import start, stop
 from support.tokens import issue_dataplane_token, token_file
 
 DATAPLANE = """\
@@ -26,21 +26,6 @@ networking:
     servicePort: {app}
     tags: {{kuma.io/service: echo, kuma.io/protocol: http}}
 """
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen([ZONEMESH, *args], stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
 
 
 def pid_alive(pid: int) -> bool:

@@ -58,12 +58,12 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([ZONEMESH, *args], stdout=out, stderr=subprocess.STDOUT)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (dp run drains), then SIGKILL if it has not exited within 20 s."""
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM (dp run drains), then SIGKILL if it has not exited within 20 s; the exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=20)
+        return proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+        return proc.wait()

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 from support.processes import CpProcess, free_port, wait_for
-from tls_helpers import DATAPLANE, make_pki, run_zonemesh, start_zonemesh, stop
+from support.sidecars import start, stop
+from tls_helpers import DATAPLANE, make_pki, run_zonemesh
 
 QUICK_S = 15  # a refused start must come well before any backoff would give up
 
@@ -81,7 +82,7 @@ def test_dp_run_over_grpcs_configures_envoy_over_tls_ads(tmp_path: Path, cp: CpP
     admin_port = free_port()
     admin = f"http://127.0.0.1:{admin_port}"
     log = tmp_path / "dp.log"
-    dp = start_zonemesh(
+    dp = start(
         [
             *("dp", "run", "--cp-address", cp.xds_address, "--ca-cert-file", str(cp.ca_file)),
             *("--dataplane-file", str(dataplane_file(tmp_path, "tls-web"))),
@@ -183,7 +184,7 @@ def test_dp_run_with_several_addresses_skips_one_that_is_down(
     }
     log = tmp_path / "dp-multi.log"
     admin_port = free_port()
-    dp = start_zonemesh(
+    dp = start(
         [
             *("dp", "run", "--cp-address", address, "--ca-cert-file", str(cp.ca_file)),
             *("--dataplane-file", str(dataplane_file(tmp_path, "multi-web"))),

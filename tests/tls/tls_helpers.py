@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import ssl
 import subprocess
 from dataclasses import dataclass
@@ -67,18 +66,3 @@ def run_zonemesh(
         timeout=timeout,
         env={**base, **(env or {})},
     )
-
-
-def start_zonemesh(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen([ZONEMESH, *args], stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
