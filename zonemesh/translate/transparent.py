@@ -50,6 +50,7 @@ from zonemesh.resources.base import Resource
 from zonemesh.resources.registry import MESH_MULTI_ZONE_SERVICE, MESH_SERVICE
 from zonemesh.resources.types.dataplane import (
     DataplaneSpec,
+    Outbound,
     ReachableBackendRef,
     TransparentProxying,
 )
@@ -349,11 +350,7 @@ class TransparentProxyGenerator:
         policies = policies_for(state, proxy.resource)
         routes = meshhttproute.routes_for(state, proxy.resource)
         # Clusters the explicit outbounds already carry (the same names): not added twice.
-        explicit = frozenset(
-            b.cluster.name
-            for o in spec.networking.outbound
-            if not isinstance(b := resolve(state, proxy.mesh, o, policies), str)
-        )
+        explicit = _explicit_clusters(state, proxy.mesh, spec.networking.outbound, policies, routes)
         reach = (
             json.dumps(tp.reachable_backends.to_wire(), sort_keys=True)
             if tp.reachable_backends is not None
@@ -385,6 +382,27 @@ class TransparentProxyGenerator:
                 )
             )
         return out
+
+
+def _explicit_clusters(
+    state: MeshState,
+    mesh: str,
+    outbounds: Iterable[Outbound],
+    policies: ProxyPolicies,
+    routes: meshhttproute.ProxyRoutes,
+) -> frozenset[str]:
+    """The clusters the explicit outbounds carry, their MeshHTTPRoutes' backends included."""
+    found: set[str] = set()
+    for outbound in outbounds:
+        backend = resolve(state, mesh, outbound, policies)
+        if isinstance(backend, str):
+            continue
+        found.add(backend.cluster.name)
+        if routes.policies:
+            name = names.outbound_listener(outbound.address, outbound.port)
+            routed = routed_network_filter(state, mesh, name, backend, policies, routes)
+            found.update(b.cluster.name for b in routed.backends)
+    return frozenset(found)
 
 
 def _generate(
