@@ -33,7 +33,8 @@ A backendRef that does not resolve (no such service, no such port) is Kuma's
 "unresolved backend": its share of the requests is answered 500 by Envoy
 (`cluster_not_found_response_code`, the cluster `UNRESOLVED_BACKEND` never exists), the rest of
 the route and the proxy keep working, and the outbound generator logs a warning naming the
-ref. No status condition is written (zonemesh writes no policy status yet).
+ref; `apply` already warns about refs naming no service (`zonemesh.api.route_warnings`).
+No status condition is written (zonemesh writes no policy status yet).
 """
 
 from __future__ import annotations
