@@ -260,8 +260,8 @@ def test_resolve_rules_for_a_mesh_service_destination() -> None:
     echo = next(ms for ms in state.mesh_services.values() if ms.name == "echo")
     destination = matching.Destination(matching.MESH_SERVICE, echo, 1027)
     rules = resolve_rules(state, proxy_dataplane=client, to_target=destination)
-    assert [r.matches[0].path.value for r in rules] == ["/", "/g"]
-    assert rules[0].backend_refs == (BackendRef(kind="MeshService", name="echo", port=1027),)
+    assert [r.matches[0].path.value for r in rules] == ["/g", "/"]
+    assert rules[-1].backend_refs == (BackendRef(kind="MeshService", name="echo", port=1027),)
     mmzs = next(iter(state.mesh_multi_zone_services.values()))
     other = matching.Destination(matching.MESH_MULTI_ZONE_SERVICE, mmzs, 1027)
     assert resolve_rules(state, proxy_dataplane=client, to_target=other) == []
@@ -360,3 +360,8 @@ def test_gateway_same_matches_merge_later_policy_wins() -> None:
         gateway_state(first, second), gateway_dataplane=gateway_dp(), listener_hostname=None
     )
     assert only.backend_refs[0].kind == "MeshMultiZoneService"
+
+
+def test_a_match_without_a_path_overrides_the_default_route() -> None:
+    topology = routed("t", http_route("r", [rule([{}], [V2])]))
+    assert summary(routes_of(topology)) == [("/", V2_CLUSTER)]
