@@ -17,6 +17,7 @@ from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.registry import (
     DATAPLANE,
     MESH,
+    MESH_HTTP_ROUTE,
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
@@ -52,6 +53,7 @@ class MeshState:
     mesh_load_balancing_strategies: Mapping[ResourceKey, Resource]
     # Only proxies the health tracker knows; absent means "applied through the API: healthy".
     health: Mapping[ResourceKey, HealthSnapshot] = field(default_factory=dict)
+    mesh_http_routes: Mapping[ResourceKey, Resource] = field(default_factory=dict)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
@@ -152,4 +154,5 @@ async def build_mesh_state(
         zone_egresses=egresses,
         mesh_load_balancing_strategies=await by_key(MESH_LOAD_BALANCING_STRATEGY.name),
         health=frozen,
+        mesh_http_routes=await by_key(MESH_HTTP_ROUTE.name),
     )

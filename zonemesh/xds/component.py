@@ -42,6 +42,7 @@ from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.registry import (
     DATAPLANE,
     MESH,
+    MESH_HTTP_ROUTE,
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
@@ -77,6 +78,7 @@ STATE_TYPES = frozenset(
         MESH_SERVICE,
         MESH_MULTI_ZONE_SERVICE,
         MESH_LOAD_BALANCING_STRATEGY,
+        MESH_HTTP_ROUTE,
     )
 )
 BATCH_SIZE = 32  # proxies generated between two yields to the event loop
