@@ -8,6 +8,7 @@ from zonemesh.resources.types.hostnamegenerator import HostnameGeneratorSpec
 from zonemesh.resources.types.insight import ProxyInsightSpec
 from zonemesh.resources.types.mesh import MeshSpec
 from zonemesh.resources.types.meshgateway import MeshGatewaySpec
+from zonemesh.resources.types.meshhttproute import MeshHTTPRouteSpec
 from zonemesh.resources.types.meshservice import MeshServiceSpec, MeshServiceStatus
 from zonemesh.resources.types.mlbs import MeshLoadBalancingStrategySpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec, MeshMultiZoneServiceStatus
@@ -117,6 +118,15 @@ MESH_GATEWAY = ResourceType(
     flat=True,
     sync=_DOWN,
 )
+MESH_HTTP_ROUTE = ResourceType(
+    "MeshHTTPRoute",
+    "meshhttproutes",
+    "meshhttproute",
+    Scope.MESH,
+    MeshHTTPRouteSpec,
+    sync=_DOWN,
+    global_owned=True,
+)
 
 # A proxy as its zone's control plane sees it (`types.insight`): zone -> global only, as Kuma.
 DATAPLANE_INSIGHT = ResourceType(
@@ -190,6 +200,7 @@ ALL_TYPES: tuple[ResourceType, ...] = (
     HOSTNAME_GENERATOR,
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_GATEWAY,
+    MESH_HTTP_ROUTE,
     DATAPLANE_INSIGHT,
     ZONE_INGRESS_INSIGHT,
     ZONE_EGRESS_INSIGHT,

@@ -18,6 +18,7 @@ from zonemesh.resources.registry import (
     DATAPLANE,
     MESH,
     MESH_GATEWAY,
+    MESH_HTTP_ROUTE,
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
@@ -58,6 +59,7 @@ class MeshState:
     mesh_gateways: Mapping[ResourceKey, Resource] = field(default_factory=dict)
     # Only the Secrets a MeshGateway names as a listener certificate (never the mesh CA's).
     gateway_secrets: Mapping[ResourceKey, Resource] = field(default_factory=dict)
+    mesh_http_routes: Mapping[ResourceKey, Resource] = field(default_factory=dict)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
@@ -161,6 +163,7 @@ async def build_mesh_state(
         health=frozen,
         mesh_gateways=gateways,
         gateway_secrets=await _gateway_secrets(store, gateways.values()),
+        mesh_http_routes=await by_key(MESH_HTTP_ROUTE.name),
     )
 
 

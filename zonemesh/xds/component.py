@@ -43,6 +43,7 @@ from zonemesh.resources.registry import (
     DATAPLANE,
     MESH,
     MESH_GATEWAY,
+    MESH_HTTP_ROUTE,
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
@@ -81,6 +82,7 @@ STATE_TYPES = frozenset(
         MESH_LOAD_BALANCING_STRATEGY,
         MESH_GATEWAY,
         SECRET,  # a gateway listener's certificate (the state reads only those)
+        MESH_HTTP_ROUTE,
     )
 )
 BATCH_SIZE = 32  # proxies generated between two yields to the event loop
