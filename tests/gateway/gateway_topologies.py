@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from translate.translate_topologies import LOCAL_ZONE, MESH
+from translate.translate_topologies import LOCAL_ZONE, MESH, Topology
 
 from zonemesh.resources.base import Resource
 from zonemesh.resources.codec import resource_from_wire
@@ -97,3 +97,107 @@ def tls_secret(name: str, cert_pem: bytes, key_pem: bytes) -> dict[str, Any]:
         "name": name,
         "data": base64.b64encode(key_pem + cert_pem).decode(),
     }
+
+
+# --- golden topologies: zone-1 with two echo instances, zone-2 with one, and a gateway ------
+
+ECHO_MMZS = {"kind": "MeshMultiZoneService", "name": "echo", "port": 1027}
+ECHO_MS = {"kind": "MeshService", "name": "echo", "port": 1027}
+GATEWAY_REF = {"kind": "MeshGateway", "name": GATEWAY_SERVICE}
+
+
+def gateway_route(
+    name: str, rules: list[dict[str, Any]], hostnames: list[str] | None = None
+) -> dict[str, Any]:
+    """A MeshHTTPRoute on the MeshGateway, `to: Mesh` (Kuma's gateway form)."""
+    entry: dict[str, Any] = {"targetRef": {"kind": "Mesh"}, "rules": rules}
+    if hostnames is not None:
+        entry["hostnames"] = hostnames
+    return {
+        "type": "MeshHTTPRoute",
+        "mesh": MESH,
+        "name": name,
+        "spec": {"targetRef": GATEWAY_REF, "to": [entry]},
+    }
+
+
+def path_rule(path: str, *refs: dict[str, Any], kind: str = "PathPrefix") -> dict[str, Any]:
+    return {
+        "matches": [{"path": {"type": kind, "value": path}}],
+        "default": {"backendRefs": list(refs)},
+    }
+
+
+ECHO_ROUTE = gateway_route("edge-echo", [path_rule("/echo", ECHO_MMZS)])
+
+
+def gateway_topologies(cert_pem: bytes, key_pem: bytes) -> list[Topology]:
+    """One per gateway feature, each seen by the gateway Dataplane."""
+    from translate.translate_topologies import build
+
+    def topology(
+        name: str, *docs: dict[str, Any], mtls: bool = False, tcp: bool = False
+    ) -> Topology:
+        base = build(name, local_instances=2, remote={"zone-2": 1}, mtls=mtls, tcp=tcp)
+        dataplane = resource(gateway_dataplane())
+        extra = [dataplane, *(resource(d) for d in docs)]
+        return Topology(name, [*base.resources, *extra], {"gateway": dataplane.key})
+
+    secret = tls_secret("gw-cert", cert_pem, key_pem)
+    return [
+        topology("gateway-no-route", mesh_gateway()),
+        topology(
+            "gateway-http",
+            mesh_gateway(listeners=[listener(8080), listener(8080, hostname="api.example.com")]),
+            gateway_route(
+                "edge",
+                [
+                    path_rule("/echo", ECHO_MMZS),
+                    path_rule("/local", ECHO_MS),
+                    path_rule("/gone", {"kind": "MeshService", "name": "nowhere", "port": 80}),
+                ],
+            ),
+            gateway_route("api", [path_rule("/", ECHO_MMZS)], hostnames=["api.example.com"]),
+        ),
+        topology("gateway-mtls", mesh_gateway(), ECHO_ROUTE, mtls=True),
+        topology(
+            "gateway-https",
+            mesh_gateway(
+                listeners=[
+                    https_listener(8443, "gw-cert", "example.com"),
+                    https_listener(8443, "gw-cert"),
+                    https_listener(9443, "missing-cert"),
+                ]
+            ),
+            secret,
+            ECHO_ROUTE,
+        ),
+        topology(
+            "gateway-tcp",
+            mesh_gateway(listeners=[listener(9000, "TCP")]),
+            gateway_route(
+                "edge-tcp",
+                [path_rule("/", {"kind": "MeshMultiZoneService", "name": "echo", "port": 1028})],
+            ),
+            tcp=True,
+        ),
+        topology(
+            "gateway-mlbs",
+            mesh_gateway(),
+            ECHO_ROUTE,
+            {
+                "type": "MeshLoadBalancingStrategy",
+                "mesh": MESH,
+                "name": "flat",
+                "spec": {
+                    "targetRef": {"kind": "Mesh"},
+                    "to": [
+                        {
+                            "targetRef": {"kind": "MeshMultiZoneService", "name": "echo"},
+                            "default": {"localityAwareness": {"disabled": True}},
+                        }
+                    ],
+                },
+            },
+        ),
+    ]

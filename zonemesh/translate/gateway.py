@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -36,8 +35,10 @@ from google.protobuf import duration_pb2
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource
 from zonemesh.resources.gateway_binding import PortGroup, bind, gateway_spec, plan_listeners
-from zonemesh.resources.types.dataplane import BackendRef, Outbound
+from zonemesh.resources.types.dataplane import BackendRef as OutboundRef
+from zonemesh.resources.types.dataplane import Outbound
 from zonemesh.resources.types.meshgateway import ANY_HOST, Listener
+from zonemesh.resources.types.meshhttproute import BackendRef
 from zonemesh.translate import gateway_routes
 from zonemesh.translate.builders import (
     HCM,
@@ -45,6 +46,7 @@ from zonemesh.translate.builders import (
     packed,
     socket,
     stat_prefix,
+    tcp_proxy_filter,
     tls_inspector,
     weighted_tcp_proxy_filter,
 )
@@ -58,7 +60,7 @@ from zonemesh.translate.gateway_tls import (
 from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
 from zonemesh.translate.outbound import Backend, resolve
 from zonemesh.translate.policies.mlbs import ProxyPolicies, policies_for
-from zonemesh.translate.resilience import retry_policy
+from zonemesh.translate.resilience import TCP_CONNECT_ATTEMPTS
 from zonemesh.translate.state import MeshState
 
 log = logging.getLogger("zonemesh.translate")
@@ -68,19 +70,6 @@ NO_ROUTE_BODY = "This is a Kuma MeshGateway. No routes match this MeshGateway!\n
 BUFFER_LIMIT = 32 * 1024
 REQUEST_HEADERS_TIMEOUT = duration_pb2.Duration(nanos=500_000_000)
 STREAM_IDLE_TIMEOUT = duration_pb2.Duration(seconds=5)
-
-
-class RefLike(Protocol):
-    """What a route's backendRef carries (MeshHTTPRoute's `BackendRef`)."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def name(self) -> str | None: ...
-    @property
-    def labels(self) -> dict[str, str] | None: ...
-    @property
-    def port(self) -> int | None: ...
 
 
 def listener_name(gateway: str, protocol: str, port: int) -> str:
@@ -101,7 +90,7 @@ class Backends:
     used: dict[str, Backend] = field(default_factory=dict)
     unresolved: list[str] = field(default_factory=list)
 
-    def cluster_for(self, ref: RefLike) -> str | None:
+    def cluster_for(self, ref: BackendRef) -> str | None:
         """The cluster of `ref`, or None (the route then answers 500: Kuma's unresolved
         backend) with the reason logged."""
         if ref.port is None and ref.kind == "MeshService" and ref.name:
@@ -110,7 +99,7 @@ class Backends:
         else:
             outbound = Outbound(
                 port=ref.port or 1,
-                backend_ref=BackendRef(
+                backend_ref=OutboundRef(
                     kind=ref.kind, name=ref.name or "", port=ref.port, labels=ref.labels
                 ),
             )
@@ -182,12 +171,11 @@ def _http_listener(
 ) -> None:
     name = listener_name(gateway.name, group.protocol, group.port)
     route_name = route_config_name(name, ANY_HOST)
-    hosts = [listener.host for _, listener in group.listeners]
-    out.add(
-        route_configuration(
-            route_name, [(h, _routes(state, proxy, h, backends)) for h in _ordered(hosts)]
-        )
+    listeners = [listener for _, listener in group.listeners]
+    hosts = gateway_routes.http_virtual_hosts(
+        state, proxy.resource, gateway.name, listeners, backends.cluster_for
     )
+    out.add(route_configuration(route_name, hosts))
     chain = listener_components_pb2.FilterChain(filters=[connection_manager(name, route_name)])
     out.add(_listener(name, address, group.port, [chain]))
 
@@ -204,7 +192,9 @@ def _https_listener(
 ) -> None:
     name = listener_name(gateway.name, group.protocol, group.port)
     chains = []
-    for index, listener in sorted(group.listeners, key=lambda p: _host_order(p[1].host)):
+    for index, listener in sorted(
+        group.listeners, key=lambda p: gateway_routes.host_order(p[1].host)
+    ):
         certs = _certificates(state, gateway, index, listener, proxy)
         if certs is None:
             continue
@@ -212,7 +202,10 @@ def _https_listener(
             secrets[cert.secret_name] = cert
         host = listener.host
         route_name = route_config_name(name, host)
-        out.add(route_configuration(route_name, [(host, _routes(state, proxy, host, backends))]))
+        hosts = gateway_routes.http_virtual_hosts(
+            state, proxy.resource, gateway.name, [listener], backends.cluster_for
+        )
+        out.add(route_configuration(route_name, hosts))
         chain = listener_components_pb2.FilterChain(
             filters=[connection_manager(name, route_name)],
             transport_socket=terminating_tls([c.secret_name for c in certs]),
@@ -238,14 +231,23 @@ def _tcp_listener(
 ) -> None:
     name = listener_name(gateway.name, group.protocol, group.port)
     weighted = []
-    for ref, weight in gateway_routes.tcp_backends(state, proxy.resource, ANY_HOST):
-        cluster = backends.cluster_for(ref)
-        if cluster is not None and weight > 0:
-            weighted.append((cluster, weight))
+    for _, listener in group.listeners[:1]:  # validated: one TCP listener per port
+        for ref, weight in gateway_routes.tcp_backends(
+            state, proxy.resource, gateway.name, listener
+        ):
+            cluster = backends.cluster_for(ref)
+            if cluster is not None and weight > 0:
+                weighted.append((cluster, weight))
     if not weighted:
         log.warning("%s: TCP listener %s has no resolvable backend; left out", proxy.key, name)
         return
-    chain = listener_components_pb2.FilterChain(filters=[weighted_tcp_proxy_filter(name, weighted)])
+    if len(weighted) == 1:  # retry the connect on another host, as sidecar outbounds do
+        proxy_filter = tcp_proxy_filter(
+            name, weighted[0][0], max_connect_attempts=TCP_CONNECT_ATTEMPTS
+        )
+    else:
+        proxy_filter = weighted_tcp_proxy_filter(name, weighted)
+    chain = listener_components_pb2.FilterChain(filters=[proxy_filter])
     out.add(_listener(name, address, group.port, [chain]))
 
 
@@ -273,33 +275,17 @@ def _certificates(
     return certs
 
 
-def _routes(
-    state: MeshState, proxy: Proxy, hostname: str, backends: Backends
-) -> list[route_components_pb2.Route]:
-    return gateway_routes.http_routes(state, proxy.resource, hostname, backends.cluster_for)
-
-
-def _host_order(host: str) -> tuple[int, int, str]:
-    """Exact hosts first, wildcard domains next, `*` last; longer first (more specific)."""
-    kind = 2 if host == ANY_HOST else 1 if host.startswith("*.") else 0
-    return kind, -len(host), host
-
-
-def _ordered(hosts: Sequence[str]) -> list[str]:
-    return sorted(set(hosts), key=_host_order)
-
-
 def route_configuration(
-    name: str, hosts: Sequence[tuple[str, list[route_components_pb2.Route]]]
+    name: str, hosts: Sequence[gateway_routes.VirtualHostRoutes]
 ) -> route_pb2.RouteConfiguration:
-    """One virtual host per hostname; one without routes answers 404 (Kuma's text)."""
+    """One virtual host per hostname; one without routes answers 404 (Kuma's text). Clusters
+    are not validated: an unresolved backend answers 500, the rest keeps working."""
     config = route_pb2.RouteConfiguration(name=name)
-    for host, routes in hosts:
-        vhost = route_components_pb2.VirtualHost(
-            name=host, domains=[host], retry_policy=retry_policy()
-        )
-        if routes:
-            vhost.routes.extend(routes)
+    config.validate_clusters.value = False
+    for host in hosts:
+        vhost = route_components_pb2.VirtualHost(name=host.host, domains=[host.host])
+        if host.routes:
+            vhost.routes.extend(host.routes)
         else:
             vhost.routes.append(
                 route_components_pb2.Route(
