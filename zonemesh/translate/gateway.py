@@ -278,23 +278,23 @@ def _certificates(
 def route_configuration(
     name: str, hosts: Sequence[gateway_routes.VirtualHostRoutes]
 ) -> route_pb2.RouteConfiguration:
-    """One virtual host per hostname; one without routes answers 404 (Kuma's text). Clusters
-    are not validated: an unresolved backend answers 500, the rest keeps working."""
+    """One virtual host per hostname; a request no route matches answers 404 with Kuma's
+    text (Kuma says it for a host without routes; zonemesh also after the last route, so an
+    unmatched path is told apart from a 404 of the backend). Clusters are not validated: an
+    unresolved backend answers 500, the rest keeps working."""
     config = route_pb2.RouteConfiguration(name=name)
     config.validate_clusters.value = False
     for host in hosts:
         vhost = route_components_pb2.VirtualHost(name=host.host, domains=[host.host])
-        if host.routes:
-            vhost.routes.extend(host.routes)
-        else:
-            vhost.routes.append(
-                route_components_pb2.Route(
-                    match=route_components_pb2.RouteMatch(prefix="/"),
-                    direct_response=route_components_pb2.DirectResponseAction(
-                        status=404, body=base_pb2.DataSource(inline_string=NO_ROUTE_BODY)
-                    ),
-                )
+        vhost.routes.extend(host.routes)
+        vhost.routes.append(
+            route_components_pb2.Route(
+                match=route_components_pb2.RouteMatch(prefix="/"),
+                direct_response=route_components_pb2.DirectResponseAction(
+                    status=404, body=base_pb2.DataSource(inline_string=NO_ROUTE_BODY)
+                ),
             )
+        )
         config.virtual_hosts.append(vhost)
     return config
 
