@@ -59,7 +59,13 @@ from zonemesh.translate.gateway_tls import (
 )
 from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
 from zonemesh.translate.outbound import Backend, resolve
-from zonemesh.translate.policies.mlbs import ProxyPolicies, policies_for
+from zonemesh.translate.policies.mlbs import (
+    ProxyPolicies,
+    RequestHash,
+    policies_for,
+    route_hash_policies,
+    tcp_hash_policies,
+)
 from zonemesh.translate.resilience import TCP_CONNECT_ATTEMPTS
 from zonemesh.translate.state import MeshState
 
@@ -109,6 +115,21 @@ class Backends:
             return None
         self.used.setdefault(backend.cluster.name, backend)
         return backend.cluster.name
+
+    def backend(self, ref: BackendRef) -> Backend | None:
+        cluster = self.cluster_for(ref)
+        return self.used.get(cluster) if cluster is not None else None
+
+    def hashes(self, refs: Sequence[BackendRef]) -> tuple[RequestHash, ...]:
+        """The hashes the backends' strategies want, when they agree (else none: one route
+        table serves them all)."""
+        found = {b.hashes for b in (self.backend(r) for r in refs) if b is not None}
+        return found.pop() if len(found) == 1 else ()
+
+    def route_hashes(
+        self, refs: Sequence[BackendRef]
+    ) -> list[route_components_pb2.RouteAction.HashPolicy]:
+        return route_hash_policies(self.hashes(refs))
 
 
 class GatewayGenerator:
@@ -173,7 +194,7 @@ def _http_listener(
     route_name = route_config_name(name, ANY_HOST)
     listeners = [listener for _, listener in group.listeners]
     hosts = gateway_routes.http_virtual_hosts(
-        state, proxy.resource, gateway.name, listeners, backends.cluster_for
+        state, proxy.resource, gateway.name, listeners, backends
     )
     out.add(route_configuration(route_name, hosts))
     chain = listener_components_pb2.FilterChain(filters=[connection_manager(name, route_name)])
@@ -203,7 +224,7 @@ def _https_listener(
         host = listener.host
         route_name = route_config_name(name, host)
         hosts = gateway_routes.http_virtual_hosts(
-            state, proxy.resource, gateway.name, [listener], backends.cluster_for
+            state, proxy.resource, gateway.name, [listener], backends
         )
         out.add(route_configuration(route_name, hosts))
         chain = listener_components_pb2.FilterChain(
@@ -231,6 +252,7 @@ def _tcp_listener(
 ) -> None:
     name = listener_name(gateway.name, group.protocol, group.port)
     weighted = []
+    refs = []
     for _, listener in group.listeners[:1]:  # validated: one TCP listener per port
         for ref, weight in gateway_routes.tcp_backends(
             state, proxy.resource, gateway.name, listener
@@ -238,12 +260,16 @@ def _tcp_listener(
             cluster = backends.cluster_for(ref)
             if cluster is not None and weight > 0:
                 weighted.append((cluster, weight))
+                refs.append(ref)
     if not weighted:
         log.warning("%s: TCP listener %s has no resolvable backend; left out", proxy.key, name)
         return
     if len(weighted) == 1:  # retry the connect on another host, as sidecar outbounds do
         proxy_filter = tcp_proxy_filter(
-            name, weighted[0][0], max_connect_attempts=TCP_CONNECT_ATTEMPTS
+            name,
+            weighted[0][0],
+            max_connect_attempts=TCP_CONNECT_ATTEMPTS,
+            hash_policy=tcp_hash_policies(backends.hashes(refs)),
         )
     else:
         proxy_filter = weighted_tcp_proxy_filter(name, weighted)

@@ -15,8 +15,9 @@ Which rules apply and how a rule becomes Envoy routes is `policies.meshhttproute
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from envoy.config.route.v3 import route_components_pb2
 
@@ -27,7 +28,15 @@ from zonemesh.translate.policies.meshhttproute import ResolvedRule, envoy_routes
 from zonemesh.translate.resilience import retry_policy
 from zonemesh.translate.state import MeshState
 
-ClusterFor = Callable[[BackendRef], str | None]
+
+class BackendResolver(Protocol):
+    """What the gateway resolves route backends with (`translate.gateway.Backends`)."""
+
+    def cluster_for(self, ref: BackendRef) -> str | None: ...
+
+    def route_hashes(
+        self, refs: Sequence[BackendRef]
+    ) -> Sequence[route_components_pb2.RouteAction.HashPolicy]: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ def http_virtual_hosts(
     dataplane: Resource,
     gateway: str,
     listeners: Sequence[Listener],
-    cluster_for: ClusterFor,
+    backends: BackendResolver,
 ) -> list[VirtualHostRoutes]:
     """The virtual hosts of one HTTP(S) route configuration (listeners of one port, or the one
     listener of an HTTPS filter chain); a host without rules gets no routes (404)."""
@@ -81,12 +90,16 @@ def http_virtual_hosts(
                 for rule in rules
                 if any(_covers(h, host) for h in rule.hostnames or [ANY_HOST])
             ]
-    return [
-        VirtualHostRoutes(
-            host, envoy_routes(by_host[host], cluster_for, retry_policy=retry_policy())
+    out = []
+    for host in sorted(by_host, key=host_order):
+        rules = by_host[host]
+        # A RingHash/Maglev MeshLoadBalancingStrategy of the backends: what requests hash on.
+        hashes = backends.route_hashes([ref for rule in rules for ref in rule.backend_refs])
+        routes = envoy_routes(
+            rules, backends.cluster_for, retry_policy=retry_policy(), hash_policy=hashes
         )
-        for host in sorted(by_host, key=host_order)
-    ]
+        out.append(VirtualHostRoutes(host, routes))
+    return out
 
 
 def tcp_backends(
