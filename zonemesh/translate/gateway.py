@@ -193,9 +193,7 @@ def _http_listener(
     name = listener_name(gateway.name, group.protocol, group.port)
     route_name = route_config_name(name, ANY_HOST)
     listeners = [listener for _, listener in group.listeners]
-    hosts = gateway_routes.http_virtual_hosts(
-        state, proxy.resource, gateway.name, listeners, backends
-    )
+    hosts = gateway_routes.http_virtual_hosts(state, proxy.resource, gateway, listeners, backends)
     out.add(route_configuration(route_name, hosts))
     chain = listener_components_pb2.FilterChain(filters=[connection_manager(name, route_name)])
     out.add(_listener(name, address, group.port, [chain]))
@@ -224,7 +222,7 @@ def _https_listener(
         host = listener.host
         route_name = route_config_name(name, host)
         hosts = gateway_routes.http_virtual_hosts(
-            state, proxy.resource, gateway.name, [listener], backends
+            state, proxy.resource, gateway, [listener], backends
         )
         out.add(route_configuration(route_name, hosts))
         chain = listener_components_pb2.FilterChain(
@@ -254,9 +252,7 @@ def _tcp_listener(
     weighted = []
     refs = []
     for _, listener in group.listeners[:1]:  # validated: one TCP listener per port
-        for ref, weight in gateway_routes.tcp_backends(
-            state, proxy.resource, gateway.name, listener
-        ):
+        for ref, weight in gateway_routes.tcp_backends(state, proxy.resource, gateway, listener):
             cluster = backends.cluster_for(ref)
             if cluster is not None and weight > 0:
                 weighted.append((cluster, weight))

@@ -22,7 +22,7 @@ from typing import Protocol
 from envoy.config.route.v3 import route_components_pb2
 
 from zonemesh.resources.base import Resource
-from zonemesh.resources.types.meshgateway import ANY_HOST, Listener
+from zonemesh.resources.types.meshgateway import ANY_HOST, Listener, MeshGatewaySpec
 from zonemesh.resources.types.meshhttproute import BackendRef
 from zonemesh.translate.policies.meshhttproute import ResolvedRule, envoy_routes, gateway_rules
 from zonemesh.translate.resilience import retry_policy
@@ -58,21 +58,25 @@ def _covers(pattern: str, host: str) -> bool:
 
 
 def _rules(
-    state: MeshState, dataplane: Resource, gateway: str, listener: Listener
+    state: MeshState, dataplane: Resource, gateway: Resource, listener: Listener
 ) -> list[ResolvedRule]:
+    """A route's `targetRef.tags` select listeners by the gateway's tags and the listener's
+    (the listener's win), as Kuma's listener policy tags do."""
+    spec = gateway.spec
+    assert isinstance(spec, MeshGatewaySpec)
     return gateway_rules(
         state,
         gateway_dataplane=dataplane,
         listener_hostname=listener.host,
-        gateway_name=gateway,
-        listener_tags=dict(listener.tags or {}),
+        gateway_name=gateway.name,
+        listener_tags={**(spec.tags or {}), **(listener.tags or {})},
     )
 
 
 def http_virtual_hosts(
     state: MeshState,
     dataplane: Resource,
-    gateway: str,
+    gateway: Resource,
     listeners: Sequence[Listener],
     backends: BackendResolver,
 ) -> list[VirtualHostRoutes]:
@@ -103,7 +107,7 @@ def http_virtual_hosts(
 
 
 def tcp_backends(
-    state: MeshState, dataplane: Resource, gateway: str, listener: Listener
+    state: MeshState, dataplane: Resource, gateway: Resource, listener: Listener
 ) -> list[tuple[BackendRef, int]]:
     """(backendRef, weight) a TCP listener forwards to (see the module docstring)."""
     rules = _rules(state, dataplane, gateway, listener)
