@@ -194,6 +194,8 @@ class Topology:
             zone_egresses=by_type.get("ZoneEgress", {}),
             mesh_load_balancing_strategies=by_type.get("MeshLoadBalancingStrategy", {}),
             health=dict(self.health),
+            mesh_gateways=by_type.get("MeshGateway", {}),
+            gateway_secrets=by_type.get("Secret", {}),
             mesh_http_routes=by_type.get("MeshHTTPRoute", {}),
         )
 
