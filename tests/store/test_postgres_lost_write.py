@@ -21,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 from postgres_server import PostgresServer
+from replicas_helpers import dataplane, vip_of
 from support.processes import CpProcess, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -100,6 +101,7 @@ def cp(tmp_path: Path, pg_database: str, postgres_server: PostgresServer) -> Ite
 
 
 MESH = {"type": "Mesh", "name": "cut"}
+DATAPLANE = dataplane("after", "after")
 
 
 def test_a_write_whose_connection_is_terminated_answers_503_and_the_next_one_works(
@@ -164,4 +166,12 @@ def test_a_write_cut_by_a_database_restart_answers_503_and_the_instance_recovers
     assert cp.api("GET", "/meshes/cut").status_code == 404
     assert cp.api("PUT", "/meshes/cut", json=MESH).status_code == 201
     wait_for(lambda: cp.api("GET", "/meshes/cut").status_code == 200, timeout=10)
+    # The leader-only work resumed too (it may have failed to start while the pool was still
+    # reconnecting): a new Dataplane's service gets its MeshService and a VIP.
+    assert cp.api("PUT", "/meshes/default/dataplanes/after", json=DATAPLANE).status_code == 201
+    wait_for(
+        lambda: vip_of(cp, "after"),
+        timeout=20,
+        message="computed state did not resume after the database came back",
+    )
     assert "Traceback" not in cp.log.read_text()
