@@ -12,6 +12,7 @@ and by then they are connected again to the survivor."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
@@ -37,7 +38,11 @@ FLEET_SIZE = 100
 FLEET_PORT = 20080  # every fleet proxy's inbound (each has an address of its own)
 SERVICE_PORT = 8080
 PING = {"ping-1": "127.0.22.1", "ping-2": "127.0.22.2"}  # applied through the API: healthy
-EXTRA_MEMBERS = 14  # added one a second after the kill, through b: past the 10 s grace
+# Members of `fleet` applied through b while the 100 sit on a, then move, then a's health
+# expires: (count, seconds apart) before the kill, right after it, and up to past the 10 s grace.
+EXTRA_BEFORE = (6, 0.5)  # longer than a's 2 s heartbeat: its view must never look stale
+EXTRA_AFTER = ((10, 0.2), (11, 1.0))  # the reconnection window, then past the grace
+EXTRA_MEMBERS = EXTRA_BEFORE[0] + sum(n for n, _ in EXTRA_AFTER)
 APP_PORT = free_port()
 ECHO = "127.0.8.41"
 CLIENT = "127.0.8.42"
@@ -271,31 +276,39 @@ def test_sigkill_of_the_instance_holding_100_proxies_moves_them_without_a_flap(
             samples.append(healthy_echo_endpoints(zone.client))
             time.sleep(0.1)
 
-    # While the proxies move and the dead instance's health expires, `fleet` keeps changing
-    # (members applied through b's API), so the observer is sent fleet's endpoints again and
-    # again: each of those updates must still hold every moved proxy.
+    # Before the kill, while the proxies move and while the dead instance's health expires,
+    # `fleet` keeps changing (members applied through b's API), so the observer is sent
+    # fleet's endpoints again and again: each of those updates must hold every moved proxy.
     extras: list[str] = []
+    killed = threading.Event()
 
-    def grow_fleet() -> None:
-        for k in range(1, EXTRA_MEMBERS + 1):
+    def add_extras(count: int, every_s: float) -> None:
+        for _ in range(count):
             if not sampling.is_set():
                 return
+            k = len(extras) + 1
             name, address = f"fleet-extra-{k}", f"127.0.23.{k}"
             doc = api_dataplane(name, address, service="fleet")
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 if b.api("PUT", f"/meshes/default/dataplanes/{name}", json=doc).is_success:
                     extras.append(f"{address}:{FLEET_PORT}")
-            except httpx.HTTPError:
-                pass
-            time.sleep(1.0)
+            time.sleep(every_s)
+
+    def grow_fleet() -> None:
+        add_extras(*EXTRA_BEFORE)
+        killed.wait(timeout=30)
+        for count, every_s in EXTRA_AFTER:
+            add_extras(count, every_s)
 
     sampler = threading.Thread(target=sample)
     grower = threading.Thread(target=grow_fleet)
     sampler.start()
+    grower.start()
     try:
+        wait_for(lambda: len(extras) >= EXTRA_BEFORE[0], timeout=30, message="extras before")
         killed_at = time.monotonic()
         a.kill()  # the leader, holding all 100 + 2 streams
-        grower.start()
+        killed.set()
         wait_for(
             lambda: all(p.connected_to == b_target for p in movers),
             timeout=90,
@@ -314,7 +327,7 @@ def test_sigkill_of_the_instance_holding_100_proxies_moves_them_without_a_flap(
             return {"echo-1", "client-1"} <= online
 
         wait_for(real_envoys_on_b, timeout=60, interval=0.5, message="real Envoys not on b")
-        grower.join(timeout=EXTRA_MEMBERS * 12)  # past the dead instance's health grace (10 s)
+        grower.join(timeout=120)  # past the dead instance's health grace (10 s)
         wait_for(
             lambda: set(extras) <= observer.clusters.get(fleet_cluster, frozenset()),
             timeout=30,
@@ -335,9 +348,9 @@ def test_sigkill_of_the_instance_holding_100_proxies_moves_them_without_a_flap(
         assert _answers(zone.client) == {"echo-1"}  # the data path, through b's config
     finally:
         sampling.clear()
+        killed.set()
         sampler.join()
-        if grower.is_alive():
-            grower.join()
+        grower.join()
 
     updates = observer.eds_updates[first_update:]
     print(
@@ -353,7 +366,8 @@ def test_sigkill_of_the_instance_holding_100_proxies_moves_them_without_a_flap(
     for update in updates:
         if update.cluster == fleet_cluster:
             missing = fleet_endpoints() - update.endpoints
-            assert not missing, f"an EDS update of fleet lacked {sorted(missing)[:5]}..."
+            when = f"{update.at - killed_at:+.2f}s from the kill"
+            assert not missing, f"fleet's EDS {when} lacked {len(missing)}: {sorted(missing)[:3]}"
         if update.cluster == echo_cluster:
             assert echo_endpoint in update.endpoints, update
     answered = [s for s in samples if s is not None]
