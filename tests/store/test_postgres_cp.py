@@ -54,9 +54,9 @@ def test_migrate_then_run_keeps_state_and_ready_follows_the_database(
 
     first = migrate_up(env)
     assert first.returncode == 0, first.stderr
-    assert "schema migrated from version 0 to 1" in first.stdout
+    assert "schema migrated from version 0 to 2" in first.stdout
     again = migrate_up(env)
-    assert again.returncode == 0 and "the schema is up to date (version 1)" in again.stdout
+    assert again.returncode == 0 and "the schema is up to date (version 2)" in again.stdout
 
     cp = cp_process(tmp_path, env).start()
     try:
@@ -105,10 +105,10 @@ def test_a_newer_schema_is_refused_by_run_and_by_migrate(
 ) -> None:
     db = postgres_server.new_database()
     postgres_server.execute(
-        db, "INSERT INTO schema_version (version, description) VALUES (2, 'from the future')"
+        db, "INSERT INTO schema_version (version, description) VALUES (3, 'from the future')"
     )
     env = {**os.environ, **postgres_server.env(db)}
-    expected = "the database schema is version 2, this zonemesh knows up to 1: upgrade zonemesh"
+    expected = "the database schema is version 3, this zonemesh knows up to 2: upgrade zonemesh"
 
     assert expected in refused_start(tmp_path, env)
     migrated = migrate_up(env)

@@ -284,7 +284,7 @@ async def test_starting_is_refused_with_the_problem_named(
     with pytest.raises(SchemaError) as e:
         await PostgresStore(postgres_server.config(pg_database)).start()
     assert str(e.value) == (
-        "the database schema is version 7, this zonemesh knows up to 1: upgrade zonemesh"
+        "the database schema is version 7, this zonemesh knows up to 2: upgrade zonemesh"
     )
 
 

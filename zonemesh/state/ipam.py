@@ -5,6 +5,14 @@ the store persists), and the allocator also remembers it in memory in case somet
 the resource without its status (a sync from global does). New VIPs come from a cursor that
 only moves forward, so a freed VIP is handed out again only after the range has wrapped; the
 cursor is persisted with `Store.set_value` so this holds across restarts.
+
+Uniqueness is the store's to decide (`Store.claim_vip`): every VIP handed out or kept is
+claimed for its resource first, and one that another resource holds is skipped. On PostgreSQL
+that claim is a row with a unique key, so two instances that briefly both believe they lead
+(the old leader has not noticed its lock is gone) never give one VIP to two resources, and a
+resource both allocate for gets the same one from each. Claims already confirmed are
+remembered, so a pass claims only what is new. The claims of deleted resources are freed
+`CLAIM_GRACE_S` after they were made, at most every `RELEASE_EVERY_S`.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -21,6 +30,9 @@ from zonemesh.store.base import Store
 log = logging.getLogger("zonemesh.state.ipam")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+CLAIM_GRACE_S = 60.0  # far longer than from a claim to its resource's write
+RELEASE_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,8 @@ class VipAllocator:
         self._cursor: int | None = None  # offset of the next candidate; None = not loaded
         self._saved_cursor: int | None = None
         self._remembered: dict[ResourceKey, str] = {}
+        self._confirmed: dict[ResourceKey, int] = {}  # claims the store granted us
+        self._released_at: float | None = None
 
     async def load(self) -> None:
         """Read the persisted cursor (kept only if it was written for the same CIDR)."""
@@ -71,31 +85,87 @@ class VipAllocator:
             await self._store.set_value(self._value_name, value)
             self._saved_cursor = self._cursor
 
-    def assign(self, resources: Iterable[Resource]) -> Allocation:
-        """Keep every resource's existing VIP, give the others new ones (oldest first)."""
+    async def assign(self, resources: Iterable[Resource]) -> Allocation:
+        """Keep every resource's existing VIP, give the others new ones (oldest first); each
+        claimed in the store. Raises `StoreError` when the store cannot answer."""
         ordered = sorted(resources, key=_age)
-        taken: set[int] = set()
+        present = {r.key for r in ordered}
+        self._confirmed = {k: v for k, v in self._confirmed.items() if k in present}
+        await self._release_stale()
+        taken: set[int] = set()  # not to be handed out: given this pass, or held by others
+        given: set[int] = set()
         result: dict[ResourceKey, str | None] = {}
         missing: list[ResourceKey] = []
         for resource in ordered:
             kept = self._existing(resource, taken)
-            if kept is None:
+            try:
+                held = None if kept is None else await self._claim(kept, resource.key, taken, given)
+            except _Unusable as e:
+                log.warning("%s", e)
+                result[resource.key] = None
+                continue
+            if held is None:
                 missing.append(resource.key)
             else:
-                taken.add(kept)
-                result[resource.key] = str(ipaddress.ip_address(kept))
+                result[resource.key] = str(ipaddress.ip_address(held))
         if missing and self._cursor is None:
             # Nothing persisted: continue after the highest VIP in use, not at the start.
             self._cursor = (max(taken) - self._first + 1) % self.size if taken else 0
         for key in missing:
-            offset = self._next_free(taken)
-            if offset is None:
-                result[key] = None
-                continue
-            taken.add(self._first + offset)
-            result[key] = str(ipaddress.ip_address(self._first + offset))
+            try:
+                held = await self._claim_new(key, taken, given)
+            except _Unusable as e:
+                log.warning("%s", e)
+                held = None
+            result[key] = None if held is None else str(ipaddress.ip_address(held))
         self._remembered = {k: ip for k, ip in result.items() if ip is not None}
         return Allocation(result, self.cidr)
+
+    async def _claim(
+        self, value: int, owner: ResourceKey, taken: set[int], given: set[int]
+    ) -> int | None:
+        """Claim `value` for `owner`: the VIP it holds then, or None when another resource
+        holds `value` (which is then `taken`: nobody here may have it either)."""
+        if self._confirmed.get(owner) == value and value not in given:
+            held: int | None = value
+        else:
+            ip = str(ipaddress.ip_address(value))
+            granted = await self._store.claim_vip(self.cidr, ip, owner)
+            if granted is None:
+                taken.add(value)
+                return None
+            held = self._in_range(granted)
+            if held is None or held in given:
+                raise _Unusable(
+                    f"{owner} holds VIP {granted} of {self.cidr} in the store, which this pass "
+                    "gave to another resource: it gets none until the next pass"
+                )
+            if held != value:
+                log.info("%s holds VIP %s already (claimed by another instance)", owner, granted)
+            self._confirmed[owner] = held
+        assert held is not None
+        taken.add(held)
+        given.add(held)
+        return held
+
+    async def _claim_new(self, owner: ResourceKey, taken: set[int], given: set[int]) -> int | None:
+        for _ in range(self.size):
+            offset = self._next_free(taken)
+            if offset is None:
+                return None
+            held = await self._claim(self._first + offset, owner, taken, given)
+            if held is not None:
+                return held
+        return None
+
+    async def _release_stale(self) -> None:
+        now = time.monotonic()
+        if self._released_at is not None and now - self._released_at < RELEASE_EVERY_S:
+            return
+        self._released_at = now
+        freed = await self._store.release_stale_vips(self.cidr, CLAIM_GRACE_S)
+        if freed:
+            log.info("freed %d VIP claims of deleted resources in %s", freed, self.cidr)
 
     def _existing(self, resource: Resource, taken: set[int]) -> int | None:
         candidates = [v.ip for v in getattr(resource.status, "vips", None) or []]
@@ -127,6 +197,10 @@ class VipAllocator:
                 self._cursor = (offset + 1) % self.size
                 return offset
         return None
+
+
+class _Unusable(Exception):
+    """The store says a resource holds a VIP this pass cannot give it (a stale view)."""
 
 
 def _age(resource: Resource) -> tuple[int, float, ResourceKey]:

@@ -117,8 +117,8 @@ class Reconciler:
                 planned[key] = ms
 
         services = list(planned.values())
-        ms_alloc = self.ms_vips.assign(services)
-        mmzs_alloc = self.mmzs_vips.assign(mmzs_list)
+        ms_alloc = await self.ms_vips.assign(services)
+        mmzs_alloc = await self.mmzs_vips.assign(mmzs_list)
         names = compute_hostnames(generators, [*services, *mmzs_list], zone)
         matched = match_mesh_services(mmzs_list, services, zone)
         # Cursors first: if a write below fails, an address is skipped, not handed out too early.

@@ -155,6 +155,20 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def set_value(self, name: str, value: str) -> None: ...
 
+    async def claim_vip(self, pool: str, ip: str, owner: ResourceKey) -> str | None:
+        """Claim `ip` of `pool` (a CIDR) for `owner`. Returns the VIP `owner` holds afterwards:
+        `ip`, or the one it already held (a resource holds one VIP per pool); None when
+        another resource holds `ip`. A store shared by several instances decides this in its
+        database, so two allocators at once never hand one VIP to two resources. A local
+        store has one allocator, whose own bookkeeping keeps VIPs unique: always granted."""
+        return ip
+
+    async def release_stale_vips(self, pool: str, older_than_s: float) -> int:
+        """Free the claims of `pool` whose resource no longer exists, claimed more than
+        `older_than_s` ago (a claim is made just before its resource is written). Returns
+        how many were freed; local stores keep no claims."""
+        return 0
+
     async def start(self) -> None:  # noqa: B027
         """Connect and begin following changes made elsewhere (a shared database); raises a
         `StoreError` naming the problem. Local stores are ready when constructed."""

@@ -117,6 +117,33 @@ WITH logged AS (
 SELECT pg_notify(%s, %s) FROM logged
 """
 
+# One statement: the claim if the IP and the resource are both free, else the VIP the
+# resource already holds. A conflict on the IP with another resource returns no row. (A claim
+# committed by another instance during this statement is seen by the caller's next attempt.)
+_CLAIM_VIP = """
+WITH claimed AS (
+    INSERT INTO vip_claims (pool, ip, owner_type, owner_mesh, owner_name)
+    VALUES (%(pool)s, %(ip)s, %(type)s, %(mesh)s, %(name)s)
+    ON CONFLICT DO NOTHING
+    RETURNING ip
+)
+SELECT ip FROM claimed
+UNION ALL
+SELECT ip FROM vip_claims
+WHERE pool = %(pool)s AND owner_type = %(type)s AND owner_mesh = %(mesh)s
+  AND owner_name = %(name)s
+LIMIT 1
+"""
+# The database's clock only: no comparison of the instances' clocks.
+_RELEASE_STALE_VIPS = """
+DELETE FROM vip_claims c
+WHERE c.pool = %s AND c.claimed_at < now() - make_interval(secs => %s)
+  AND NOT EXISTS (
+      SELECT 1 FROM resources r
+      WHERE r.type = c.owner_type AND r.mesh = c.owner_mesh AND r.name = c.owner_name
+  )
+"""
+
 _Body = Callable[[psycopg.AsyncConnection], Awaitable[ResourceEvent]]
 
 
@@ -368,6 +395,38 @@ class PostgresStore(IndexedStore):
                 f"reading values {prefix!r}* from {self._where} failed: {explain(e)}"
             ) from None
         return {str(name): str(value) for name, value in rows}
+
+    # -- VIP claims (decided by the database: see `Store.claim_vip`) -------------------------
+
+    async def claim_vip(self, pool: str, ip: str, owner: ResourceKey) -> str | None:
+        try:
+            async with self._connection() as conn:
+                cur = await conn.execute(
+                    _CLAIM_VIP,
+                    {
+                        "pool": pool,
+                        "ip": ip,
+                        "type": owner.type,
+                        "mesh": owner.mesh,
+                        "name": owner.name,
+                    },
+                )
+                row = await cur.fetchone()
+        except (psycopg.Error, PoolTimeout) as e:
+            raise StoreUnavailableError(
+                f"claiming VIP {ip} for {owner} in {self._where} failed: {explain(e)}"
+            ) from None
+        return None if row is None else str(row[0])
+
+    async def release_stale_vips(self, pool: str, older_than_s: float) -> int:
+        try:
+            async with self._connection() as conn:
+                cur = await conn.execute(_RELEASE_STALE_VIPS, (pool, older_than_s))
+        except (psycopg.Error, PoolTimeout) as e:
+            raise StoreUnavailableError(
+                f"freeing the VIPs of deleted resources in {self._where} failed: {explain(e)}"
+            ) from None
+        return max(cur.rowcount, 0)
 
     # -- moving the in-memory copy forward --------------------------------------------------
 

@@ -68,6 +68,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        2,
+        "VIP claims: one row per virtual IP handed out, unique per IP and per resource",
+        """
+        -- The database, not the leader's memory, decides who holds a VIP: two instances that
+        -- both believe they lead (a lock lost on a cut connection, not yet noticed) can then
+        -- never hand one address to two resources. `pool` is the CIDR allocated from.
+        CREATE TABLE vip_claims (
+            pool       text        NOT NULL,
+            ip         text        NOT NULL,
+            owner_type text        NOT NULL,
+            owner_mesh text        NOT NULL,
+            owner_name text        NOT NULL,
+            claimed_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (pool, ip),
+            UNIQUE (pool, owner_type, owner_mesh, owner_name)
+        );
+        """,
+    ),
 )
 
 KNOWN_VERSION = MIGRATIONS[-1].version
