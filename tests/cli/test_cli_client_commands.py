@@ -248,3 +248,35 @@ def test_inspect_with_an_empty_view() -> None:
         assert wrong.returncode == 1 and "cannot inspect" in wrong.stderr
     finally:
         server.stop()
+
+
+ROUTE_YAML = """\
+type: MeshHTTPRoute
+name: canary
+mesh: default
+spec:
+  targetRef: {kind: Mesh}
+  to:
+  - targetRef: {kind: MeshMultiZoneService, name: echo}
+    rules:
+    - matches: [{path: {type: PathPrefix, value: /api}}]
+      default:
+        backendRefs: [{kind: MeshService, name: echo-v2, port: 1027}]
+"""
+
+
+def test_apply_and_get_meshhttproutes(cp: ThreadedCp) -> None:
+    applied = zonemesh("apply", "-f", "-", cp_url=cp.url, stdin=ROUTE_YAML)
+    assert (
+        applied.stdout.strip()
+        == 'resource type="MeshHTTPRoute" mesh="default" name="canary" Created'
+    )
+    header, row = lines(zonemesh("get", "meshhttproutes", cp_url=cp.url).stdout)
+    assert header.split() == ["MESH", "NAME", "TARGETREF", "TO", "AGE"]
+    assert row.split()[:4] == ["default", "canary", "Mesh", "MeshMultiZoneService/echo"]
+    bad = ROUTE_YAML.replace("value: /api", "value: /api/")
+    refused = zonemesh("apply", "-f", "-", cp_url=cp.url, stdin=bad.replace("canary", "other"))
+    assert refused.returncode == 1
+    assert "spec.to[0].rules[0].matches[0].path.value: does not need a trailing slash" in (
+        refused.stderr
+    )

@@ -194,6 +194,9 @@ class Topology:
             zone_egresses=by_type.get("ZoneEgress", {}),
             mesh_load_balancing_strategies=by_type.get("MeshLoadBalancingStrategy", {}),
             health=dict(self.health),
+            mesh_gateways=by_type.get("MeshGateway", {}),
+            gateway_secrets=by_type.get("Secret", {}),
+            mesh_http_routes=by_type.get("MeshHTTPRoute", {}),
         )
 
     def proxy(self, role: str, state: MeshState | None = None) -> Proxy:
@@ -517,6 +520,7 @@ def _lb(kind: str, **options: Any) -> dict[str, Any]:
 
 
 def golden_topologies() -> list[Topology]:
+    from route_topologies import route_topologies
     from transparent_topologies import transparent_topologies
 
     return [
@@ -536,4 +540,5 @@ def golden_topologies() -> list[Topology]:
         build("zone-egress", local_instances=1, remote={"zone-2": 2, "zone-3": 1}, egress=True),
         *mlbs_topologies(),
         *transparent_topologies(),
+        *route_topologies(),
     ]

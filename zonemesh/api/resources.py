@@ -21,6 +21,7 @@ from zonemesh.api.listing import filter_resources, page
 from zonemesh.api.wire import render
 from zonemesh.cp.runtime import Runtime
 from zonemesh.resources import labels
+from zonemesh.resources.admission import check_write
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.documents import DocumentLimitError, load_json, load_yaml_all
@@ -158,6 +159,10 @@ async def _put(request: Request, rtype: ResourceType, mesh: str, name: str) -> J
         raise ApiError.invalid(
             "mesh", f"mesh of name {mesh} is not found", title="Resource is not valid"
         )
+    try:
+        await check_write(runtime.store, resource)
+    except ValidationError as e:
+        raise ApiError.from_validation(e) from None
     wanted_version = if_match(request)
     create_only = _if_none_match_any(request)
     store = runtime.store

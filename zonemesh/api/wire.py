@@ -23,6 +23,7 @@ KRI_SHORT_NAMES = {
     "MeshService": "msvc",
     "MeshMultiZoneService": "mzsvc",
     "MeshLoadBalancingStrategy": "mlbs",
+    "MeshHTTPRoute": "mhttpr",
     "Dataplane": "dp",
 }
 # SNI prefixes of the services reachable through zone ingress / egress.

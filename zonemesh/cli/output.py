@@ -145,6 +145,20 @@ def _age(item: dict[str, Any]) -> str:
     return ago(item.get("creationTime"))
 
 
+def _target_ref(ref: dict[str, Any] | None) -> str:
+    """`Mesh`, `MeshService/echo`, `MeshGateway/edge`: what a policy's targetRef names."""
+    if not ref:
+        return "Mesh"
+    who = ref.get("name") or _join(
+        [f"{k}={v}" for k, v in sorted((ref.get("labels") or {}).items())]
+    )
+    return f"{ref.get('kind', '?')}/{who}" if who and who != "-" else str(ref.get("kind", "?"))
+
+
+def _route_to(item: dict[str, Any]) -> str:
+    return _join([_target_ref(entry.get("targetRef")) for entry in _get(item, "spec", "to") or []])
+
+
 _EXTRA_COLUMNS: dict[str, Columns] = {
     "Mesh": [
         ("mTLS", _mesh_mtls),
@@ -175,6 +189,10 @@ _EXTRA_COLUMNS: dict[str, Columns] = {
     ],
     "ZoneEgress": [("ZONE", _proxy_zone), ("ADDRESS", _address)],
     "HostnameGenerator": [("TEMPLATE", lambda i: str(_get(i, "spec", "template") or "-"))],
+    "MeshHTTPRoute": [
+        ("TARGETREF", lambda i: _target_ref(_get(i, "spec", "targetRef"))),
+        ("TO", _route_to),
+    ],
 }
 
 

@@ -40,10 +40,14 @@ def node_id(resource: dict[str, Any], proxy_type: str) -> str:
 
 
 def node_cluster(resource: dict[str, Any], proxy_type: str) -> str:
-    """The first inbound's `kuma.io/service` (Envoy's node.cluster), as Kuma does."""
+    """The first inbound's `kuma.io/service` (a gateway's own), Envoy's node.cluster, as Kuma."""
     if proxy_type in _ZONE_PROXY_SERVICE:
         return _ZONE_PROXY_SERVICE[proxy_type]
-    for inbound in (resource.get("networking") or {}).get("inbound") or []:
+    networking = resource.get("networking") or {}
+    gateway_service = ((networking.get("gateway") or {}).get("tags") or {}).get("kuma.io/service")
+    if gateway_service:
+        return str(gateway_service)
+    for inbound in networking.get("inbound") or []:
         service = (inbound.get("tags") or {}).get("kuma.io/service")
         if service:
             return str(service)

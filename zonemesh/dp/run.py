@@ -137,6 +137,16 @@ class DataPlane:
         """Sidecars terminate and originate mTLS; zone proxies pass it through."""
         return self.options.proxy_type == "dataplane"
 
+    @property
+    def role(self) -> str:
+        """What this proxy is, for the log: a gateway's type is the CP's to act on (a BUILTIN
+        gateway's listeners come from its MeshGateway over ADS); `dp run` runs it alike."""
+        kind = RESOURCE_TYPE[self.options.proxy_type]
+        spec = self.resource.spec
+        if isinstance(spec, DataplaneSpec) and spec.networking.gateway_type:
+            return f"{kind} ({spec.networking.gateway_type.lower()} gateway)"
+        return kind
+
     def bootstrap(self, version: str = "", sds_socket: str | None = None) -> dict[str, Any]:
         if sds_socket is None and self.needs_certificate:
             sds_socket = str(Path(tempfile.gettempdir()) / "zonemesh-dp-RUN" / "sds.sock")
@@ -157,7 +167,7 @@ class DataPlane:
         who = ", ".join(workload_spiffe_ids(self.resource)) or self.resource.label(labels.ZONE, "-")
         log.info(
             "%s %s (%s) -> control plane %s",
-            RESOURCE_TYPE[options.proxy_type],
+            self.role,
             self.node_id,
             who,
             options.cp_address,

@@ -7,6 +7,8 @@ from zonemesh.resources.types.dataplane import DataplaneSpec
 from zonemesh.resources.types.hostnamegenerator import HostnameGeneratorSpec
 from zonemesh.resources.types.insight import ProxyInsightSpec
 from zonemesh.resources.types.mesh import MeshSpec
+from zonemesh.resources.types.meshgateway import MeshGatewaySpec
+from zonemesh.resources.types.meshhttproute import MeshHTTPRouteSpec
 from zonemesh.resources.types.meshservice import MeshServiceSpec, MeshServiceStatus
 from zonemesh.resources.types.mlbs import MeshLoadBalancingStrategySpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec, MeshMultiZoneServiceStatus
@@ -105,6 +107,26 @@ MESH_LOAD_BALANCING_STRATEGY = ResourceType(
     sync=_DOWN,
     global_owned=True,
 )
+# Kuma's builtin gateway (v2.x). Kuma syncs it global -> zones and zone -> global; here it is
+# written on global (or in a standalone zone, or a zone for its own gateways) and synced down.
+MESH_GATEWAY = ResourceType(
+    "MeshGateway",
+    "meshgateways",
+    "meshgateway",
+    Scope.MESH,
+    MeshGatewaySpec,
+    flat=True,
+    sync=_DOWN,
+)
+MESH_HTTP_ROUTE = ResourceType(
+    "MeshHTTPRoute",
+    "meshhttproutes",
+    "meshhttproute",
+    Scope.MESH,
+    MeshHTTPRouteSpec,
+    sync=_DOWN,
+    global_owned=True,
+)
 
 # A proxy as its zone's control plane sees it (`types.insight`): zone -> global only, as Kuma.
 DATAPLANE_INSIGHT = ResourceType(
@@ -177,6 +199,8 @@ ALL_TYPES: tuple[ResourceType, ...] = (
     MESH_MULTI_ZONE_SERVICE,
     HOSTNAME_GENERATOR,
     MESH_LOAD_BALANCING_STRATEGY,
+    MESH_GATEWAY,
+    MESH_HTTP_ROUTE,
     DATAPLANE_INSIGHT,
     ZONE_INGRESS_INSIGHT,
     ZONE_EGRESS_INSIGHT,

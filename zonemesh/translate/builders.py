@@ -172,17 +172,13 @@ def http_filter(
     retry_policy: route_components_pb2.RetryPolicy | None = None,
     hash_policy: Sequence[route_components_pb2.RouteAction.HashPolicy] = (),
 ) -> listener_components_pb2.Filter:
-    """An HTTP connection manager with one inline route: everything to `cluster`.
-
-    The codec is AUTO, so the listener takes HTTP/1.1, h2c and (behind TLS) h2 alike.
-    """
+    """An HTTP connection manager with one inline route: everything to `cluster`."""
     action = route_components_pb2.RouteAction(cluster=cluster, hash_policy=list(hash_policy))
     if retry_policy is not None:
         action.retry_policy.CopyFrom(retry_policy)
-    manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix=stat_prefix(prefix),
-        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        route_config=route_pb2.RouteConfiguration(
+    return http_routes_filter(
+        prefix,
+        route_pb2.RouteConfiguration(
             name=route_name,
             virtual_hosts=[
                 route_components_pb2.VirtualHost(
@@ -196,6 +192,20 @@ def http_filter(
                 )
             ],
         ),
+    )
+
+
+def http_routes_filter(
+    prefix: str, route_config: route_pb2.RouteConfiguration
+) -> listener_components_pb2.Filter:
+    """An HTTP connection manager with an inline route configuration.
+
+    The codec is AUTO, so the listener takes HTTP/1.1, h2c and (behind TLS) h2 alike.
+    """
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=stat_prefix(prefix),
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        route_config=route_config,
         http_filters=[
             hcm_pb2.HttpFilter(
                 name="envoy.filters.http.router", typed_config=packed(router_pb2.Router())

@@ -1,13 +1,15 @@
 """The generator the control plane serves proxies with: one small generator per concern.
 
-`default_generator()` composes inbound, outbound, zone ingress and zone egress. No secrets:
-the TLS contexts name secrets that each data plane serves its own Envoy over a local SDS
-socket (`translate.tls`), so no private key ever travels over ADS.
+`default_generator()` composes inbound, outbound, zone ingress, zone egress and the builtin
+gateway. No workload secrets: the TLS contexts name secrets that each data plane serves its own Envoy over a local SDS
+socket (`translate.tls`), so no workload key ever travels over ADS; only an HTTPS gateway
+listener's serving certificate does (`translate.gateway_tls` says why).
 """
 
 from __future__ import annotations
 
 from zonemesh.translate.egress import EgressGenerator
+from zonemesh.translate.gateway import GatewayGenerator
 from zonemesh.translate.generator import CompositeGenerator, Generator
 from zonemesh.translate.inbound import InboundGenerator
 from zonemesh.translate.ingress import IngressGenerator
@@ -23,6 +25,7 @@ def traffic_generators() -> tuple[Generator, ...]:
         TransparentProxyGenerator(),
         IngressGenerator(),
         EgressGenerator(),
+        GatewayGenerator(),
     )
 
 

@@ -32,6 +32,7 @@ from zonemesh.translate import names
 from zonemesh.translate.builders import (
     eds_cluster,
     http_filter,
+    http_routes_filter,
     is_http,
     set_http2_upstream,
     socket,
@@ -51,7 +52,7 @@ from zonemesh.translate.endpoints import (
 )
 from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
 from zonemesh.translate.inbound import WILDCARDS
-from zonemesh.translate.policies import matching
+from zonemesh.translate.policies import matching, meshhttproute
 from zonemesh.translate.policies.mlbs import (
     DEFAULT,
     LbConf,
@@ -87,6 +88,7 @@ class Backend:
     app_protocol: str
     display: str
     hashes: tuple[RequestHash, ...] = ()  # what RingHash/Maglev hash on, for the listener
+    destination: matching.Destination | None = None  # what MeshHTTPRoutes select it by
 
 
 def service_cluster(
@@ -164,9 +166,8 @@ def mmzs_backend(
     port = next((p for p in spec.ports if p.port == port_number), None)
     if port is None:
         return None
-    conf = policies.conf_for(
-        state, matching.Destination(matching.MESH_MULTI_ZONE_SERVICE, mmzs, port.port, port.name)
-    )
+    destination = matching.Destination(matching.MESH_MULTI_ZONE_SERVICE, mmzs, port.port, port.name)
+    conf = policies.conf_for(state, destination)
 
     def build() -> Backend:
         name = names.mmzs_cluster(mmzs.mesh, mmzs.name, port.port)
@@ -174,7 +175,7 @@ def mmzs_backend(
         egress = egress_for(state, mmzs.mesh)
         cla = shared_load_assignment(state, name, plan, conf.locality, egress=egress)
         cluster = shared_service_cluster(state, name, plan, conf)
-        return Backend(cluster, cla, port.app_protocol, mmzs.name, conf.hashes)
+        return Backend(cluster, cla, port.app_protocol, mmzs.name, conf.hashes, destination)
 
     return state.memo(("outbound.mmzs", mmzs.key, port.port, conf), build)
 
@@ -187,9 +188,8 @@ def mesh_service_backend(
     port = spec.port_by_name_or_number(port_number)
     if port is None:
         return None
-    conf = policies.conf_for(
-        state, matching.Destination(matching.MESH_SERVICE, ms, port.port, port.name)
-    )
+    destination = matching.Destination(matching.MESH_SERVICE, ms, port.port, port.name)
+    conf = policies.conf_for(state, destination)
 
     def build() -> Backend:
         zone = service_zone(ms, state.zone)
@@ -203,7 +203,7 @@ def mesh_service_backend(
                 state, name, plan, conf.locality, remote_only=True, egress=egress
             )
         cluster = shared_service_cluster(state, name, plan, conf)
-        return Backend(cluster, cla, port.app_protocol, ms.name, conf.hashes)
+        return Backend(cluster, cla, port.app_protocol, ms.name, conf.hashes, destination)
 
     return state.memo(("outbound.msvc", ms.key, port.port, conf), build)
 
@@ -256,21 +256,92 @@ def resolve(
         return backend or f"MeshService {service!r} has no port {number}"
     if ref.port is None:
         return "backendRef without a port"
-    if ref.kind == MESH_MULTI_ZONE_SERVICE.name:
+    return resolve_ref(state, mesh, ref.kind, ref.name, ref.labels, ref.port, policies)
+
+
+def resolve_ref(
+    state: MeshState,
+    mesh: str,
+    kind: str,
+    name: str | None,
+    selector: dict[str, str] | None,
+    port: int | None,
+    policies: ProxyPolicies,
+) -> Backend | str:
+    """The backend a backendRef (an outbound's, a MeshHTTPRoute's) names, or why it has none.
+    A MeshService ref without a port (Kuma's legacy form) means its only port."""
+    if kind == MESH_MULTI_ZONE_SERVICE.name:
         mmzs = state.mesh_multi_zone_services.get(
-            ResourceKey(MESH_MULTI_ZONE_SERVICE.name, mesh, ref.name)
+            ResourceKey(MESH_MULTI_ZONE_SERVICE.name, mesh, name or "")
         )
         if mmzs is None:
-            return f"unknown MeshMultiZoneService {ref.name!r}"
-        backend = mmzs_backend(state, mmzs, ref.port, policies)
-        return backend or f"MeshMultiZoneService {ref.name!r} has no port {ref.port}"
-    if ref.kind == "MeshService":
-        ms = find_mesh_service(state, mesh, ref.name, ref.labels)
+            return f"unknown MeshMultiZoneService {name!r}"
+        if port is None:
+            return f"MeshMultiZoneService {name!r} without a port"
+        backend = mmzs_backend(state, mmzs, port, policies)
+        return backend or f"MeshMultiZoneService {name!r} has no port {port}"
+    if kind == "MeshService":
+        ms = find_mesh_service(state, mesh, name or "", selector)
         if ms is None:
-            return f"unknown MeshService {ref.name or ref.labels!r}"
-        backend = mesh_service_backend(state, ms, ref.port, policies)
-        return backend or f"MeshService {ref.name!r} has no port {ref.port}"
-    return f"backendRef kind {ref.kind} is not routed by zonemesh"
+            return f"unknown MeshService {name or selector!r}"
+        if port is None:
+            ms_spec = ms.spec
+            assert isinstance(ms_spec, MeshServiceSpec)
+            if len(ms_spec.ports) != 1:
+                return f"MeshService {name!r} has several ports and the ref names none"
+            port = ms_spec.ports[0].port
+        backend = mesh_service_backend(state, ms, port, policies)
+        return backend or f"MeshService {name!r} has no port {port}"
+    return f"backendRef kind {kind} is not routed by zonemesh"
+
+
+@dataclass(frozen=True)
+class NetworkFilter:
+    """What an outbound does with its connections, and every backend that sends to."""
+
+    filter: listener_components_pb2.Filter
+    backends: tuple[Backend, ...]  # the outbound's own first
+    routed: bool = False  # MeshHTTPRoutes apply (the filter is the proxy's own)
+    warnings: tuple[str, ...] = ()
+
+
+def routed_network_filter(
+    state: MeshState,
+    mesh: str,
+    name: str,
+    backend: Backend,
+    policies: ProxyPolicies,
+    routes: meshhttproute.ProxyRoutes,
+) -> NetworkFilter:
+    """`outbound_network_filter`, with the proxy's MeshHTTPRoutes for `backend` applied:
+    their routes replace the catch-all, and the services they send to join the proxy."""
+    rules = []
+    if is_http(backend.app_protocol) and backend.destination is not None:
+        rules = routes.rules_for(state, backend.destination)
+    if not rules:
+        return NetworkFilter(outbound_network_filter(name, backend), (backend,))
+    used = {backend.cluster.name: backend}
+
+    def cluster_for(ref: meshhttproute.BackendRef) -> str | None:
+        found = resolve_ref(state, mesh, ref.kind, ref.name, ref.labels, ref.port, policies)
+        if isinstance(found, str):
+            return None
+        used.setdefault(found.cluster.name, found)
+        return found.cluster.name
+
+    envoy_routes = meshhttproute.envoy_routes(
+        rules,
+        cluster_for,
+        retry_policy=retry_policy(),
+        hash_policy=route_hash_policies(backend.hashes),
+    )
+    config = meshhttproute.route_configuration(name, backend.display, envoy_routes)
+    warnings = tuple(
+        f"MeshHTTPRoute backend {meshhttproute.ref_label(ref)} does not resolve; "
+        "its share of the requests is answered 500"
+        for ref in meshhttproute.unresolved_refs(rules, cluster_for)
+    )
+    return NetworkFilter(http_routes_filter(name, config), tuple(used.values()), True, warnings)
 
 
 def shared_outbound_listener(
@@ -289,14 +360,18 @@ def shared_outbound_listener(
     return content_memo(key, lambda: outbound_listener(outbound, backend))
 
 
-def outbound_listener(outbound: Outbound, backend: Backend) -> listener_pb2.Listener:
+def outbound_listener(
+    outbound: Outbound,
+    backend: Backend,
+    network_filter: listener_components_pb2.Filter | None = None,
+) -> listener_pb2.Listener:
     name = names.outbound_listener(outbound.address, outbound.port)
+    if network_filter is None:
+        network_filter = outbound_network_filter(name, backend)
     return listener_pb2.Listener(
         name=name,
         address=socket(outbound.address, outbound.port),
-        filter_chains=[
-            listener_components_pb2.FilterChain(filters=[outbound_network_filter(name, backend)])
-        ],
+        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
     )
 
 
@@ -441,9 +516,10 @@ class OutboundGenerator:
             )
         )
         policies = policies_for(state, proxy.resource)
+        routes = meshhttproute.routes_for(state, proxy.resource)
         generated = state.memo(
-            ("outbound.proxy", proxy.mesh, binds, signature, policies.key),
-            lambda: _generate(state, proxy.mesh, binds, net.outbound, policies),
+            ("outbound.proxy", proxy.mesh, binds, signature, policies.key, routes.key),
+            lambda: _generate(state, proxy.mesh, binds, net.outbound, policies, routes),
         )
         for fmt, args in generated.warnings:
             log.warning(fmt, proxy.key, *args)
@@ -457,6 +533,7 @@ def _generate(
     binds: tuple[tuple[str, int], ...],
     outbounds: list[Outbound],
     policies: ProxyPolicies,
+    routes: meshhttproute.ProxyRoutes = meshhttproute.NO_ROUTES,
 ) -> _Outbounds:
     out = ProxyResources()
     warnings: list[tuple[str, tuple[object, ...]]] = []
@@ -474,9 +551,16 @@ def _generate(
             warnings.append(("%s: outbound[%d] skipped: %s", (i, backend)))
             continue
         bound.add(where)
-        out.add(shared_outbound_listener(state, outbound, backend))
-        if backend.cluster.name not in clusters:
-            clusters.add(backend.cluster.name)
-            out.add(backend.cluster)
-            out.add(backend.load_assignment)
+        name = names.outbound_listener(*where)
+        routed = routed_network_filter(state, mesh, name, backend, policies, routes)
+        if routed.routed:
+            out.add(outbound_listener(outbound, backend, routed.filter))
+        else:
+            out.add(shared_outbound_listener(state, outbound, backend))
+        warnings.extend(("%s: outbound[%d]: %s", (i, w)) for w in routed.warnings)
+        for used in routed.backends:
+            if used.cluster.name not in clusters:
+                clusters.add(used.cluster.name)
+                out.add(used.cluster)
+                out.add(used.load_assignment)
     return _Outbounds(out, tuple(warnings))

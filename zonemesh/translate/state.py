@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,12 +17,16 @@ from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.registry import (
     DATAPLANE,
     MESH,
+    MESH_GATEWAY,
+    MESH_HTTP_ROUTE,
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
+    SECRET,
     ZONE_EGRESS,
     ZONE_INGRESS,
 )
+from zonemesh.resources.types.meshgateway import MeshGatewaySpec
 from zonemesh.state.health import InstanceHealth
 from zonemesh.store.base import Store
 
@@ -52,6 +56,10 @@ class MeshState:
     mesh_load_balancing_strategies: Mapping[ResourceKey, Resource]
     # Only proxies the health tracker knows; absent means "applied through the API: healthy".
     health: Mapping[ResourceKey, HealthSnapshot] = field(default_factory=dict)
+    mesh_gateways: Mapping[ResourceKey, Resource] = field(default_factory=dict)
+    # Only the Secrets a MeshGateway names as a listener certificate (never the mesh CA's).
+    gateway_secrets: Mapping[ResourceKey, Resource] = field(default_factory=dict)
+    mesh_http_routes: Mapping[ResourceKey, Resource] = field(default_factory=dict)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
@@ -141,6 +149,7 @@ async def build_mesh_state(
         h = health.get(key)
         if h is not None:
             frozen[key] = HealthSnapshot(h.connected, h.ready, tuple(h.not_ready_inbounds))
+    gateways = await by_key(MESH_GATEWAY.name)
     return MeshState(
         version=version,
         zone=zone,
@@ -152,4 +161,24 @@ async def build_mesh_state(
         zone_egresses=egresses,
         mesh_load_balancing_strategies=await by_key(MESH_LOAD_BALANCING_STRATEGY.name),
         health=frozen,
+        mesh_gateways=gateways,
+        gateway_secrets=await _gateway_secrets(store, gateways.values()),
+        mesh_http_routes=await by_key(MESH_HTTP_ROUTE.name),
     )
+
+
+async def _gateway_secrets(
+    store: Store, gateways: Iterable[Resource]
+) -> dict[ResourceKey, Resource]:
+    """The Secrets gateways name, read one by one: the state holds no other key material."""
+    wanted = set()
+    for gateway in gateways:
+        spec = gateway.spec
+        assert isinstance(spec, MeshGatewaySpec)
+        wanted.update(ResourceKey(SECRET.name, gateway.mesh, n) for n in spec.secret_names())
+    found = {}
+    for key in sorted(wanted):
+        secret = await store.find(key)
+        if secret is not None:
+            found[key] = secret
+    return found

@@ -50,6 +50,7 @@ from zonemesh.resources.base import Resource
 from zonemesh.resources.registry import MESH_MULTI_ZONE_SERVICE, MESH_SERVICE
 from zonemesh.resources.types.dataplane import (
     DataplaneSpec,
+    Outbound,
     ReachableBackendRef,
     TransparentProxying,
 )
@@ -72,7 +73,9 @@ from zonemesh.translate.outbound import (
     mmzs_backend,
     outbound_network_filter,
     resolve,
+    routed_network_filter,
 )
+from zonemesh.translate.policies import meshhttproute
 from zonemesh.translate.policies.mlbs import ProxyPolicies, policies_for
 from zonemesh.translate.state import MeshState, content_memo
 
@@ -196,12 +199,14 @@ def backend_of(
 
 
 def vip_filter_chain(
-    destination: VipDestination, backend: Backend
+    destination: VipDestination,
+    backend: Backend,
+    network_filter: listener_components_pb2.Filter | None = None,
 ) -> listener_components_pb2.FilterChain:
     name = destination.chain_name
-    chain = listener_components_pb2.FilterChain(
-        name=name, filters=[outbound_network_filter(name, backend)]
-    )
+    if network_filter is None:
+        network_filter = outbound_network_filter(name, backend)
+    chain = listener_components_pb2.FilterChain(name=name, filters=[network_filter])
     rng = chain.filter_chain_match.prefix_ranges.add(address_prefix=destination.vip)
     rng.prefix_len.value = 32
     chain.filter_chain_match.destination_port.value = destination.port
@@ -343,12 +348,9 @@ class TransparentProxyGenerator:
         if tp is None or not (tp.outbound_enabled or tp.inbound_enabled):
             return out
         policies = policies_for(state, proxy.resource)
+        routes = meshhttproute.routes_for(state, proxy.resource)
         # Clusters the explicit outbounds already carry (the same names): not added twice.
-        explicit = frozenset(
-            b.cluster.name
-            for o in spec.networking.outbound
-            if not isinstance(b := resolve(state, proxy.mesh, o, policies), str)
-        )
+        explicit = _explicit_clusters(state, proxy.mesh, spec.networking.outbound, policies, routes)
         reach = (
             json.dumps(tp.reachable_backends.to_wire(), sort_keys=True)
             if tp.reachable_backends is not None
@@ -362,9 +364,12 @@ class TransparentProxyGenerator:
             tp.redirect_port_inbound,
             reach,
             policies.key,
+            routes.key,
             explicit,
         )
-        generated = state.memo(key, lambda: _generate(state, proxy.mesh, tp, policies, explicit))
+        generated = state.memo(
+            key, lambda: _generate(state, proxy.mesh, tp, policies, explicit, routes)
+        )
         for reason in generated.skipped:
             log.warning("%s: transparent proxy: %s", proxy.key, reason)
         out.include(generated.resources)
@@ -379,12 +384,34 @@ class TransparentProxyGenerator:
         return out
 
 
+def _explicit_clusters(
+    state: MeshState,
+    mesh: str,
+    outbounds: Iterable[Outbound],
+    policies: ProxyPolicies,
+    routes: meshhttproute.ProxyRoutes,
+) -> frozenset[str]:
+    """The clusters the explicit outbounds carry, their MeshHTTPRoutes' backends included."""
+    found: set[str] = set()
+    for outbound in outbounds:
+        backend = resolve(state, mesh, outbound, policies)
+        if isinstance(backend, str):
+            continue
+        found.add(backend.cluster.name)
+        if routes.policies:
+            name = names.outbound_listener(outbound.address, outbound.port)
+            routed = routed_network_filter(state, mesh, name, backend, policies, routes)
+            found.update(b.cluster.name for b in routed.backends)
+    return frozenset(found)
+
+
 def _generate(
     state: MeshState,
     mesh: str,
     tp: TransparentProxying,
     policies: ProxyPolicies,
     explicit: frozenset[str],
+    routes: meshhttproute.ProxyRoutes = meshhttproute.NO_ROUTES,
 ) -> _Generated:
     out = ProxyResources()
     skipped: list[str] = []
@@ -401,12 +428,17 @@ def _generate(
             if backend is None:
                 skipped.append(f"{destination.chain_name}: no backend; skipped")
                 continue
-            chains.append(vip_filter_chain(destination, backend))
+            routed = routed_network_filter(
+                state, mesh, destination.chain_name, backend, policies, routes
+            )
+            chains.append(vip_filter_chain(destination, backend, routed.filter))
+            skipped.extend(f"{destination.chain_name}: {w}" for w in routed.warnings)
             served.append(destination)
-            if backend.cluster.name not in clusters:
-                clusters.add(backend.cluster.name)
-                out.add(backend.cluster)
-                out.add(backend.load_assignment)
+            for used in routed.backends:
+                if used.cluster.name not in clusters:
+                    clusters.add(used.cluster.name)
+                    out.add(used.cluster)
+                    out.add(used.load_assignment)
         out.add(
             virtual_outbound_listener(tp.redirect_port_outbound, chains, passthrough=passthrough)
         )

@@ -42,9 +42,12 @@ from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.registry import (
     DATAPLANE,
     MESH,
+    MESH_GATEWAY,
+    MESH_HTTP_ROUTE,
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
+    SECRET,
     ZONE_EGRESS,
     ZONE_INGRESS,
 )
@@ -77,6 +80,9 @@ STATE_TYPES = frozenset(
         MESH_SERVICE,
         MESH_MULTI_ZONE_SERVICE,
         MESH_LOAD_BALANCING_STRATEGY,
+        MESH_GATEWAY,
+        SECRET,  # a gateway listener's certificate (the state reads only those)
+        MESH_HTTP_ROUTE,
     )
 )
 BATCH_SIZE = 32  # proxies generated between two yields to the event loop

@@ -217,6 +217,15 @@ class DataplaneNetworking(Model):
             errors.add(f"{path}", "has to contain at least one inbound interface or gateway")
         if self.gateway is not None:
             _validate_gateway(self.gateway, f"{path}.gateway", errors)
+        if self.is_builtin_gateway:
+            # Envoy is the gateway: its listeners come from the MeshGateway (Kuma's rule).
+            for field, given in (
+                ("inbound", self.inbound),
+                ("outbound", self.outbound),
+                ("transparentProxying", self.transparent_proxying),
+            ):
+                if given:
+                    errors.add(f"{path}.{field}", f"{field} cannot be defined for builtin gateways")
         seen: dict[tuple[str, int], int] = {}
         for i, inbound in enumerate(self.inbound):
             inbound.validate_semantics(f"{path}.inbound[{i}]", errors)
@@ -239,6 +248,22 @@ class DataplaneNetworking(Model):
             tp_path = f"{path}.transparentProxying"
             self.transparent_proxying.validate_semantics(tp_path, errors)
             self._validate_redirect_ports(tp_path, errors)
+
+    @property
+    def gateway_type(self) -> str | None:
+        """`BUILTIN` or `DELEGATED` (Kuma's default) for a gateway; None for a sidecar."""
+        if self.gateway is None:
+            return None
+        return str(self.gateway.get("type", "DELEGATED"))
+
+    @property
+    def is_builtin_gateway(self) -> bool:
+        return self.gateway_type == "BUILTIN"
+
+    @property
+    def gateway_tags(self) -> dict[str, str]:
+        tags = (self.gateway or {}).get("tags")
+        return dict(tags) if isinstance(tags, dict) else {}
 
     def _validate_redirect_ports(self, path: str, errors: Violations) -> None:
         """The redirect listeners bind 0.0.0.0 (and ::): no inbound, outbound or the admin
