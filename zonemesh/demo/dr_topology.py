@@ -32,7 +32,7 @@ from zonemesh.demo.gateways import (
     mesh_gateway,
 )
 from zonemesh.demo.glb import UPSTREAM_HEADER, Backend, GlobalLoadBalancer
-from zonemesh.demo.processes import ProcessError
+from zonemesh.demo.processes import ZONEMESH, ProcessError
 from zonemesh.demo.topology import (
     ECHO_PORT,
     HTTP_MMZS,
@@ -269,7 +269,7 @@ class DrMesh(TwoZoneMesh):
 
     def explore_lines(self) -> list[str]:
         """How to reproduce each phase by hand on the running mesh."""
-        zm = "zonemesh" if shutil.which("zonemesh") else "python -m zonemesh"
+        zm = "zonemesh" if shutil.which("zonemesh") == ZONEMESH else ZONEMESH
         pids = {n: self.group[n].pid for n in self.zone_process_names("zone1")}
         lines = [
             "The mesh keeps running; reproduce the phases by hand (Ctrl-C or SIGTERM stops it):",
