@@ -65,3 +65,24 @@ async def test_invalid_route_names_the_fields_and_stores_nothing(api: Api) -> No
         "must be a valid RE2 regular expression: "
     )
     assert_error(await api.client.get(f"{PATH}/canary"), 404)
+
+
+async def test_a_backend_that_does_not_exist_is_accepted_with_a_warning(api: Api) -> None:
+    mmzs = {
+        "type": "MeshMultiZoneService",
+        "name": "echo",
+        "mesh": "default",
+        "spec": {
+            "selector": {"meshService": {"matchLabels": {"kuma.io/display-name": "echo"}}},
+            "ports": [{"port": 1027, "appProtocol": "http"}],
+        },
+    }
+    assert (
+        await api.client.put("/meshes/default/meshmultizoneservices/echo", json=mmzs)
+    ).is_success
+    response = await api.client.put(f"{PATH}/canary", json=route())
+    assert response.status_code == 201
+    assert response.json()["warnings"] == [
+        'spec.to[0].rules[0].default.backendRefs[1]: MeshService "echo-v2" does not exist '
+        "(yet): until it does, its share of the requests is answered 500"
+    ]

@@ -194,7 +194,17 @@ def gateway_topologies(cert_pem: bytes, key_pem: bytes) -> list[Topology]:
                     "to": [
                         {
                             "targetRef": {"kind": "MeshMultiZoneService", "name": "echo"},
-                            "default": {"localityAwareness": {"disabled": True}},
+                            "default": {
+                                "localityAwareness": {"disabled": True},
+                                "loadBalancer": {
+                                    "type": "RingHash",
+                                    "ringHash": {
+                                        "hashPolicies": [
+                                            {"type": "Header", "header": {"name": "x-user"}}
+                                        ]
+                                    },
+                                },
+                            },
                         }
                     ],
                 },

@@ -3,12 +3,16 @@ the real API (uvicorn over a memory store), naming the field, and nothing is sto
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from gateway.gateway_topologies import gateway_dataplane, https_listener, listener, mesh_gateway
+from support.processes import ZONEMESH
 
 from zonemesh.api.server import ApiServer
 from zonemesh.config import CpConfig
@@ -209,3 +213,41 @@ async def test_listener_on_the_dataplanes_admin_port_is_refused(client: httpx.As
         "conf.listeners[0].port",
         'port 9902 is already used: it is the Envoy admin port of Dataplane "edge-gateway-1"',
     ) in reasons
+
+
+async def zonemesh(*args: str) -> tuple[int, str, str]:
+    """The CLI as users run it (the API server answers on this test's event loop)."""
+    proc = await asyncio.create_subprocess_exec(
+        ZONEMESH, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_applies_and_lists_gateways(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    docs = [
+        gateway_dataplane(),
+        mesh_gateway(listeners=[listener(8080), https_listener(8443, "gw-cert", "example.com")]),
+    ]
+    file.write_text(yaml.safe_dump_all(docs))
+    cp = ("--cp", str(client.base_url))
+    code, out, err = await zonemesh("apply", "-f", str(file), *cp)
+    assert code == 0, err
+    assert 'resource type="MeshGateway" mesh="default" name="edge-gateway" Created' in out
+    code, out, err = await zonemesh("get", "meshgateways", *cp)
+    assert code == 0, err
+    assert out.split("\n")[0].split() == ["MESH", "NAME", "LISTENERS", "AGE"]
+    assert "HTTP:8080,HTTPS:8443/example.com" in out
+    code, out, err = await zonemesh("get", "dataplanes", *cp)
+    assert "kuma.io/service=edge-gateway" in out
+    # A conflicting gateway: `field: reason` lines and a non-zero exit.
+    clash = tmp_path / "clash.yaml"
+    clash.write_text(yaml.safe_dump(mesh_gateway("clash")))
+    code, out, err = await zonemesh("apply", "-f", str(clash), *cp)
+    assert code != 0
+    assert (
+        'conf.listeners[0].port: port 8080 is already claimed by MeshGateway "edge-gateway"'
+        in out + err
+    )

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from zonemesh.api.auth import is_admin
 from zonemesh.api.errors import ApiError
 from zonemesh.api.listing import filter_resources, page
+from zonemesh.api.route_warnings import missing_backend_warnings
 from zonemesh.api.wire import render
 from zonemesh.cp.runtime import Runtime
 from zonemesh.resources import labels
@@ -172,6 +173,7 @@ async def _put(request: Request, rtype: ResourceType, mesh: str, name: str) -> J
         raise _conflict(f"{_describe(resource.key)} exists already (If-None-Match: * was given)")
     stamped = stamp_origin(resource, is_global=runtime.config.is_global, zone=runtime.zone)
     warnings = _replaced_label_warnings(resource, stamped)
+    warnings += await missing_backend_warnings(store, resource)
     try:
         if existing is None:
             if wanted_version is not None:

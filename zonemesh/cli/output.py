@@ -104,7 +104,18 @@ def _dataplane_tags(item: dict[str, Any]) -> str:
     tags: dict[str, str] = {}
     for inbound in _get(item, "networking", "inbound") or []:
         tags.update(inbound.get("tags") or {})
+    tags.update(_get(item, "networking", "gateway", "tags") or {})
     return _join([f"{k}={v}" for k, v in sorted(tags.items())])
+
+
+def _gateway_listeners(item: dict[str, Any]) -> str:
+    """`HTTP:8080`, `HTTPS:8443/edge.example.com` per MeshGateway listener."""
+    out = []
+    for listener in _get(item, "conf", "listeners") or []:
+        host = listener.get("hostname")
+        where = f"{listener.get('protocol', '-')}:{listener.get('port', '-')}"
+        out.append(f"{where}/{host}" if host and host != "*" else where)
+    return _join(out)
 
 
 def _mesh_mtls(item: dict[str, Any]) -> str:
@@ -189,6 +200,7 @@ _EXTRA_COLUMNS: dict[str, Columns] = {
     ],
     "ZoneEgress": [("ZONE", _proxy_zone), ("ADDRESS", _address)],
     "HostnameGenerator": [("TEMPLATE", lambda i: str(_get(i, "spec", "template") or "-"))],
+    "MeshGateway": [("LISTENERS", _gateway_listeners)],
     "MeshHTTPRoute": [
         ("TARGETREF", lambda i: _target_ref(_get(i, "spec", "targetRef"))),
         ("TO", _route_to),

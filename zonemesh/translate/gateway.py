@@ -59,7 +59,13 @@ from zonemesh.translate.gateway_tls import (
 )
 from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
 from zonemesh.translate.outbound import Backend, resolve
-from zonemesh.translate.policies.mlbs import ProxyPolicies, policies_for
+from zonemesh.translate.policies.mlbs import (
+    ProxyPolicies,
+    RequestHash,
+    policies_for,
+    route_hash_policies,
+    tcp_hash_policies,
+)
 from zonemesh.translate.resilience import TCP_CONNECT_ATTEMPTS
 from zonemesh.translate.state import MeshState
 
@@ -109,6 +115,21 @@ class Backends:
             return None
         self.used.setdefault(backend.cluster.name, backend)
         return backend.cluster.name
+
+    def backend(self, ref: BackendRef) -> Backend | None:
+        cluster = self.cluster_for(ref)
+        return self.used.get(cluster) if cluster is not None else None
+
+    def hashes(self, refs: Sequence[BackendRef]) -> tuple[RequestHash, ...]:
+        """The hashes the backends' strategies want, when they agree (else none: one route
+        table serves them all)."""
+        found = {b.hashes for b in (self.backend(r) for r in refs) if b is not None}
+        return found.pop() if len(found) == 1 else ()
+
+    def route_hashes(
+        self, refs: Sequence[BackendRef]
+    ) -> list[route_components_pb2.RouteAction.HashPolicy]:
+        return route_hash_policies(self.hashes(refs))
 
 
 class GatewayGenerator:
@@ -172,9 +193,7 @@ def _http_listener(
     name = listener_name(gateway.name, group.protocol, group.port)
     route_name = route_config_name(name, ANY_HOST)
     listeners = [listener for _, listener in group.listeners]
-    hosts = gateway_routes.http_virtual_hosts(
-        state, proxy.resource, gateway.name, listeners, backends.cluster_for
-    )
+    hosts = gateway_routes.http_virtual_hosts(state, proxy.resource, gateway, listeners, backends)
     out.add(route_configuration(route_name, hosts))
     chain = listener_components_pb2.FilterChain(filters=[connection_manager(name, route_name)])
     out.add(_listener(name, address, group.port, [chain]))
@@ -203,7 +222,7 @@ def _https_listener(
         host = listener.host
         route_name = route_config_name(name, host)
         hosts = gateway_routes.http_virtual_hosts(
-            state, proxy.resource, gateway.name, [listener], backends.cluster_for
+            state, proxy.resource, gateway, [listener], backends
         )
         out.add(route_configuration(route_name, hosts))
         chain = listener_components_pb2.FilterChain(
@@ -231,19 +250,22 @@ def _tcp_listener(
 ) -> None:
     name = listener_name(gateway.name, group.protocol, group.port)
     weighted = []
+    refs = []
     for _, listener in group.listeners[:1]:  # validated: one TCP listener per port
-        for ref, weight in gateway_routes.tcp_backends(
-            state, proxy.resource, gateway.name, listener
-        ):
+        for ref, weight in gateway_routes.tcp_backends(state, proxy.resource, gateway, listener):
             cluster = backends.cluster_for(ref)
             if cluster is not None and weight > 0:
                 weighted.append((cluster, weight))
+                refs.append(ref)
     if not weighted:
         log.warning("%s: TCP listener %s has no resolvable backend; left out", proxy.key, name)
         return
     if len(weighted) == 1:  # retry the connect on another host, as sidecar outbounds do
         proxy_filter = tcp_proxy_filter(
-            name, weighted[0][0], max_connect_attempts=TCP_CONNECT_ATTEMPTS
+            name,
+            weighted[0][0],
+            max_connect_attempts=TCP_CONNECT_ATTEMPTS,
+            hash_policy=tcp_hash_policies(backends.hashes(refs)),
         )
     else:
         proxy_filter = weighted_tcp_proxy_filter(name, weighted)
@@ -278,23 +300,23 @@ def _certificates(
 def route_configuration(
     name: str, hosts: Sequence[gateway_routes.VirtualHostRoutes]
 ) -> route_pb2.RouteConfiguration:
-    """One virtual host per hostname; one without routes answers 404 (Kuma's text). Clusters
-    are not validated: an unresolved backend answers 500, the rest keeps working."""
+    """One virtual host per hostname; a request no route matches answers 404 with Kuma's
+    text (Kuma says it for a host without routes; zonemesh also after the last route, so an
+    unmatched path is told apart from a 404 of the backend). Clusters are not validated: an
+    unresolved backend answers 500, the rest keeps working."""
     config = route_pb2.RouteConfiguration(name=name)
     config.validate_clusters.value = False
     for host in hosts:
         vhost = route_components_pb2.VirtualHost(name=host.host, domains=[host.host])
-        if host.routes:
-            vhost.routes.extend(host.routes)
-        else:
-            vhost.routes.append(
-                route_components_pb2.Route(
-                    match=route_components_pb2.RouteMatch(prefix="/"),
-                    direct_response=route_components_pb2.DirectResponseAction(
-                        status=404, body=base_pb2.DataSource(inline_string=NO_ROUTE_BODY)
-                    ),
-                )
+        vhost.routes.extend(host.routes)
+        vhost.routes.append(
+            route_components_pb2.Route(
+                match=route_components_pb2.RouteMatch(prefix="/"),
+                direct_response=route_components_pb2.DirectResponseAction(
+                    status=404, body=base_pb2.DataSource(inline_string=NO_ROUTE_BODY)
+                ),
             )
+        )
         config.virtual_hosts.append(vhost)
     return config
 

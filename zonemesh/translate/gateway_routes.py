@@ -15,19 +15,28 @@ Which rules apply and how a rule becomes Envoy routes is `policies.meshhttproute
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from envoy.config.route.v3 import route_components_pb2
 
 from zonemesh.resources.base import Resource
-from zonemesh.resources.types.meshgateway import ANY_HOST, Listener
+from zonemesh.resources.types.meshgateway import ANY_HOST, Listener, MeshGatewaySpec
 from zonemesh.resources.types.meshhttproute import BackendRef
 from zonemesh.translate.policies.meshhttproute import ResolvedRule, envoy_routes, gateway_rules
 from zonemesh.translate.resilience import retry_policy
 from zonemesh.translate.state import MeshState
 
-ClusterFor = Callable[[BackendRef], str | None]
+
+class BackendResolver(Protocol):
+    """What the gateway resolves route backends with (`translate.gateway.Backends`)."""
+
+    def cluster_for(self, ref: BackendRef) -> str | None: ...
+
+    def route_hashes(
+        self, refs: Sequence[BackendRef]
+    ) -> Sequence[route_components_pb2.RouteAction.HashPolicy]: ...
 
 
 @dataclass(frozen=True)
@@ -49,23 +58,27 @@ def _covers(pattern: str, host: str) -> bool:
 
 
 def _rules(
-    state: MeshState, dataplane: Resource, gateway: str, listener: Listener
+    state: MeshState, dataplane: Resource, gateway: Resource, listener: Listener
 ) -> list[ResolvedRule]:
+    """A route's `targetRef.tags` select listeners by the gateway's tags and the listener's
+    (the listener's win), as Kuma's listener policy tags do."""
+    spec = gateway.spec
+    assert isinstance(spec, MeshGatewaySpec)
     return gateway_rules(
         state,
         gateway_dataplane=dataplane,
         listener_hostname=listener.host,
-        gateway_name=gateway,
-        listener_tags=dict(listener.tags or {}),
+        gateway_name=gateway.name,
+        listener_tags={**(spec.tags or {}), **(listener.tags or {})},
     )
 
 
 def http_virtual_hosts(
     state: MeshState,
     dataplane: Resource,
-    gateway: str,
+    gateway: Resource,
     listeners: Sequence[Listener],
-    cluster_for: ClusterFor,
+    backends: BackendResolver,
 ) -> list[VirtualHostRoutes]:
     """The virtual hosts of one HTTP(S) route configuration (listeners of one port, or the one
     listener of an HTTPS filter chain); a host without rules gets no routes (404)."""
@@ -81,16 +94,20 @@ def http_virtual_hosts(
                 for rule in rules
                 if any(_covers(h, host) for h in rule.hostnames or [ANY_HOST])
             ]
-    return [
-        VirtualHostRoutes(
-            host, envoy_routes(by_host[host], cluster_for, retry_policy=retry_policy())
+    out = []
+    for host in sorted(by_host, key=host_order):
+        rules = by_host[host]
+        # A RingHash/Maglev MeshLoadBalancingStrategy of the backends: what requests hash on.
+        hashes = backends.route_hashes([ref for rule in rules for ref in rule.backend_refs])
+        routes = envoy_routes(
+            rules, backends.cluster_for, retry_policy=retry_policy(), hash_policy=hashes
         )
-        for host in sorted(by_host, key=host_order)
-    ]
+        out.append(VirtualHostRoutes(host, routes))
+    return out
 
 
 def tcp_backends(
-    state: MeshState, dataplane: Resource, gateway: str, listener: Listener
+    state: MeshState, dataplane: Resource, gateway: Resource, listener: Listener
 ) -> list[tuple[BackendRef, int]]:
     """(backendRef, weight) a TCP listener forwards to (see the module docstring)."""
     rules = _rules(state, dataplane, gateway, listener)

@@ -297,11 +297,12 @@ def resolve_ref(
 
 @dataclass(frozen=True)
 class NetworkFilter:
-    """What an outbound does with its connections, and every backend that sends to."""
+    """What an outbound does with its connections, and every backend it sends to."""
 
-    filter: listener_components_pb2.Filter
+    # The HTTP connection manager with the routes; None: no route applies, the outbound
+    # keeps `outbound_network_filter` (shared by every proxy with the same outbound).
+    filter: listener_components_pb2.Filter | None
     backends: tuple[Backend, ...]  # the outbound's own first
-    routed: bool = False  # MeshHTTPRoutes apply (the filter is the proxy's own)
     warnings: tuple[str, ...] = ()
 
 
@@ -319,7 +320,7 @@ def routed_network_filter(
     if is_http(backend.app_protocol) and backend.destination is not None:
         rules = routes.rules_for(state, backend.destination)
     if not rules:
-        return NetworkFilter(outbound_network_filter(name, backend), (backend,))
+        return NetworkFilter(None, (backend,))
     used = {backend.cluster.name: backend}
 
     def cluster_for(ref: meshhttproute.BackendRef) -> str | None:
@@ -341,7 +342,7 @@ def routed_network_filter(
         "its share of the requests is answered 500"
         for ref in meshhttproute.unresolved_refs(rules, cluster_for)
     )
-    return NetworkFilter(http_routes_filter(name, config), tuple(used.values()), True, warnings)
+    return NetworkFilter(http_routes_filter(name, config), tuple(used.values()), warnings)
 
 
 def shared_outbound_listener(
@@ -553,7 +554,7 @@ def _generate(
         bound.add(where)
         name = names.outbound_listener(*where)
         routed = routed_network_filter(state, mesh, name, backend, policies, routes)
-        if routed.routed:
+        if routed.filter is not None:
             out.add(outbound_listener(outbound, backend, routed.filter))
         else:
             out.add(shared_outbound_listener(state, outbound, backend))

@@ -33,7 +33,8 @@ A backendRef that does not resolve (no such service, no such port) is Kuma's
 "unresolved backend": its share of the requests is answered 500 by Envoy
 (`cluster_not_found_response_code`, the cluster `UNRESOLVED_BACKEND` never exists), the rest of
 the route and the proxy keep working, and the outbound generator logs a warning naming the
-ref. No status condition is written (zonemesh writes no policy status yet).
+ref; `apply` already warns about refs naming no service (`zonemesh.api.route_warnings`).
+No status condition is written (zonemesh writes no policy status yet).
 """
 
 from __future__ import annotations
@@ -206,11 +207,14 @@ def _sidecar_rules(policies: Sequence[Resource], destination: Destination) -> li
                 continue
             found = True
             for rule in reversed(entry.rules):  # the first rule of one policy wins
-                _merge_into(merged, tuple(rule.matches), rule.default.to_wire())
+                matches = tuple(_with_path(m) for m in rule.matches)
+                _merge_into(merged, matches, rule.default.to_wire())
     if not found:
         return []
+    # The catch-all last: among equally specific routes it must not shadow a user's.
+    catch_all = merged.pop(_matches_key((CATCH_ALL,)))
     out = []
-    for matches, conf_wire in merged.values():
+    for matches, conf_wire in [*merged.values(), catch_all]:
         conf = RuleConf.model_validate(conf_wire)
         if not conf.backend_refs and not any(
             f.type == "RequestRedirect" for f in conf.filters or ()
@@ -218,6 +222,14 @@ def _sidecar_rules(policies: Sequence[Resource], destination: Destination) -> li
             conf = conf.model_copy(update={"backend_refs": [itself]})
         out.append(ResolvedRule.of(matches, conf))
     return out
+
+
+def _with_path(match: HttpMatch) -> HttpMatch:
+    """A match without a path matches every path: written `PathPrefix /`, so that it merges
+    with (and overrides) the catch-all rather than sitting beside it."""
+    if match.path is not None:
+        return match
+    return match.model_copy(update={"path": CATCH_ALL.path})
 
 
 def _matches_key(matches: Sequence[HttpMatch]) -> str:
