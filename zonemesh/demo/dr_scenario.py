@@ -28,7 +28,7 @@ from typing import Any
 
 from zonemesh.demo.processes import ProcessError
 from zonemesh.demo.scenario import FAIL, PASS, PENDING, RUNNING, SKIPPED, Phase
-from zonemesh.demo.traffic import Answer, Load
+from zonemesh.demo.traffic import Answer, Load, wait_first_answers
 
 READY_TARGET_S = 30.0
 NO_FAILURE_AFTER_S = 2.0
@@ -64,6 +64,7 @@ class HealthWatch:
         self.read = read
         self.on_change = on_change
         self.latest: dict[str, bool] = {}
+        self.changes: list[tuple[float, str, bool]] = []  # (monotonic time, zone, sends to it)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -82,6 +83,7 @@ class HealthWatch:
             now = self.read()
             for zone, healthy in sorted(now.items()):
                 if self.latest.get(zone) != healthy:
+                    self.changes.append((time.monotonic(), zone, healthy))
                     state = "sends to" if healthy else "stopped sending to"
                     self.on_change(f"global load balancer {state} gateway-{zone}")
             self.latest = now
@@ -154,6 +156,14 @@ class DrScenario:
 
     def lb_health(self) -> dict[str, bool]:
         return dict(self.health.latest) if self.health else {}
+
+    def lb_changed(self, zone: str, healthy: bool, since: float) -> float | None:
+        """When the load balancer was first seen to start (`healthy`) or stop sending to
+        `zone`'s gateway after `since` (polled every `HEALTH_POLL_S`)."""
+        changes = list(self.health.changes) if self.health else []
+        return next(
+            (at for at, z, h in changes if z == zone and h == healthy and at >= since), None
+        )
 
     @property
     def passed(self) -> bool:
@@ -303,6 +313,7 @@ class DrScenario:
             load = self.mesh.load(f"external-{index + 1}", LOAD_INTERVAL_S)
             load.interval = LOAD_INTERVAL_S
             self.loads.append(load.start())
+        wait_first_answers(self.loads)
         rate = EXTERNAL_CLIENTS / LOAD_INTERVAL_S
         self.event(
             f"{EXTERNAL_CLIENTS} external clients: ~{rate:.0f} requests/s to {self.mesh.target}"
@@ -411,11 +422,14 @@ class DrScenario:
         if self.lb_health().get(LOST):
             problems.append(f"the load balancer still counts gateway-{LOST} healthy")
         self._lost = (len(failed), last_failed)
+        out_at = self.lb_changed(LOST, False, killed_at)
         reason = (
             f"served by gateway-{OTHER} only from {phase.seconds or 0:.2f} s after the kill "
             f"(last answer through gateway-{LOST}: "
             + ("none" if last_lost is None else f"{last_lost:.2f} s")
-            + f"); {len(failed)} of {len(after)} failed"
+            + "; the load balancer took it out "
+            + ("-" if out_at is None else f"{out_at - killed_at:.2f} s")
+            + f" after the kill); {len(failed)} of {len(after)} failed"
             + ("" if last_failed is None else f", the last sent {last_failed:.2f} s after the kill")
         )
         return self._end(phase, not problems, "; ".join(problems) or reason)
@@ -449,9 +463,14 @@ class DrScenario:
             problems.append(f"gateway-{LOST} answered {wrong} requests from elsewhere")
         if phase.failures:
             problems.append(f"{phase.failures} requests failed while {LOST} came back")
+        in_at = self.lb_changed(LOST, True, began)
+        in_text = (
+            "" if in_at is None else f", the load balancer sending to it {in_at - began:.2f} s"
+        )
         reason = (
             f"gateway-{LOST} served again {phase.seconds or 0:.2f} s after {LOST} was ready "
-            f"({ready - began:.2f} s to restart it); {self._describe(window)}"
+            f"({ready - began:.2f} s to restart it{in_text} after the restart began); "
+            f"{self._describe(window)}"
         )
         return self._end(phase, not problems, "; ".join(problems) or reason)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 
 REQUEST_TIMEOUT_S = 2.0
+FIRST_ANSWER_WAIT_S = REQUEST_TIMEOUT_S + 3.0  # a first request that times out counts too
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,14 @@ class Load:
             else:
                 settled, streak = None, 0
         return settled if streak >= tail else None
+
+
+def wait_first_answers(loads: list[Load], timeout: float = FIRST_ANSWER_WAIT_S) -> None:
+    """Until every load has its first answer (or `timeout`): a thread's first request pays
+    for starting up, and a phase measured from a cold start would count that as its own."""
+    deadline = time.monotonic() + timeout
+    while any(not load.answers for load in loads) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def summary(answers: list[Answer]) -> dict[str, int]:
