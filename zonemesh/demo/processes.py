@@ -173,11 +173,13 @@ class ManagedProcess:
         self.terminate()
         return self.wait_stopped(timeout)
 
-    def kill(self) -> None:
-        """SIGKILL at once, the whole process group."""
+    def kill(self, wait: bool = True) -> None:
+        """SIGKILL at once, the whole process group; `wait=False` leaves the reaping to a
+        later `kill()` or `wait_stopped()` (to kill several processes at the same moment)."""
         if self.proc is not None:
             self._kill_group()
-            self.proc.wait()
+            if wait:
+                self.proc.wait()
 
     def _kill_group(self) -> None:
         """Never after the child was reaped (`returncode` set): its number may be reused."""
@@ -266,6 +268,16 @@ class ProcessGroup:
         deadline = time.monotonic() + timeout
         for proc in procs:
             proc.wait_stopped(deadline - time.monotonic())
+
+    def kill(self, *names: str) -> None:
+        """SIGKILL the named processes' groups one right after the other, then reap them:
+        what a lost machine or region does to them (nothing cleans up, none outlives
+        another long enough to notice)."""
+        procs = [self.procs[n] for n in names]
+        for proc in procs:
+            proc.kill(wait=False)
+        for proc in procs:
+            proc.kill()
 
     def stop_all(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop every child that ever started; safe to call more than once."""

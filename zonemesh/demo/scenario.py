@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from zonemesh.demo.processes import ProcessError
 from zonemesh.demo.topology import ZONES, TwoZoneMesh
-from zonemesh.demo.traffic import Answer, Load
+from zonemesh.demo.traffic import Answer, Load, wait_first_answers
 
 # Targets of the issue: failover and failback fail their phase when they miss theirs, the
 # failed requests fail the `total` row; the start time is reported against its target.
@@ -236,6 +236,7 @@ class Scenario:
             load = make(zone, LOAD_INTERVAL_S) if make else Load(self.mesh.client_url(zone))
             load.interval = LOAD_INTERVAL_S
             self.loads[zone] = load.start()
+        wait_first_answers(list(self.loads.values()))
         target = getattr(self.mesh, "target", "echo.mzsvc (port 1027)")
         self.event(f"sending ~20 requests/s from each zone's client to {target}")
 

@@ -51,6 +51,13 @@ def new_run_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix=f"zonemesh-demo-{stamp}-"))
 
 
+def mmzs_cluster_name(mesh: str, name: str, port: int) -> str:
+    """The Envoy cluster of an MMZS port on a zonemesh sidecar, as its admin `/clusters`
+    shows it. The demo reads it from outside, like an operator, so it spells the name out
+    instead of importing the translator (which may change inside without changing this)."""
+    return f"{mesh}_{name}__mzsvc_{port}"
+
+
 def mmzs(name: str, app_protocol: str) -> dict[str, Any]:
     return {
         "type": "MeshMultiZoneService",
@@ -211,6 +218,8 @@ class TwoZoneMesh:
             mesh.start_zone_instances("zone1")
     """
 
+    with_clients = True  # a client sidecar per zone (the DR topology has external clients)
+
     def __init__(
         self,
         run_dir: Path | None = None,
@@ -317,7 +326,8 @@ class TwoZoneMesh:
                 self._instance(zone, i, echo_inbound)
                 for i in range(self.instance_counts.get(zone, 0))
             ]
-            self.clients[zone] = self._client(zone)
+            if self.with_clients:
+                self.clients[zone] = self._client(zone)
 
     def _ingress(self, zone: str) -> Proxy:
         address = self.address(zone, 100)
@@ -399,9 +409,16 @@ class TwoZoneMesh:
         (self.run_dir / "topology.json").write_text(json.dumps(self.describe(), indent=2))
 
     def proxies(self) -> list[Proxy]:
-        out = [self.ingresses[z] for z in self.zones]
-        out += [i for z in self.zones for i in self.instances[z]]
-        return out + [self.clients[z] for z in self.zones]
+        return [p for z in self.zones for p in self.zone_proxies(z)]
+
+    def zone_proxies(self, zone: str) -> list[Proxy]:
+        """Every data plane of `zone`: its ingress, its instances, its client if it has one."""
+        client = [self.clients[zone]] if zone in self.clients else []
+        return [self.ingresses[zone], *self.instances[zone], *client]
+
+    def proxy_type(self, proxy: Proxy) -> str:
+        """`dp run --proxy-type` (and the token's type) of `proxy`."""
+        return "ingress" if proxy is self.ingresses.get(proxy.zone) else "dataplane"
 
     def describe(self) -> dict[str, Any]:
         """Where everything listens (also written to `<run_dir>/topology.json`)."""
@@ -438,8 +455,7 @@ class TwoZoneMesh:
         glob = self.cps["global"]
         self.group.spawn("cp-global", self._cp_args(glob, "--mode", "global"), env=self.cp_env)
         self.group.wait_http("cp-global", f"{glob.url}/ready", timeout=START_TIMEOUT_S)
-        for name, doc in ((HTTP_MMZS, mmzs(HTTP_MMZS, "http")), (TCP_MMZS, mmzs(TCP_MMZS, "tcp"))):
-            path = f"/meshes/{MESH}/meshmultizoneservices/{name}"
+        for path, doc in self.global_resources():
             response = httpx.put(f"{glob.url}{path}", json=doc, timeout=10)
             if response.status_code not in (200, 201):
                 raise ProcessError(f"PUT {path} on global: {response.status_code} {response.text}")
@@ -456,13 +472,18 @@ class TwoZoneMesh:
             cp = self.cps[zone]
             self.group.wait_http(f"cp-{zone}", f"{cp.url}/ready", timeout=START_TIMEOUT_S)
             self._issue_tokens(zone)
-            # A Dataplane needs its mesh, and a client's outbounds their MMZS: both sync down.
-            for path in (
-                f"/meshes/{MESH}",
-                f"/meshes/{MESH}/meshmultizoneservices/{HTTP_MMZS}",
-                f"/meshes/{MESH}/meshmultizoneservices/{TCP_MMZS}",
-            ):
+            # A Dataplane needs its mesh, and a client's outbounds their MMZS: all sync down.
+            paths = [f"/meshes/{MESH}", *(path for path, _ in self.global_resources())]
+            for path in paths:
                 self.group.wait_http(f"cp-{zone}", f"{cp.url}{path}", timeout=START_TIMEOUT_S)
+
+    def global_resources(self) -> list[tuple[str, dict[str, Any]]]:
+        """What is applied on global before the zones start, as (API path, document); each
+        zone waits until it has synced all of it."""
+        return [
+            (f"/meshes/{MESH}/meshmultizoneservices/{name}", mmzs(name, protocol))
+            for name, protocol in ((HTTP_MMZS, "http"), (TCP_MMZS, "tcp"))
+        ]
 
     def zone_token_file(self, zone: str) -> Path:
         return self.run_dir / "zone-tokens" / f"{zone}.token"
@@ -488,15 +509,12 @@ class TwoZoneMesh:
 
     def _start_together(self) -> None:
         """The apps (which need nothing) while the CPs start, then every proxy at once."""
-        with_app = [i for z in self.zones for i in self.instances[z]]
-        with_app += [self.clients[z] for z in self.zones]
+        with_app = [p for p in self.proxies() if p.app_port is not None]
         for proxy in with_app:
             self._start_app(proxy, wait=False)
         self._start_control_planes()
-        for zone in self.zones:
-            self._start_proxy(self.ingresses[zone], "ingress", wait=False)
-        for proxy in with_app:
-            self._start_proxy(proxy, "dataplane", wait=False)
+        for proxy in self.proxies():
+            self._start_proxy(proxy, self.proxy_type(proxy), wait=False)
         for proxy in with_app:
             url = f"http://{proxy.address}:{proxy.app_port}/"
             self.group.wait_http(proxy.app, url, timeout=START_TIMEOUT_S)
@@ -514,12 +532,11 @@ class TwoZoneMesh:
         """A token per proxy of `zone`, bound to its name and type, from the zone CP."""
         self.tokens_dir.mkdir(mode=0o700, exist_ok=True)
         cp = self.cps[zone]
-        zone_proxies = [self.ingresses[zone], *self.instances[zone], self.clients[zone]]
-        for proxy in zone_proxies:
+        for proxy in self.zone_proxies(zone):
             body = {
                 "mesh": MESH,
                 "name": proxy.name,
-                "type": "ingress" if proxy is self.ingresses[zone] else "dataplane",
+                "type": self.proxy_type(proxy),
                 "validFor": "24h",
             }
             response = httpx.post(f"{cp.url}/tokens/dataplane", json=body, timeout=10)
@@ -641,11 +658,7 @@ class TwoZoneMesh:
 
     @staticmethod
     def cluster_name(tcp: bool = False) -> str:
-        # Imported here: `zonemesh.translate` is heavy, and every `zonemesh` process (echo
-        # apps included) imports this module through the CLI's `demo` command.
-        from zonemesh.translate import names
-
-        return names.mmzs_cluster(MESH, TCP_MMZS if tcp else HTTP_MMZS, ECHO_PORT)
+        return mmzs_cluster_name(MESH, TCP_MMZS if tcp else HTTP_MMZS, ECHO_PORT)
 
     def hosts(self, zone: str, tcp: bool = False) -> list[Host]:
         """The endpoints `zone`'s client sidecar has for an MMZS port (empty if unreachable)."""

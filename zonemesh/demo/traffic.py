@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 
 REQUEST_TIMEOUT_S = 2.0
+FIRST_ANSWER_WAIT_S = REQUEST_TIMEOUT_S + 3.0  # a first request that times out counts too
 
 
 @dataclass(frozen=True)
@@ -25,26 +26,30 @@ class Answer:
     zone: str = ""
     instance: str = ""
     error: str = ""
+    via: str = ""  # the value of the `via_header` the request asked for (e.g. which gateway)
 
 
 def new_client(timeout: float = REQUEST_TIMEOUT_S) -> httpx.Client:
     return httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=0))
 
 
-def ask(client: httpx.Client, url: str) -> Answer:
-    """GET `url` (a client sidecar's outbound in front of `zonemesh echo`)."""
+def ask(client: httpx.Client, url: str, via_header: str | None = None) -> Answer:
+    """GET `url` (a client sidecar's outbound or a load balancer in front of `zonemesh
+    echo`); `via_header`: a response header to keep in `Answer.via`."""
     at = time.monotonic()
     try:
         response = client.get(url, headers={"Connection": "close"})
     except httpx.HTTPError as e:
         return Answer(at, False, error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    via = response.headers.get(via_header, "") if via_header else ""
     if response.status_code != 200:
-        return Answer(at, False, error=f"HTTP {response.status_code}: {response.text[:120]}")
+        error = f"HTTP {response.status_code}: {response.text[:120]}"
+        return Answer(at, False, error=error, via=via)
     try:
         body = response.json()
-        return Answer(at, True, zone=str(body["zone"]), instance=str(body["instance"]))
+        return Answer(at, True, zone=str(body["zone"]), instance=str(body["instance"]), via=via)
     except (ValueError, KeyError, TypeError):
-        return Answer(at, False, error=f"not an echo answer: {response.text[:120]!r}")
+        return Answer(at, False, error=f"not an echo answer: {response.text[:120]!r}", via=via)
 
 
 def ask_many(url: str, count: int) -> list[Answer]:
@@ -58,6 +63,7 @@ class Load:
 
     url: str
     interval: float = 0.05
+    via_header: str | None = None
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -82,7 +88,7 @@ class Load:
     def _run(self) -> None:
         with new_client() as client:
             while not self._stop.is_set():
-                self.answers.append(ask(client, self.url))
+                self.answers.append(ask(client, self.url, self.via_header))
                 self._stop.wait(self.interval)
 
     def since(self, t: float) -> list[Answer]:
@@ -102,6 +108,14 @@ class Load:
             else:
                 settled, streak = None, 0
         return settled if streak >= tail else None
+
+
+def wait_first_answers(loads: list[Load], timeout: float = FIRST_ANSWER_WAIT_S) -> None:
+    """Until every load has its first answer (or `timeout`): a thread's first request pays
+    for starting up, and a phase measured from a cold start would count that as its own."""
+    deadline = time.monotonic() + timeout
+    while any(not load.answers for load in loads) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def summary(answers: list[Answer]) -> dict[str, int]:

@@ -36,7 +36,16 @@ from typing import Any
 import yaml
 
 from zonemesh.demo.processes import ProcessError, ProcessGroup
-from zonemesh.demo.topology import ECHO_PORT, HTTP_MMZS, MESH, TCP_MMZS, Host, mmzs, parse_hosts
+from zonemesh.demo.topology import (
+    ECHO_PORT,
+    HTTP_MMZS,
+    MESH,
+    TCP_MMZS,
+    Host,
+    mmzs,
+    mmzs_cluster_name,
+    parse_hosts,
+)
 from zonemesh.demo.traffic import Answer, Load
 from zonemesh.lab.netns import IP, LabError, NetLab, sweep
 
@@ -516,9 +525,7 @@ class LabMesh:
             return Answer(at, False, error=f"not an echo answer: {text[:120]!r}")
 
     def cluster_name(self, tcp: bool = False) -> str:
-        from zonemesh.translate import names
-
-        return names.mmzs_cluster(MESH, TCP_MMZS if tcp else HTTP_MMZS, ECHO_PORT)
+        return mmzs_cluster_name(MESH, TCP_MMZS if tcp else HTTP_MMZS, ECHO_PORT)
 
     def admin(self, proxy: LabProxy, path: str) -> str:
         status, text = self.http(proxy.role, f"{proxy.admin_url}{path}")
