@@ -92,18 +92,15 @@ def test_demo_in_ci_mode_passes_every_phase_and_leaves_no_process(
     assert out.splitlines()[1].startswith(f"mode: {expected} "), report
     rows = parse_summary(out)
     assert set(rows) == {"ready", "local-preference", "failover", "failback", "total"}, report
+    # Each phase's own verdict holds its time target (failover and failback within 2 s); the
+    # test reads the verdicts rather than timing anything itself.
     assert all(row["result"] == "PASS" for row in rows.values()), report
     assert "result: PASS" in out.splitlines(), report
 
-    # The 15 s start target is reported by the demo, not a verdict (a loaded CI machine starts
-    # slower); this only catches a start gone badly wrong.
-    assert float(rows["ready"]["seconds"]) < 30, report
     local = rows["local-preference"]
     assert int(local["requests"]) > 50 and local["failed"] == "0", report
     assert "client-zone1: zone1" in local["why"] and "client-zone2: zone2" in local["why"]
-    assert float(rows["failover"]["seconds"]) <= 2.0, report
     assert "answered by zone2 only" in rows["failover"]["why"], report
-    assert float(rows["failback"]["seconds"]) <= 2.0, report
     assert rows["failback"]["failed"] == "0", report
     total = rows["total"]
     assert int(total["failed"]) < 0.01 * int(total["requests"]), report
