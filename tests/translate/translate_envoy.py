@@ -7,8 +7,8 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToJson
 
+from zonemesh.cpdp.names import ca_secret, identity_secret
 from zonemesh.dp.bootstrap import sds_cluster
-from zonemesh.translate import names
 from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER, ProxyResources
 
 MESH = "default"
@@ -60,14 +60,14 @@ def bootstrap(
     listeners = [as_dict(m) for _, m in sorted(resources.of_type(LISTENER).items())]
     secrets = [
         {
-            "name": names.identity_secret(MESH),
+            "name": identity_secret(MESH),
             "tlsCertificate": {
                 "certificateChain": {"inlineString": cert_pem},
                 "privateKey": {"inlineString": key_pem},
             },
         },
         {
-            "name": names.ca_secret(MESH),
+            "name": ca_secret(MESH),
             "validationContext": {"trustedCa": {"inlineString": ca_pem}},
         },
     ]

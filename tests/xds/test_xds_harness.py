@@ -25,9 +25,9 @@ from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
 from zonemesh.config import load_config
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.memory import MemoryStore
 from zonemesh.translate.generator import CLUSTER, ENDPOINT, Generator
 from zonemesh.translate.simple import SimpleGenerator

@@ -19,7 +19,6 @@ from zonemesh.api.auth import is_admin
 from zonemesh.api.errors import ApiError
 from zonemesh.api.listing import filter_resources, page
 from zonemesh.api.wire import render
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.codec import resource_from_wire
@@ -27,6 +26,7 @@ from zonemesh.resources.documents import DocumentLimitError, load_json, load_yam
 from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.registry import ALL_TYPES, MESH
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError
 
 router = APIRouter()

@@ -24,7 +24,6 @@ import grpc
 
 from zonemesh import __version__
 from zonemesh.config import ConfigError, check_zone_kds_auth
-from zonemesh.cp.runtime import Runtime
 from zonemesh.federation import dial, mapping
 from zonemesh.federation.mapping import Entry
 from zonemesh.federation.proto import kds_pb2 as pb
@@ -40,6 +39,7 @@ from zonemesh.federation.zone_token import METADATA_KEY, ZoneTokenError, read_zo
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.registry import ALL_TYPES, by_kind
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import Store
 from zonemesh.tls.address import AddressError, GrpcAddress
 from zonemesh.tls.trust import ClientCa, StartCheckError

@@ -34,7 +34,6 @@ import grpc
 from zonemesh import __version__
 from zonemesh.auth.refusals import Refusals
 from zonemesh.auth.tokens import TokenKind, ZoneToken
-from zonemesh.cp.runtime import Runtime
 from zonemesh.federation import mapping
 from zonemesh.federation.auth import KdsAuthenticator, Refused
 from zonemesh.federation.mapping import Entry
@@ -54,6 +53,7 @@ from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.registry import ALL_TYPES, GLOBAL_SECRET, SECRET, ZONE, by_kind
 from zonemesh.resources.types.zone import ZoneSpec, ZoneStatus
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError, Store
 from zonemesh.tls.serving import add_grpc_port, scheme
 

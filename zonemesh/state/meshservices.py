@@ -27,7 +27,7 @@ from zonemesh.resources.types.meshservice import (
     MeshServiceSelector,
     MeshServiceSpec,
 )
-from zonemesh.state.health import InstanceHealth
+from zonemesh.runtime.health import InstanceHealth
 
 # Marks a MeshService as owned by the generator (Kuma marks its own with a managed-by label).
 GENERATED_BY = "zonemesh.io/generated-by"

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.base import Model, Resource, ResourceKey
 from zonemesh.resources.registry import (
     DATAPLANE,
@@ -25,6 +24,7 @@ from zonemesh.resources.registry import (
 from zonemesh.resources.types.common import VIP, Condition
 from zonemesh.resources.types.meshservice import MeshServiceSpec, MeshServiceStatus
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceStatus
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.hostnames import Hostnames, compute_hostnames
 from zonemesh.state.ipam import Allocation, VipAllocator
 from zonemesh.state.meshservices import (

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
+from zonemesh.cpdp.names import spiffe_id
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.types.dataplane import DataplaneSpec, Inbound
@@ -221,8 +222,8 @@ def spiffe_ids(ms: Resource) -> list[str]:
         if identity.type == "SpiffeID":
             out.append(identity.value)
         else:
-            out.append(names.spiffe_id(ms.mesh, identity.value))
-    return out or [names.spiffe_id(ms.mesh, display_name(ms))]
+            out.append(spiffe_id(ms.mesh, identity.value))
+    return out or [spiffe_id(ms.mesh, display_name(ms))]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from zonemesh.resources.registry import (
     ZONE_EGRESS,
     ZONE_INGRESS,
 )
-from zonemesh.state.health import InstanceHealth
+from zonemesh.runtime.health import InstanceHealth
 from zonemesh.store.base import Store
 
 T = TypeVar("T")

@@ -34,7 +34,7 @@ from zonemesh.xds.auth import AuthError, DpAuthenticator
 from zonemesh.xds.registry import META_PROXY_TYPE, RegistrationError, parse_node
 
 if TYPE_CHECKING:
-    from zonemesh.cp.runtime import Runtime
+    from zonemesh.runtime.kernel import Runtime
 
 log = logging.getLogger("zonemesh.mtls")
 

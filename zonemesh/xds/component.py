@@ -35,8 +35,6 @@ import grpc
 
 from zonemesh.auth.tokens import TokenKind
 from zonemesh.config import parse_duration
-from zonemesh.cp.insights import ProxyInsight
-from zonemesh.cp.runtime import Runtime
 from zonemesh.mtls.trust import MeshTrust
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.registry import (
@@ -48,6 +46,8 @@ from zonemesh.resources.registry import (
     ZONE_EGRESS,
     ZONE_INGRESS,
 )
+from zonemesh.runtime.insights import ProxyInsight
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import Subscription
 from zonemesh.tls.serving import add_grpc_port, scheme
 from zonemesh.translate.default import default_generator

@@ -26,16 +26,16 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from zonemesh.cp.insights import ProxyInsight
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.registry import INSIGHT_OF
 from zonemesh.resources.types.insight import ProxyInsightSpec
+from zonemesh.runtime.insights import ProxyInsight
 from zonemesh.store.base import AlreadyExistsError, ConflictError, EventKind, NotFoundError
 
 if TYPE_CHECKING:
-    from zonemesh.cp.runtime import Runtime
+    from zonemesh.runtime.kernel import Runtime
     from zonemesh.store.base import Subscription
     from zonemesh.xds.registry import ProxyEvent, ProxyRegistry
 

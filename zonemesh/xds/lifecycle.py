@@ -35,7 +35,7 @@ from zonemesh.xds.insights import insight_key, parse_iso
 from zonemesh.xds.registry import ProxyEventKind, is_registered_from_metadata
 
 if TYPE_CHECKING:
-    from zonemesh.cp.runtime import Runtime
+    from zonemesh.runtime.kernel import Runtime
     from zonemesh.xds.insights import InsightWriter
     from zonemesh.xds.registry import ProxyEvent, ProxyRegistry
 

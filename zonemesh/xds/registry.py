@@ -35,7 +35,6 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
-from zonemesh.cp.insights import ProxyInsight
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import parse_documents, resource_from_wire
 from zonemesh.resources.errors import ValidationError
@@ -43,12 +42,13 @@ from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.registry import DATAPLANE, MESH, ZONE_EGRESS, ZONE_INGRESS
 from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
+from zonemesh.runtime.insights import ProxyInsight
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError
 from zonemesh.translate.generator import ProxyType
 from zonemesh.xds.auth import AuthError, Credential, DpAuthenticator
 
 if TYPE_CHECKING:
-    from zonemesh.cp.runtime import Runtime
+    from zonemesh.runtime.kernel import Runtime
 
 log = logging.getLogger("zonemesh.xds")
 

@@ -17,16 +17,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import psycopg
 
 from zonemesh.config import PostgresConfig
 from zonemesh.store.base import StoreUnavailableError
 from zonemesh.store.postgres_connection import connect, explain
-
-if TYPE_CHECKING:
-    from zonemesh.cp.runtime import Component
 
 log = logging.getLogger("zonemesh.leader")
 
@@ -160,33 +156,3 @@ class PostgresLeadership(Leadership):
         if conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), timeout=self._timeout)
-
-
-class LeaderOnly:
-    """Runs a component only while this instance leads: a fresh one from `make` on every gain
-    (no component needs to be restartable), stopped on losing. `current` is the one running."""
-
-    def __init__(self, leadership: Leadership, name: str, make: Callable[[], Component]) -> None:
-        self.leadership = leadership
-        self.name = f"{name} (leader only)"
-        self._make = make
-        self.current: Component | None = None
-        self._lock = asyncio.Lock()
-
-    async def start(self) -> None:
-        self.leadership.on_change(self._changed)
-        if self.leadership.is_leader:
-            await self._changed(True)
-
-    async def stop(self) -> None:
-        await self._changed(False)
-
-    async def _changed(self, leading: bool) -> None:
-        async with self._lock:
-            if leading and self.current is None:
-                component = self._make()
-                await component.start()
-                self.current = component
-            elif not leading and self.current is not None:
-                component, self.current = self.current, None
-                await component.stop()
