@@ -34,10 +34,11 @@ from zonemesh.dp.envoy import EnvoyProcess
 from zonemesh.mtls import CA_SECRET_NAME, MeshCA, decode_ca_bundle, issue_leaf
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.component import ComputedState
 from zonemesh.translate import names
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.state import MeshState
 from zonemesh.translate.tls import local_sds_source
 from zonemesh.xds.component import XdsServer

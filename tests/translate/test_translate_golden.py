@@ -29,15 +29,9 @@ from translate_envoy import as_dict, bootstrap
 from translate_topologies import MESH, Topology, golden_topologies
 
 from zonemesh.cpdp.names import SDS_CLUSTER, spiffe_id
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    ROUTE,
-    CompositeGenerator,
-    ProxyResources,
-)
+from zonemesh.translate.generator import CompositeGenerator, ProxyResources
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
 UPDATE = os.environ.get("ZONEMESH_UPDATE_GOLDEN") == "1"

@@ -18,12 +18,13 @@ from translate_topologies import (
     to_mmzs,
 )
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.types.mlbs import LBDefault
 from zonemesh.translate import names
 from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, CompositeGenerator, ProxyResources
+from zonemesh.translate.generator import CompositeGenerator, ProxyResources
 from zonemesh.translate.policies import matching
 from zonemesh.translate.policies.mlbs import policies_for, resolve_conf
 

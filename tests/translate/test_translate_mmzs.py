@@ -21,18 +21,12 @@ from translate_topologies import (
 )
 
 from zonemesh.cpdp.names import SDS_CLUSTER, ca_secret, identity_secret
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER, SECRET
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.translate import names
 from zonemesh.translate.default import default_generator, traffic_generators
-from zonemesh.translate.generator import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    SECRET,
-    CompositeGenerator,
-    ProxyResources,
-)
+from zonemesh.translate.generator import CompositeGenerator, ProxyResources
 from zonemesh.translate.state import HealthSnapshot
 
 ECHO_MMZS = names.mmzs_cluster("default", "echo", 1027)

@@ -12,9 +12,10 @@ from transparent_topologies import transparent, transparent_dataplane
 
 from zonemesh.cpdp.dns_table import decode
 from zonemesh.cpdp.names import DNS_TABLE_LISTENER
+from zonemesh.envoy_types import CLUSTER, LISTENER
 from zonemesh.translate import names
 from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CLUSTER, LISTENER, CompositeGenerator, ProxyResources
+from zonemesh.translate.generator import CompositeGenerator, ProxyResources
 from zonemesh.translate.transparent import vip_destinations
 
 ALL_CHAINS = {

@@ -8,6 +8,7 @@ from google.protobuf.json_format import MessageToDict
 from translate_topologies import LOCAL_ZONE, Topology, build
 
 from zonemesh.config import CpConfig
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.origin import stamp_origin
@@ -17,13 +18,7 @@ from zonemesh.state.reconcile import Reconciler
 from zonemesh.store.memory import MemoryStore
 from zonemesh.translate import names
 from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    CompositeGenerator,
-    ProxyResources,
-)
+from zonemesh.translate.generator import CompositeGenerator, ProxyResources
 
 GENERATOR = CompositeGenerator(*traffic_generators())
 INGRESS_LISTENER = names.ingress_listener("127.0.1.100", 10001)

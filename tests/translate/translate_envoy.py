@@ -9,7 +9,8 @@ from google.protobuf.json_format import MessageToJson
 
 from zonemesh.cpdp.names import ca_secret, identity_secret
 from zonemesh.dp.bootstrap import sds_cluster
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER, ProxyResources
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
+from zonemesh.translate.generator import ProxyResources
 
 MESH = "default"
 

@@ -26,10 +26,10 @@ from test_xds_harness import (
 )
 
 from zonemesh.cpdp.names import SDS_CLUSTER, ca_secret, identity_secret
+from zonemesh.envoy_types import CLUSTER, LISTENER, SECRET
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire, resource_to_wire
 from zonemesh.translate.default import default_generator
-from zonemesh.translate.generator import CLUSTER, LISTENER, SECRET
 from zonemesh.xds.readiness import METHOD as READINESS
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,8 +12,9 @@ from test_xds_harness import (
     sotw,
 )
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT
 from zonemesh.resources.base import ResourceKey
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, ProxyResources
+from zonemesh.translate.generator import ProxyResources
 from zonemesh.translate.simple import _eds_cluster
 from zonemesh.xds.cache import ResourceInterner, Snapshot, SnapshotCache
 

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zonemesh.translate.generator import (
-    CLUSTER,
-    ENDPOINT,
-    GenerationError,
-    ProxyResources,
-)
+from zonemesh.envoy_types import CLUSTER, ENDPOINT
+from zonemesh.translate.generator import GenerationError, ProxyResources
 from zonemesh.translate.simple import _eds_cluster
 from zonemesh.xds.cache import ResourceInterner, item_hash, versions_hash
 

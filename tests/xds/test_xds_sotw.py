@@ -15,16 +15,9 @@ from test_xds_harness import (
     unpack,
 )
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from zonemesh.resources.base import ResourceKey
-from zonemesh.translate.generator import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    ROUTE,
-    GenerationError,
-    Proxy,
-    ProxyResources,
-)
+from zonemesh.translate.generator import GenerationError, Proxy, ProxyResources
 from zonemesh.translate.simple import SimpleGenerator
 from zonemesh.translate.state import MeshState
 

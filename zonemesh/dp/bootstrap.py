@@ -17,12 +17,12 @@ from typing import Any
 
 from zonemesh import __version__
 from zonemesh.dp.cp_address import parse_cp_address, require_ca
+from zonemesh.resources.proxy_types import PROXY_TYPES
 from zonemesh.tls.address import GrpcAddress
 
 __all__ = ["parse_cp_address", "render_bootstrap"]
 from zonemesh.cpdp.names import SDS_CLUSTER
 
-PROXY_TYPES = ("dataplane", "ingress", "egress")
 ADS_CLUSTER = "ads_cluster"
 # Envoy's node.cluster for zone proxies, which have no inbound to name a service after.
 _ZONE_PROXY_SERVICE = {"ingress": "zone-ingress", "egress": "zone-egress"}

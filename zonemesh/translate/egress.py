@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.types.meshservice import MeshServiceSpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec
 from zonemesh.resources.types.zone_proxies import ZoneEgressSpec
@@ -26,7 +27,7 @@ from zonemesh.translate.endpoints import (
     mmzs_plan,
     plain_load_assignment,
 )
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.ingress import meshes_of, passthrough_cluster, sni_listener
 from zonemesh.translate.state import MeshState
 

@@ -16,6 +16,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from google.protobuf import duration_pb2
 
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.types.dataplane import DataplaneSpec, Inbound
 from zonemesh.translate import names
 from zonemesh.translate.builders import (
@@ -31,7 +32,7 @@ from zonemesh.translate.builders import (
     tls_inspector,
 )
 from zonemesh.translate.endpoints import mtls_enabled
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.state import MeshState, content_memo
 from zonemesh.translate.tls import downstream_tls
 

@@ -20,6 +20,7 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.network.direct_response.v3 import config_pb2 as direct_response_pb2
 
 from zonemesh.resources.base import Resource
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.types.meshservice import MeshServiceSpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
@@ -41,7 +42,7 @@ from zonemesh.translate.endpoints import (
     mesh_service_port,
     plain_load_assignment,
 )
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.resilience import apply_cluster_defaults
 from zonemesh.translate.state import MeshState
 

@@ -23,6 +23,7 @@ from google.protobuf import struct_pb2
 
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.registry import MESH_MULTI_ZONE_SERVICE
 from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
 from zonemesh.resources.types.meshservice import MeshServiceSpec
@@ -49,7 +50,7 @@ from zonemesh.translate.endpoints import (
     mtls_enabled,
     service_zone,
 )
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.inbound import WILDCARDS
 from zonemesh.translate.policies import matching
 from zonemesh.translate.policies.mlbs import (

@@ -21,11 +21,12 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.types.dataplane import DataplaneSpec, Inbound
 from zonemesh.resources.types.meshservice import MeshServiceSpec
 from zonemesh.translate.builders import is_ip
 from zonemesh.translate.endpoints import local_instances
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.state import MeshState
 
 HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})

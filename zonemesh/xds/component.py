@@ -37,6 +37,7 @@ from zonemesh.auth.tokens import TokenKind
 from zonemesh.config import parse_duration
 from zonemesh.mtls.trust import MeshTrust
 from zonemesh.resources.base import ResourceKey
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.registry import (
     DATAPLANE,
     MESH,
@@ -51,7 +52,7 @@ from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import Subscription
 from zonemesh.tls.serving import add_grpc_port, scheme
 from zonemesh.translate.default import default_generator
-from zonemesh.translate.generator import Generator, Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Generator, Proxy, ProxyResources
 from zonemesh.translate.state import MeshState, build_mesh_state
 from zonemesh.xds.auth import DpAuthenticator
 from zonemesh.xds.ca_service import CertificateAuthority

@@ -39,12 +39,12 @@ from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import parse_documents, resource_from_wire
 from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.registry import DATAPLANE, MESH, ZONE_EGRESS, ZONE_INGRESS
 from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
 from zonemesh.runtime.insights import ProxyInsight
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError
-from zonemesh.translate.generator import ProxyType
 from zonemesh.xds.auth import AuthError, Credential, DpAuthenticator
 
 if TYPE_CHECKING:
