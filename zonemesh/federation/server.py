@@ -51,6 +51,7 @@ from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
+from zonemesh.resources.ownership import is_synced
 from zonemesh.resources.registry import ALL_TYPES, GLOBAL_SECRET, SECRET, ZONE, by_kind
 from zonemesh.resources.types.zone import ZoneSpec, ZoneStatus
 from zonemesh.runtime.kernel import Runtime
@@ -104,7 +105,7 @@ class GlobalInboxPolicy(InboxPolicy):
         return rtype.sync.zone_to_global
 
     def to_local(self, resource: Resource) -> Resource:
-        if resource.labels.get(labels.ORIGIN) == labels.ORIGIN_GLOBAL:
+        if is_synced(resource):
             raise Rejected("came from global (kuma.io/origin: global): not sent back")
         try:
             return mapping.to_global_copy(resource, self.zone)

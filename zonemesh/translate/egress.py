@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+from zonemesh.resources.ownership import is_local
 from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.types.meshservice import MeshServiceSpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec
 from zonemesh.resources.types.zone_proxies import ZoneEgressSpec
-from zonemesh.state.meshservices import is_local
 from zonemesh.translate import names
 from zonemesh.translate.builders import is_ip, weighted_tcp_proxy_filter
 from zonemesh.translate.endpoints import (

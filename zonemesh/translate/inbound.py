@@ -111,7 +111,7 @@ class InboundGenerator:
         bound: list[tuple[str, int]] = []
         clusters: set[str] = set()
         for inbound in net.inbound:
-            if inbound.state == "Ignored":
+            if inbound.ignored:
                 continue
             address = inbound.address or net.address
             if not is_ip(address):

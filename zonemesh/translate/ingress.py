@@ -20,11 +20,11 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.network.direct_response.v3 import config_pb2 as direct_response_pb2
 
 from zonemesh.resources.base import Resource
+from zonemesh.resources.ownership import display_name, is_local
 from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.types.meshservice import MeshServiceSpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
-from zonemesh.state.meshservices import is_local
 from zonemesh.translate import names
 from zonemesh.translate.builders import (
     eds_cluster,
@@ -36,7 +36,6 @@ from zonemesh.translate.builders import (
 )
 from zonemesh.translate.endpoints import (
     HostPort,
-    display_name,
     local_instances,
     matched_mesh_services,
     mesh_service_port,

@@ -47,7 +47,7 @@ class SimpleGenerator:
         networking = spec.networking
         clusters_added: set[str] = set()
         for inbound in networking.inbound:
-            if inbound.state == "Ignored":
+            if inbound.ignored:
                 continue
             address = inbound.address or networking.address
             cluster = _local_cluster(inbound, inbound.service_address or networking.address)

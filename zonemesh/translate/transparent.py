@@ -48,6 +48,7 @@ from google.protobuf import duration_pb2, wrappers_pb2
 from zonemesh.cpdp.dns_table import DnsTable
 from zonemesh.cpdp.names import DNS_TABLE_LISTENER, DNS_TABLE_PATH, dns_table_socket
 from zonemesh.resources.base import Resource
+from zonemesh.resources.ownership import display_name
 from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.registry import MESH_MULTI_ZONE_SERVICE, MESH_SERVICE
 from zonemesh.resources.types.dataplane import (
@@ -66,7 +67,7 @@ from zonemesh.translate.builders import (
     stat_prefix,
     tcp_proxy_filter,
 )
-from zonemesh.translate.endpoints import display_name, mesh_spec
+from zonemesh.translate.endpoints import mesh_spec
 from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.outbound import (
     Backend,

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from zonemesh.config import parse_duration
 from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.ownership import is_local
 from zonemesh.resources.registry import DATAPLANE, ZONE_EGRESS, ZONE_INGRESS
 from zonemesh.resources.types.insight import ProxyInsightSpec
-from zonemesh.state.meshservices import is_local
 from zonemesh.store.base import ConflictError, NotFoundError
 from zonemesh.xds.insights import insight_key, parse_iso
 from zonemesh.xds.registry import ProxyEventKind, is_registered_from_metadata
