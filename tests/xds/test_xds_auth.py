@@ -280,10 +280,11 @@ async def test_readiness_needs_a_token_allowing_the_reported_proxy() -> None:
 
 async def test_authentication_off_is_explicit_and_warned(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "zonemesh.xds")
+    from support.simple_generator import SimpleGenerator
+
     from zonemesh.config import load_config
     from zonemesh.runtime.kernel import Runtime
     from zonemesh.store.memory import MemoryStore
-    from zonemesh.translate.simple import SimpleGenerator
     from zonemesh.xds.component import XdsServer
 
     config = load_config(

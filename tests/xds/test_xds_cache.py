@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from support.simple_generator import _eds_cluster
 from test_xds_harness import (
     dataplane_doc,
     delta,
@@ -15,7 +16,6 @@ from test_xds_harness import (
 from zonemesh.envoy_types import CLUSTER, ENDPOINT
 from zonemesh.resources.base import ResourceKey
 from zonemesh.translate.generator import ProxyResources
-from zonemesh.translate.simple import _eds_cluster
 from zonemesh.xds.cache import ResourceInterner, Snapshot, SnapshotCache
 
 DP1 = ResourceKey("Dataplane", "default", "dp-1")

@@ -23,6 +23,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
+from support.simple_generator import SimpleGenerator
 
 from zonemesh.config import load_config
 from zonemesh.envoy_types import CLUSTER, ENDPOINT
@@ -31,7 +32,6 @@ from zonemesh.resources.codec import resource_from_wire
 from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.memory import MemoryStore
 from zonemesh.translate.generator import Generator
-from zonemesh.translate.simple import SimpleGenerator
 from zonemesh.xds.component import XdsServer
 
 DEADLINE_S = 10.0

@@ -1,9 +1,11 @@
-"""`SimpleGenerator`: inbound listeners for a Dataplane plus one EDS cluster per MeshService.
+"""`SimpleGenerator` (a test double for the xDS layer): inbound listeners for a Dataplane plus
+one EDS cluster per MeshService.
 
 Enough to carry traffic into an instance and to exercise the xDS server end to end: every
 proxy of a mesh gets the same clusters and ClusterLoadAssignments for that mesh's
 MeshServices, built once per state (see `MeshState.memo`), so one endpoint change reaches
-every proxy with bytes serialized once. Zone proxies get nothing yet (an empty, valid set).
+every proxy with bytes serialized once. Zone proxies get nothing (an empty, valid set).
+Only tests use it, so it lives with them: the control plane serves `translate.default`.
 """
 
 from __future__ import annotations
