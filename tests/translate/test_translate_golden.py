@@ -30,8 +30,8 @@ from translate_topologies import MESH, Topology, golden_topologies
 
 from zonemesh.cpdp.names import SDS_CLUSTER, spiffe_id
 from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CompositeGenerator, ProxyResources
+from zonemesh.translate.default import default_generator
+from zonemesh.translate.generator import ProxyResources
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
 UPDATE = os.environ.get("ZONEMESH_UPDATE_GOLDEN") == "1"
@@ -47,7 +47,7 @@ CASES = [(t, role) for t in TOPOLOGIES for role in t.proxies]
 
 def generate(topology: Topology, role: str) -> ProxyResources:
     state = topology.state()
-    return CompositeGenerator(*traffic_generators()).generate(state, topology.proxy(role, state))
+    return default_generator().generate(state, topology.proxy(role, state))
 
 
 def as_document(resources: ProxyResources) -> dict[str, list[dict[str, Any]]]:

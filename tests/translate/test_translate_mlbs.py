@@ -23,14 +23,14 @@ from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.types.mlbs import LBDefault
 from zonemesh.translate import names
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CompositeGenerator, ProxyResources
+from zonemesh.translate.default import default_generator
+from zonemesh.translate.generator import ProxyResources
 from zonemesh.translate.policies import matching
 from zonemesh.translate.policies.mlbs import policies_for, resolve_conf
 
 ECHO_MMZS = names.mmzs_cluster("default", "echo", 1027)
 ECHO_MMZS_TCP = names.mmzs_cluster("default", "echo", 1028)
-GENERATOR = CompositeGenerator(*traffic_generators())
+GENERATOR = default_generator()
 DISABLED = {"localityAwareness": {"disabled": True}}
 AWARE = {"localityAwareness": {"disabled": False}}
 

@@ -25,12 +25,12 @@ from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER, SECRET
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.translate import names
-from zonemesh.translate.default import default_generator, traffic_generators
-from zonemesh.translate.generator import CompositeGenerator, ProxyResources
+from zonemesh.translate.default import default_generator
+from zonemesh.translate.generator import ProxyResources
 from zonemesh.translate.state import HealthSnapshot
 
 ECHO_MMZS = names.mmzs_cluster("default", "echo", 1027)
-GENERATOR = CompositeGenerator(*traffic_generators())
+GENERATOR = default_generator()
 
 
 def generate(topology: Topology, role: str = "client") -> ProxyResources:

@@ -9,15 +9,14 @@ from translate_topologies import LOCAL_ZONE, Topology, build, mmzs
 from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.translate import names
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CompositeGenerator
+from zonemesh.translate.default import default_generator
 from zonemesh.translate.resilience import (
     HEALTH_CHECK_KEY,
     ZONE_HC_INTERVAL_S,
     ZONE_HC_TIMEOUT_S,
 )
 
-GENERATOR = CompositeGenerator(*traffic_generators())
+GENERATOR = default_generator()
 ECHO_MMZS = names.mmzs_cluster("default", "echo", 1027)
 
 

@@ -13,7 +13,6 @@ import logging
 from collections import defaultdict
 
 from zonemesh.resources.ownership import is_local
-from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.types.meshservice import MeshServiceSpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec
 from zonemesh.resources.types.zone_proxies import ZoneEgressSpec
@@ -72,8 +71,6 @@ class EgressGenerator:
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
-        if proxy.proxy_type is not ProxyType.EGRESS:
-            return out
         spec = proxy.resource.spec
         assert isinstance(spec, ZoneEgressSpec)
         net = spec.networking

@@ -16,7 +16,6 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from google.protobuf import duration_pb2
 
-from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.types.dataplane import DataplaneSpec, Inbound
 from zonemesh.translate import names
 from zonemesh.translate.builders import (
@@ -102,8 +101,6 @@ class InboundGenerator:
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
-        if proxy.proxy_type is not ProxyType.DATAPLANE:
-            return out
         spec = proxy.resource.spec
         assert isinstance(spec, DataplaneSpec)
         net = spec.networking

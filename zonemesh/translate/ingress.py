@@ -21,7 +21,6 @@ from envoy.extensions.filters.network.direct_response.v3 import config_pb2 as di
 
 from zonemesh.resources.base import Resource
 from zonemesh.resources.ownership import display_name, is_local
-from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.types.meshservice import MeshServiceSpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
@@ -156,8 +155,6 @@ class IngressGenerator:
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
-        if proxy.proxy_type is not ProxyType.INGRESS:
-            return out
         spec = proxy.resource.spec
         assert isinstance(spec, ZoneIngressSpec)
         net = spec.networking

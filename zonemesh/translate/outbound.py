@@ -24,7 +24,6 @@ from google.protobuf import struct_pb2
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.ownership import display_name, is_local, zone_of
-from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.registry import MESH_MULTI_ZONE_SERVICE
 from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
 from zonemesh.resources.types.meshservice import MeshServiceSpec
@@ -421,8 +420,6 @@ class OutboundGenerator:
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
-        if proxy.proxy_type is not ProxyType.DATAPLANE:
-            return out
         spec = proxy.resource.spec
         assert isinstance(spec, DataplaneSpec)
         net = spec.networking

@@ -49,7 +49,6 @@ from zonemesh.cpdp.dns_table import DnsTable
 from zonemesh.cpdp.names import DNS_TABLE_LISTENER, DNS_TABLE_PATH, dns_table_socket
 from zonemesh.resources.base import Resource
 from zonemesh.resources.ownership import display_name
-from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.registry import MESH_MULTI_ZONE_SERVICE, MESH_SERVICE
 from zonemesh.resources.types.dataplane import (
     DataplaneSpec,
@@ -338,8 +337,6 @@ class TransparentProxyGenerator:
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
-        if proxy.proxy_type is not ProxyType.DATAPLANE:
-            return out
         spec = proxy.resource.spec
         assert isinstance(spec, DataplaneSpec)
         tp = spec.networking.transparent_proxying
