@@ -7,7 +7,10 @@ generators by them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+
+from zonemesh.resources.registry import DATAPLANE, ZONE_EGRESS, ZONE_INGRESS
 
 
 class ProxyType(StrEnum):
@@ -17,3 +20,11 @@ class ProxyType(StrEnum):
 
 
 PROXY_TYPES: tuple[str, ...] = tuple(t.value for t in ProxyType)
+
+# The resource behind each kind of proxy (its key's type), and back.
+RESOURCE_TYPE: Mapping[ProxyType, str] = {
+    ProxyType.DATAPLANE: DATAPLANE.name,
+    ProxyType.INGRESS: ZONE_INGRESS.name,
+    ProxyType.EGRESS: ZONE_EGRESS.name,
+}
+PROXY_TYPE_OF: Mapping[str, ProxyType] = {rtype: p for p, rtype in RESOURCE_TYPE.items()}
