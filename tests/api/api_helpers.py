@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from zonemesh.api.server import ApiServer
 from zonemesh.config import CpConfig
-from zonemesh.cp.runtime import Runtime
+from zonemesh.runtime.kernel import Runtime
 
 FEDERATED_ZONE: dict[str, Any] = {
     "mode": "zone",

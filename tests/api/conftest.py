@@ -10,8 +10,8 @@ import pytest
 from api_helpers import Api, ApiFactory, make_config
 
 from zonemesh.api.server import ApiServer
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.memory import MemoryStore
 
 

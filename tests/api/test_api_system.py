@@ -24,10 +24,10 @@ from prometheus_client import Counter
 
 from zonemesh.api.app import create_app
 from zonemesh.api.server import ApiServer
-from zonemesh.cp.insights import ProxyInsight
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.runtime.insights import ProxyInsight
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.memory import MemoryStore
 
 

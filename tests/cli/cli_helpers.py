@@ -12,8 +12,8 @@ from typing import Any
 
 from zonemesh.api.server import ApiServer
 from zonemesh.config import CpConfig
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.memory import MemoryStore
 
 ZONEMESH = str(Path(sys.executable).parent / "zonemesh")

@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 from cli_helpers import ThreadedCp, zonemesh
 
-from zonemesh.cp.insights import ProxyInsight
 from zonemesh.resources.base import ResourceKey
+from zonemesh.runtime.insights import ProxyInsight
 
 MMZS_YAML = """\
 type: MeshMultiZoneService

@@ -24,8 +24,8 @@ from support.processes import free_port
 
 from zonemesh.api.app import create_app
 from zonemesh.config import CpConfig
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.memory import MemoryStore
 
 

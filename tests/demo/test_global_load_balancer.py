@@ -85,10 +85,12 @@ def test_answers_come_from_both_gateways_and_name_the_one_that_served(lab: Lab) 
     with httpx.Client() as client:
         responses = [client.get(f"{lab.glb.url}/echo") for _ in range(20)]
     assert all(r.status_code == 200 for r in responses)
-    served = {lab.glb.zone_of(r.headers[UPSTREAM_HEADER]) for r in responses}
+    served = {lab.glb.zone_of_upstream(r.headers[UPSTREAM_HEADER]) for r in responses}
     assert served == set(ZONES)
     for response in responses:  # the header names the server that answered
-        assert lab.glb.zone_of(response.headers[UPSTREAM_HEADER]) == response.json()["zone"]
+        assert (
+            lab.glb.zone_of_upstream(response.headers[UPSTREAM_HEADER]) == response.json()["zone"]
+        )
 
 
 def test_a_killed_gateway_costs_no_request_and_traffic_returns(lab: Lab) -> None:
@@ -120,7 +122,7 @@ def test_a_killed_gateway_costs_no_request_and_traffic_returns(lab: Lab) -> None
     assert not failed, failed[:5]
     out = [a for a in load.answers if out_at <= a.at < restart_at]
     assert out and {a.zone for a in out} == {"zone2"}
-    assert {lab.glb.zone_of(a.via) for a in out} == {"zone2"}
+    assert {lab.glb.zone_of_upstream(a.via) for a in out} == {"zone2"}
 
 
 def test_a_gateway_that_answers_but_cannot_serve_is_taken_out(lab: Lab) -> None:

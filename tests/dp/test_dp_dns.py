@@ -18,8 +18,8 @@ import dns.rdatatype
 import pytest
 from support.processes import free_port
 
+from zonemesh.cpdp.dns_table import DnsTable
 from zonemesh.dp.dns import DnsResolver
-from zonemesh.dp.dns_table import DnsTable
 from zonemesh.lab.upstream_dns import Upstream, serve
 
 pytestmark = pytest.mark.timeout(60)

@@ -10,17 +10,17 @@ import uuid
 import pytest
 from google.protobuf.json_format import MessageToJson
 
+from zonemesh.cpdp.dns_table import DnsTable
+from zonemesh.cpdp.names import dns_table_socket
 from zonemesh.dp.dns_source import DnsTableSource
-from zonemesh.dp.dns_table import DnsTable
 from zonemesh.dp.envoy import EnvoyProcess
-from zonemesh.translate import names
 from zonemesh.translate.transparent import dns_table_listener
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def bootstrap(mesh: str, name: str, table: DnsTable) -> dict:
-    listener = dns_table_listener(names.dns_table_socket(mesh, name), table)
+    listener = dns_table_listener(dns_table_socket(mesh, name), table)
     return {
         "node": {"id": f"{mesh}.{name}", "cluster": name},
         "admin": {"address": {"socketAddress": {"address": "127.0.0.1", "portValue": 0}}},

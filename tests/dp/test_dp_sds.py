@@ -19,12 +19,12 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 
+from zonemesh.cpdp.names import ca_secret, identity_secret
 from zonemesh.dp.sds import LocalSdsServer, WorkloadSecrets
-from zonemesh.translate import names
 
 pytestmark = pytest.mark.timeout(30)
 
-IDENTITY, TRUST = names.identity_secret("default"), names.ca_secret("default")
+IDENTITY, TRUST = identity_secret("default"), ca_secret("default")
 
 
 @contextlib.asynccontextmanager

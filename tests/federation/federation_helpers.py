@@ -14,12 +14,12 @@ from support.processes import free_port
 
 from zonemesh.auth.service import TokenService
 from zonemesh.config import CpConfig
-from zonemesh.cp.runtime import Runtime
 from zonemesh.federation.client import KdsClient
 from zonemesh.federation.server import KdsServer
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.origin import stamp_origin
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import Store
 from zonemesh.store.memory import MemoryStore
 

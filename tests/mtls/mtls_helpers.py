@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from zonemesh.config import CpConfig
-from zonemesh.cp.runtime import Runtime
 from zonemesh.dp.certs import SIGN_METHOD, new_key_and_csr
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import Store
 from zonemesh.store.memory import MemoryStore
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from mtls_helpers import eventually, make_runtime
 
-from zonemesh.cp.runtime import Runtime
 from zonemesh.mtls import CA_SECRET_NAME, MeshCA, decode_ca_bundle
 from zonemesh.mtls.trust import MeshTrust, zone_ca_key
 from zonemesh.resources.base import Resource, ResourceKey
@@ -19,6 +18,7 @@ from zonemesh.resources.registry import MESH, SECRET
 from zonemesh.resources.types.mesh import MeshSpec
 from zonemesh.resources.types.secret import SecretSpec
 from zonemesh.resources.types.zone import ZoneSpec
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.component import ComputedState
 from zonemesh.store.memory import MemoryStore
 from zonemesh.store.sqlite import SqliteStore

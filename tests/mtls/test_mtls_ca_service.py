@@ -17,8 +17,8 @@ from cryptography.x509.verification import PolicyBuilder, Store
 from mtls_helpers import dataplane_doc, make_runtime, new_csr, sign, uri_sans
 
 from zonemesh.config import ConfigError, load_config
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.component import ComputedState
 from zonemesh.xds.component import XdsServer
 

@@ -29,14 +29,16 @@ from mtls_helpers import eventually, make_runtime
 from support.processes import free_port
 from support.workload import Sidecar
 
-from zonemesh.cp.runtime import Runtime
+from zonemesh.cpdp.names import ca_secret, identity_secret
 from zonemesh.dp.envoy import EnvoyProcess
 from zonemesh.mtls import CA_SECRET_NAME, MeshCA, decode_ca_bundle, issue_leaf
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.resources.proxy_types import ProxyType
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.component import ComputedState
 from zonemesh.translate import names
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.state import MeshState
 from zonemesh.translate.tls import local_sds_source
 from zonemesh.xds.component import XdsServer
@@ -98,8 +100,8 @@ class MtlsInboundGenerator:
         )
         tls = tls_pb2.DownstreamTlsContext(
             common_tls_context=tls_pb2.CommonTlsContext(
-                tls_certificate_sds_secret_configs=[sds(names.identity_secret(mesh))],
-                validation_context_sds_secret_config=sds(names.ca_secret(mesh)),
+                tls_certificate_sds_secret_configs=[sds(identity_secret(mesh))],
+                validation_context_sds_secret_config=sds(ca_secret(mesh)),
             )
         )
         tls.require_client_certificate.value = True
@@ -227,7 +229,7 @@ async def active_secret_names(envoy: EnvoyProcess) -> set[str]:
 async def test_envoy_serves_mutual_tls_with_the_mesh_identity(delta: bool, tmp_path: Path) -> None:
     async with mesh_with_envoy(timedelta(hours=24), delta) as (runtime, xds, envoy, port):
         ca = await mesh_root(runtime)
-        wanted = {names.identity_secret("default"), names.ca_secret("default")}
+        wanted = {identity_secret("default"), ca_secret("default")}
 
         async def secrets_active() -> bool:
             return wanted <= await active_secret_names(envoy)

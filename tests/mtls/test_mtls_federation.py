@@ -13,7 +13,6 @@ from cryptography import x509
 from mtls_helpers import dataplane_doc, eventually, make_runtime, new_csr, sign
 
 from zonemesh.config import CpConfig
-from zonemesh.cp.runtime import Component, Runtime
 from zonemesh.federation.client import KdsClient
 from zonemesh.federation.server import KdsServer
 from zonemesh.mtls import CA_SECRET_NAME
@@ -22,6 +21,7 @@ from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.registry import MESH, SECRET
 from zonemesh.resources.types.mesh import MeshSpec
+from zonemesh.runtime.kernel import Component, Runtime
 from zonemesh.state.component import ComputedState
 from zonemesh.store.memory import MemoryStore
 from zonemesh.xds.component import XdsServer

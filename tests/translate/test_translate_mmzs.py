@@ -20,22 +20,17 @@ from translate_topologies import (
     zone_ingress,
 )
 
+from zonemesh.cpdp.names import SDS_CLUSTER, ca_secret, identity_secret
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER, SECRET
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.translate import names
-from zonemesh.translate.default import default_generator, traffic_generators
-from zonemesh.translate.generator import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    SECRET,
-    CompositeGenerator,
-    ProxyResources,
-)
+from zonemesh.translate.default import default_generator
+from zonemesh.translate.generator import ProxyResources
 from zonemesh.translate.state import HealthSnapshot
 
 ECHO_MMZS = names.mmzs_cluster("default", "echo", 1027)
-GENERATOR = CompositeGenerator(*traffic_generators())
+GENERATOR = default_generator()
 
 
 def generate(topology: Topology, role: str = "client") -> ProxyResources:
@@ -313,9 +308,9 @@ def test_mtls_off_remote_endpoints_use_tls_by_transport_socket_match_local_stay_
     assert tls["sni"] == "sni.mzsvc.default.echo.1027"
     common = tls["commonTlsContext"]
     assert common["alpnProtocols"] == ["h2"]
-    assert common["tlsCertificateSdsSecretConfigs"][0]["name"] == names.identity_secret("default")
+    assert common["tlsCertificateSdsSecretConfigs"][0]["name"] == identity_secret("default")
     validation = common["combinedValidationContext"]
-    assert validation["validationContextSdsSecretConfig"]["name"] == names.ca_secret("default")
+    assert validation["validationContextSdsSecretConfig"]["name"] == ca_secret("default")
     assert validation["defaultValidationContext"]["matchTypedSubjectAltNames"] == [
         {"sanType": "URI", "matcher": {"exact": "spiffe://default/echo"}}
     ]
@@ -370,7 +365,7 @@ def test_inbound_with_mtls_off_accepts_tls_and_plaintext() -> None:
     context = tls_chain["transportSocket"]["typedConfig"]
     assert context["requireClientCertificate"] is True
     assert context["commonTlsContext"]["tlsCertificateSdsSecretConfigs"][0]["name"] == (
-        names.identity_secret("default")
+        identity_secret("default")
     )
     assert plain_chain["filterChainMatch"] == {"transportProtocol": "raw_buffer"}
     assert "transportSocket" not in plain_chain
@@ -398,7 +393,7 @@ def test_the_default_generator_serves_no_secret_and_the_tls_contexts_use_local_s
     cluster = generate(topology).of_type(CLUSTER)[ECHO_MMZS]
     common = upstream_tls(cluster.transport_socket)["commonTlsContext"]
     source = common["tlsCertificateSdsSecretConfigs"][0]["sdsConfig"]["apiConfigSource"]
-    assert source["grpcServices"] == [{"envoyGrpc": {"clusterName": names.SDS_CLUSTER}}]
+    assert source["grpcServices"] == [{"envoyGrpc": {"clusterName": SDS_CLUSTER}}]
 
 
 def test_instances_on_different_inbound_ports_are_all_endpoints() -> None:

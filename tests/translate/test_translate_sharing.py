@@ -7,11 +7,11 @@ import logging
 import pytest
 from translate_topologies import build, dataplane, inbound, mmzs_outbound, ms_outbound
 
+from zonemesh.envoy_types import CLUSTER, LISTENER
 from zonemesh.translate import names
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CLUSTER, LISTENER, CompositeGenerator
+from zonemesh.translate.default import default_generator
 
-GENERATOR = CompositeGenerator(*traffic_generators())
+GENERATOR = default_generator()
 OUTBOUNDS = [mmzs_outbound("echo", 1027, 11027), ms_outbound("ghost", 80, 11002)]
 
 

@@ -10,10 +10,12 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from translate_topologies import dataplane, inbound
 from transparent_topologies import transparent, transparent_dataplane
 
-from zonemesh.dp.dns_table import decode
+from zonemesh.cpdp.dns_table import decode
+from zonemesh.cpdp.names import DNS_TABLE_LISTENER
+from zonemesh.envoy_types import CLUSTER, LISTENER
 from zonemesh.translate import names
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CLUSTER, LISTENER, CompositeGenerator, ProxyResources
+from zonemesh.translate.default import default_generator
+from zonemesh.translate.generator import ProxyResources
 from zonemesh.translate.transparent import vip_destinations
 
 ALL_CHAINS = {
@@ -32,7 +34,7 @@ def generate(
 ) -> ProxyResources:
     topology = transparent(topology_name, client)
     state = topology.state()
-    return CompositeGenerator(*traffic_generators()).generate(state, topology.proxy(role, state))
+    return default_generator().generate(state, topology.proxy(role, state))
 
 
 def virtual_outbound(resources: ProxyResources) -> listener_pb2.Listener:
@@ -50,7 +52,7 @@ def chains(resources: ProxyResources) -> dict[str, tuple[str, int]]:
 
 
 def dns_records(resources: ProxyResources) -> dict[str, tuple[str, ...]]:
-    listener = resources.of_type(LISTENER)[names.DNS_TABLE_LISTENER]
+    listener = resources.of_type(LISTENER)[DNS_TABLE_LISTENER]
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
     route = manager.route_config.virtual_hosts[0].routes[1]
@@ -151,9 +153,7 @@ def test_a_dataplane_without_transparent_proxying_gets_nothing_more() -> None:
     topology.resources.append(plain)
     topology.proxies["plain"] = plain.key
     state = topology.state()
-    resources = CompositeGenerator(*traffic_generators()).generate(
-        state, topology.proxy("plain", state)
-    )
+    resources = default_generator().generate(state, topology.proxy("plain", state))
     assert set(resources.of_type(LISTENER)) == {"inbound:127.0.1.30:20080"}
 
 
@@ -165,13 +165,11 @@ def test_inbound_only_redirection_has_no_virtual_outbound_nor_dns() -> None:
     topology.resources.append(only_in)
     topology.proxies["in-only"] = only_in.key
     state = topology.state()
-    resources = CompositeGenerator(*traffic_generators()).generate(
-        state, topology.proxy("in-only", state)
-    )
+    resources = default_generator().generate(state, topology.proxy("in-only", state))
     listeners = set(resources.of_type(LISTENER))
     assert names.INBOUND_PASSTHROUGH in listeners
     assert names.OUTBOUND_PASSTHROUGH not in listeners
-    assert names.DNS_TABLE_LISTENER not in listeners
+    assert DNS_TABLE_LISTENER not in listeners
 
 
 def test_destinations_without_a_vip_are_left_out() -> None:

@@ -6,17 +6,17 @@ from __future__ import annotations
 from google.protobuf.json_format import MessageToDict
 from translate_topologies import LOCAL_ZONE, Topology, build, mmzs
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.translate import names
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER, CompositeGenerator
+from zonemesh.translate.default import default_generator
 from zonemesh.translate.resilience import (
     HEALTH_CHECK_KEY,
     ZONE_HC_INTERVAL_S,
     ZONE_HC_TIMEOUT_S,
 )
 
-GENERATOR = CompositeGenerator(*traffic_generators())
+GENERATOR = default_generator()
 ECHO_MMZS = names.mmzs_cluster("default", "echo", 1027)
 
 

@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from translate_topologies import LOCAL_ZONE, Topology, build
 
+import zonemesh.translate as translate_pkg
 from zonemesh.config import CpConfig
-from zonemesh.cp.runtime import Runtime
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.reconcile import Reconciler
 from zonemesh.store.memory import MemoryStore
 from zonemesh.translate import names
-from zonemesh.translate.default import traffic_generators
-from zonemesh.translate.generator import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    CompositeGenerator,
-    ProxyResources,
-)
+from zonemesh.translate.default import default_generator, profiles
+from zonemesh.translate.generator import ProxyResources
+from zonemesh.translate.profiles import Profile
 
-GENERATOR = CompositeGenerator(*traffic_generators())
+GENERATOR = default_generator()
 INGRESS_LISTENER = names.ingress_listener("127.0.1.100", 10001)
 EGRESS_LISTENER = names.egress_listener("127.0.1.101", 10002)
 ECHO_MMZS = names.mmzs_cluster("default", "echo", 1027)
@@ -250,3 +249,18 @@ def test_egress_weighs_zones_by_instances_when_the_mmzs_opts_in() -> None:
         {"name": names.egress_cluster("zone-2"), "weight": 2},
         {"name": names.egress_cluster("zone-3"), "weight": 1},
     ]
+
+
+def test_each_kind_of_proxy_is_generated_by_its_profile_alone() -> None:
+    """The composition picks generators by profile; no generator looks at the proxy type, so
+    a new kind of proxy (a gateway) is a new profile, not a guard in every generator."""
+    assert set(profiles()) == set(Profile)
+    root = Path(translate_pkg.__file__).parent
+    guards = [
+        f"{path.name}:{node.lineno}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "profiles.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "proxy_type"
+    ]
+    assert guards == []

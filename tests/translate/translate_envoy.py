@@ -7,9 +7,10 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToJson
 
+from zonemesh.cpdp.names import ca_secret, identity_secret
 from zonemesh.dp.bootstrap import sds_cluster
-from zonemesh.translate import names
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER, ProxyResources
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
+from zonemesh.translate.generator import ProxyResources
 
 MESH = "default"
 
@@ -60,14 +61,14 @@ def bootstrap(
     listeners = [as_dict(m) for _, m in sorted(resources.of_type(LISTENER).items())]
     secrets = [
         {
-            "name": names.identity_secret(MESH),
+            "name": identity_secret(MESH),
             "tlsCertificate": {
                 "certificateChain": {"inlineString": cert_pem},
                 "privateKey": {"inlineString": key_pem},
             },
         },
         {
-            "name": names.ca_secret(MESH),
+            "name": ca_secret(MESH),
             "validationContext": {"trustedCa": {"inlineString": ca_pem}},
         },
     ]

@@ -12,7 +12,8 @@ from typing import Any
 
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire
-from zonemesh.translate.generator import Proxy, ProxyType
+from zonemesh.resources.proxy_types import ProxyType
+from zonemesh.translate.generator import Proxy
 from zonemesh.translate.state import HealthSnapshot, MeshState
 
 LOCAL_ZONE = "zone-1"

@@ -25,11 +25,11 @@ from test_xds_harness import (
     unpack,
 )
 
+from zonemesh.cpdp.names import SDS_CLUSTER, ca_secret, identity_secret
+from zonemesh.envoy_types import CLUSTER, LISTENER, SECRET
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire, resource_to_wire
-from zonemesh.translate import names
 from zonemesh.translate.default import default_generator
-from zonemesh.translate.generator import CLUSTER, LISTENER, SECRET
 from zonemesh.xds.readiness import METHOD as READINESS
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,7 +49,7 @@ async def test_a_stream_without_token_gets_nothing_and_registers_nothing() -> No
         await h.apply(dataplane_doc("victim", inbounds=[(20080, 8080, "victim", "http")]))
         # As found: node.id of the victim, no metadata, asking for its secret.
         bare = h.client(token=None)
-        bare.send(sotw(SECRET, [names.identity_secret("default")], node_=node("default.victim")))
+        bare.send(sotw(SECRET, [identity_secret("default")], node_=node("default.victim")))
         code, details = await bare.status()
         assert code is grpc.StatusCode.UNAUTHENTICATED
         assert "no dataplane token" in details and "authorization" in details
@@ -73,7 +73,7 @@ async def test_no_ads_response_carries_a_private_key_and_no_secret_at_all() -> N
         c.send(sotw(LISTENER))
         lds = await c.recv_type(LISTENER)
         seen = h.requests_seen(VICTIM)
-        c.send(sotw(SECRET, [names.identity_secret("default"), names.ca_secret("default")]))
+        c.send(sotw(SECRET, [identity_secret("default"), ca_secret("default")]))
         c.send(sotw(LISTENER, nonce=lds.nonce, version=lds.version_info))
         await eventually(lambda: h.requests_seen(VICTIM) >= seen + 2, "requests read")
         await asyncio.sleep(0.5)  # a pass or two: a secret would be sent by now
@@ -82,7 +82,7 @@ async def test_no_ads_response_carries_a_private_key_and_no_secret_at_all() -> N
             assert b"PRIVATE KEY" not in response.SerializeToString()
         # The TLS contexts name the data plane's own SDS, not ADS.
         sds = json.dumps([str(m) for m in unpack(lds)])
-        assert names.SDS_CLUSTER in sds
+        assert SDS_CLUSTER in sds
 
 
 @pytest.mark.parametrize(
@@ -280,10 +280,11 @@ async def test_readiness_needs_a_token_allowing_the_reported_proxy() -> None:
 
 async def test_authentication_off_is_explicit_and_warned(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "zonemesh.xds")
+    from support.simple_generator import SimpleGenerator
+
     from zonemesh.config import load_config
-    from zonemesh.cp.runtime import Runtime
+    from zonemesh.runtime.kernel import Runtime
     from zonemesh.store.memory import MemoryStore
-    from zonemesh.translate.simple import SimpleGenerator
     from zonemesh.xds.component import XdsServer
 
     config = load_config(

@@ -15,8 +15,8 @@ from test_xds_harness import (
     token_metadata,
 )
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT
 from zonemesh.resources.base import ResourceKey
-from zonemesh.translate.generator import CLUSTER, ENDPOINT
 from zonemesh.xds.server import SERVICE
 
 

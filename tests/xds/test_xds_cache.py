@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from support.simple_generator import _eds_cluster
 from test_xds_harness import (
     dataplane_doc,
     delta,
@@ -12,9 +13,9 @@ from test_xds_harness import (
     sotw,
 )
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT
 from zonemesh.resources.base import ResourceKey
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, ProxyResources
-from zonemesh.translate.simple import _eds_cluster
+from zonemesh.translate.generator import ProxyResources
 from zonemesh.xds.cache import ResourceInterner, Snapshot, SnapshotCache
 
 DP1 = ResourceKey("Dataplane", "default", "dp-1")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from test_xds_harness import eventually, mesh_service_doc, running_xds
 
+from zonemesh.envoy_types import CLUSTER
 from zonemesh.resources.base import ResourceKey
-from zonemesh.translate.generator import CLUSTER
 from zonemesh.xds.component import Debouncer
 
 

@@ -14,8 +14,8 @@ from test_xds_harness import (
 )
 from test_xds_sotw import _TimeoutFromLabel
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
 from zonemesh.resources.base import ResourceKey
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER
 
 DP1 = ResourceKey("Dataplane", "default", "dp-1")
 

@@ -22,11 +22,11 @@ from support.processes import free_port
 from support.workload import Sidecar
 
 from zonemesh.config import load_config
-from zonemesh.cp.insights import ProxyInsight
-from zonemesh.cp.runtime import Runtime
 from zonemesh.dp.envoy import EnvoyProcess
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.runtime.insights import ProxyInsight
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.component import ComputedState
 from zonemesh.store.memory import MemoryStore
 from zonemesh.translate import Generator, MeshState, Proxy, ProxyResources

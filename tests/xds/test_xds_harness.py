@@ -23,14 +23,15 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
+from support.simple_generator import SimpleGenerator
 
 from zonemesh.config import load_config
-from zonemesh.cp.runtime import Runtime
+from zonemesh.envoy_types import CLUSTER, ENDPOINT
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.memory import MemoryStore
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, Generator
-from zonemesh.translate.simple import SimpleGenerator
+from zonemesh.translate.generator import Generator
 from zonemesh.xds.component import XdsServer
 
 DEADLINE_S = 10.0
@@ -152,7 +153,8 @@ def delta(
 
 def names_of(response: Any) -> list[str]:
     """Resource names in a SotW or Delta response, in order."""
-    from zonemesh.translate.generator import MESSAGE_CLASSES, name_of
+    from zonemesh.envoy_types import name_of
+    from zonemesh.xds.types import MESSAGE_CLASSES
 
     out = []
     for item in response.resources:
@@ -164,7 +166,7 @@ def names_of(response: Any) -> list[str]:
 
 
 def unpack(response: Any) -> list[Any]:
-    from zonemesh.translate.generator import MESSAGE_CLASSES
+    from zonemesh.xds.types import MESSAGE_CLASSES
 
     out = []
     for item in response.resources:

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from test_xds_harness import dataplane_doc, node, running_xds, sotw
 
+from zonemesh.envoy_types import CLUSTER
 from zonemesh.resources.base import ResourceKey
-from zonemesh.translate.generator import CLUSTER
 
 
 def alias_bomb_yaml() -> str:

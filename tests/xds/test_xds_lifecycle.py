@@ -18,11 +18,11 @@ from test_xds_harness import (
     token_metadata,
 )
 
+from zonemesh.envoy_types import CLUSTER
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.types.dataplane import DataplaneSpec
 from zonemesh.resources.types.insight import ProxyInsightSpec
 from zonemesh.store.memory import MemoryStore
-from zonemesh.translate.generator import CLUSTER
 from zonemesh.xds.readiness import METHOD
 from zonemesh.xds.registry import REGISTERED_LABEL
 

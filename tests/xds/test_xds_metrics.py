@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 from test_xds_harness import eventually, mesh_service_doc, running_xds, sotw
 
-from zonemesh.translate.generator import CLUSTER, LISTENER
+from zonemesh.envoy_types import CLUSTER, LISTENER
 
 
 async def test_streams_requests_responses_delivery_and_generation_are_measured() -> None:

@@ -17,9 +17,9 @@ from test_xds_harness import (
     unpack,
 )
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER
 from zonemesh.xds.readiness import METHOD
 from zonemesh.xds.registry import ProxyEvent, ProxyEventKind
 

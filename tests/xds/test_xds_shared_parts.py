@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from support.simple_generator import _eds_cluster
 
-from zonemesh.translate.generator import (
-    CLUSTER,
-    ENDPOINT,
-    GenerationError,
-    ProxyResources,
-)
-from zonemesh.translate.simple import _eds_cluster
+from zonemesh.envoy_types import CLUSTER, ENDPOINT
+from zonemesh.translate.generator import GenerationError, ProxyResources
 from zonemesh.xds.cache import ResourceInterner, item_hash, versions_hash
 
 

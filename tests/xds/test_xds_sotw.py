@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf import duration_pb2
+from support.simple_generator import SimpleGenerator
 from test_xds_harness import (
     dataplane_doc,
     eventually,
@@ -15,17 +16,9 @@ from test_xds_harness import (
     unpack,
 )
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from zonemesh.resources.base import ResourceKey
-from zonemesh.translate.generator import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    ROUTE,
-    GenerationError,
-    Proxy,
-    ProxyResources,
-)
-from zonemesh.translate.simple import SimpleGenerator
+from zonemesh.translate.generator import GenerationError, Proxy, ProxyResources
 from zonemesh.translate.state import MeshState
 
 DP1 = ResourceKey("Dataplane", "default", "dp-1")

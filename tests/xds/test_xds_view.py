@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 from test_xds_harness import dataplane_doc, eventually, mesh_service_doc, running_xds
 
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
 from zonemesh.resources.base import ResourceKey
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER
 
 DP1 = ResourceKey("Dataplane", "default", "dp-1")
 

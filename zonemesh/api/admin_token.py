@@ -18,10 +18,10 @@ from pathlib import Path
 
 from zonemesh.auth.service import MAX_VALIDITY
 from zonemesh.auth.tokens import ADMIN_GROUP, TokenError
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.registry import GLOBAL_SECRET
 from zonemesh.resources.types.secret import SecretSpec
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import AlreadyExistsError
 
 log = logging.getLogger("zonemesh.api")

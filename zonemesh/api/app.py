@@ -14,8 +14,8 @@ from zonemesh.api.auth import AuthMiddleware
 from zonemesh.api.errors import ApiError, install_error_handlers
 from zonemesh.api.middleware import BodyLimitMiddleware, RequestCounterMiddleware, request_counter
 from zonemesh.api.openapi import openapi_document
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.registry import MESH
+from zonemesh.runtime.kernel import Runtime
 
 
 def create_app(runtime: Runtime) -> FastAPI:

@@ -28,8 +28,8 @@ from zonemesh.api.errors import ApiError
 from zonemesh.api.middleware import discard_body, send_error
 from zonemesh.auth.proxies import bearer
 from zonemesh.auth.tokens import ADMIN_GROUP, TokenError
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.registry import GLOBAL_SECRET, SECRET
+from zonemesh.runtime.kernel import Runtime
 
 log = logging.getLogger("zonemesh.api")
 

@@ -24,8 +24,6 @@ from zonemesh.api.listing import filter_resources, page
 from zonemesh.api.redact import scrub
 from zonemesh.api.resources import not_found, runtime_of
 from zonemesh.api.wire import render
-from zonemesh.cp.insights import ProxyInsight, XdsView
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.registry import (
@@ -36,6 +34,8 @@ from zonemesh.resources.registry import (
     ZONE_INGRESS,
 )
 from zonemesh.resources.types.zone import ZoneSpec, ZoneStatus
+from zonemesh.runtime.insights import ProxyInsight, XdsView
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.xds.insights import stored_insight
 
 router = APIRouter()

@@ -15,20 +15,20 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from zonemesh.api.admission import check_write
 from zonemesh.api.auth import is_admin
 from zonemesh.api.errors import ApiError
 from zonemesh.api.listing import filter_resources, page
 from zonemesh.api.route_warnings import missing_backend_warnings
 from zonemesh.api.wire import render
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources import labels
-from zonemesh.resources.admission import check_write
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.documents import DocumentLimitError, load_json, load_yaml_all
 from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.registry import ALL_TYPES, MESH
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError
 
 router = APIRouter()

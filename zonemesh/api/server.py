@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from zonemesh.api.app import create_app
-from zonemesh.cp.runtime import Runtime
+from zonemesh.runtime.kernel import Runtime
 
 log = logging.getLogger("zonemesh.api")
 

@@ -21,11 +21,12 @@ from fastapi.responses import PlainTextResponse
 from zonemesh.api.errors import ApiError
 from zonemesh.api.resources import read_document, runtime_of
 from zonemesh.auth.service import MAX_VALIDITY
-from zonemesh.auth.tokens import PROXY_TYPES, ZONE_SCOPE_CP, TokenKind
+from zonemesh.auth.tokens import ZONE_SCOPE_CP, TokenKind
 from zonemesh.config import parse_duration
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.base import ResourceKey
+from zonemesh.resources.proxy_types import PROXY_TYPES
 from zonemesh.resources.registry import MESH
+from zonemesh.runtime.kernel import Runtime
 
 router = APIRouter(tags=["tokens"])
 

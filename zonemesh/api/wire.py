@@ -15,6 +15,7 @@ from zonemesh.api.redact import public_secret_data
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceType
 from zonemesh.resources.codec import resource_to_wire
+from zonemesh.resources.ownership import display_name
 from zonemesh.resources.registry import GLOBAL_SECRET, SECRET, ZONE, by_kind
 from zonemesh.translate import names
 
@@ -36,7 +37,7 @@ def kri(resource: Resource) -> str | None:
     if short is None:
         return None
     zone = resource.label(labels.ZONE)
-    name = resource.label(labels.DISPLAY_NAME) or resource.name
+    name = display_name(resource)
     return f"kri_{short}_{resource.mesh}_{zone}__{name}_"
 
 

@@ -21,10 +21,11 @@ from typing import Any
 
 import jwt
 
+from zonemesh.resources.proxy_types import PROXY_TYPES
+
 ALGORITHM = "RS256"
 # Kuma backdates iat/nbf a little, for verifiers whose clock is slightly behind the issuer's.
 BACKDATE = timedelta(seconds=5)
-PROXY_TYPES = ("dataplane", "ingress", "egress")
 ADMIN_GROUP = "mesh-system:admin"
 ZONE_SCOPE_CP = "cp"
 

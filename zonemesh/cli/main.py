@@ -10,15 +10,15 @@ from typing import Any
 import click
 
 from zonemesh import __version__
+from zonemesh.cli.lazy import LazyCommand, LazyGroup
 from zonemesh.cli.resources import apply_cmd, delete_cmd, get_cmd, inspect_cmd
 from zonemesh.cli.revocations import revoke_group
 from zonemesh.cli.tokens import generate_group, rotate_group
 from zonemesh.cli.transparent_proxy import install_group, uninstall_group
 from zonemesh.config import ConfigError, load_config
-from zonemesh.demo.cli import demo_cmd
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="zonemesh")
 def cli() -> None:
     """zonemesh: a multi-zone control plane for Envoy (Kuma's MeshMultiZoneService)."""
@@ -323,7 +323,14 @@ cli.add_command(inspect_cmd)
 cli.add_command(generate_group)
 cli.add_command(rotate_group)
 cli.add_command(revoke_group)
-cli.add_command(demo_cmd)
+# Loaded only when run: it imports the lab mesh and the translation layer (see cli.lazy).
+cli.add_command(
+    LazyCommand(
+        "demo",
+        "zonemesh.demo.cli:demo_cmd",
+        short_help="Run a two-zone mesh with real Envoy and show MMZS failover.",
+    )
+)
 cli.add_command(install_group)
 cli.add_command(uninstall_group)
 

@@ -7,8 +7,9 @@ import logging
 import signal
 
 from zonemesh.config import CpConfig
-from zonemesh.cp.leadership import LeaderOnly, Leadership, PostgresLeadership
-from zonemesh.cp.runtime import Component, Runtime
+from zonemesh.cp.leader_only import LeaderOnly
+from zonemesh.runtime.kernel import Component, Runtime
+from zonemesh.runtime.leadership import Leadership, PostgresLeadership
 from zonemesh.store.base import Store
 from zonemesh.tls.material import ServerTls, load_server_tls
 from zonemesh.tls.shared_ca import share_generated_ca, shares_ca

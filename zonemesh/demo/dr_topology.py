@@ -186,7 +186,7 @@ class DrMesh(TwoZoneMesh):
                 answer = ask(client, url, UPSTREAM_HEADER)
                 good = answer.ok and answer.zone == zone
                 if via_zone is not None:
-                    good = good and self.glb.zone_of(answer.via) == via_zone
+                    good = good and self.glb.zone_of_upstream(answer.via) == via_zone
                 run = run + 1 if good else 0
                 return run >= streak
 
@@ -247,7 +247,7 @@ class DrMesh(TwoZoneMesh):
 
     def gateway_zone(self, answer: Answer) -> str:
         """The zone whose gateway served `answer` (empty: unknown, e.g. refused)."""
-        return self.glb.zone_of(answer.via)
+        return self.glb.zone_of_upstream(answer.via)
 
     def gateway_hosts(self, zone: str) -> list[Host]:
         """The endpoints `zone`'s gateway has for the `echo` MMZS (empty if unreachable)."""

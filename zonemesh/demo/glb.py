@@ -74,7 +74,7 @@ class GlobalLoadBalancer:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
-    def zone_of(self, upstream: str) -> str:
+    def zone_of_upstream(self, upstream: str) -> str:
         """The zone of the gateway at `upstream` (`address:port`, from `UPSTREAM_HEADER`)."""
         for backend in self.backends:
             if backend.endpoint == upstream:
@@ -226,7 +226,7 @@ class GlobalLoadBalancer:
                 continue
             for host in status.get("host_statuses", []):
                 sock = host.get("address", {}).get("socket_address", {})
-                zone = self.zone_of(f"{sock.get('address')}:{sock.get('port_value')}")
+                zone = self.zone_of_upstream(f"{sock.get('address')}:{sock.get('port_value')}")
                 flags = host.get("health_status", {})
                 bad = [k for k, v in flags.items() if k != "eds_health_status" and v is True]
                 out[zone] = not bad and flags.get("eds_health_status", "HEALTHY") == "HEALTHY"

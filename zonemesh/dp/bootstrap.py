@@ -4,7 +4,7 @@ Everything else Envoy needs (listeners, clusters, endpoints) comes over ADS from
 control plane, so the bootstrap only carries the proxy's identity (node id and metadata the
 CP registers the proxy from), its dataplane token (the ADS stream's `initial_metadata`
 `authorization`, as Kuma's bootstrap does), the admin listener, a static cluster to the CP,
-and, for a sidecar, a static cluster to `dp run`'s local SDS socket (`names.SDS_CLUSTER`),
+and, for a sidecar, a static cluster to `dp run`'s local SDS socket (`cpdp.names.SDS_CLUSTER`),
 where the TLS contexts take the workload's certificate and key from.
 """
 
@@ -17,12 +17,12 @@ from typing import Any
 
 from zonemesh import __version__
 from zonemesh.dp.cp_address import parse_cp_address, require_ca
+from zonemesh.resources.proxy_types import PROXY_TYPES
 from zonemesh.tls.address import GrpcAddress
 
 __all__ = ["parse_cp_address", "render_bootstrap"]
-from zonemesh.translate.names import SDS_CLUSTER
+from zonemesh.cpdp.names import SDS_CLUSTER
 
-PROXY_TYPES = ("dataplane", "ingress", "egress")
 ADS_CLUSTER = "ads_cluster"
 # Envoy's node.cluster for zone proxies, which have no inbound to name a service after.
 _ZONE_PROXY_SERVICE = {"ingress": "zone-ingress", "egress": "zone-egress"}

@@ -44,7 +44,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from zonemesh.dp.dns_table import DnsTable
+from zonemesh.cpdp.dns_table import DnsTable
 
 log = logging.getLogger("zonemesh.dp.dns")
 

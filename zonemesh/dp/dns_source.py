@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import logging
 
-from zonemesh.dp.dns_table import DnsTable, DnsTableError, decode
-from zonemesh.translate import names
+from zonemesh.cpdp.dns_table import DnsTable, DnsTableError, decode
+from zonemesh.cpdp.names import DNS_TABLE_PATH, dns_table_socket
 
 log = logging.getLogger("zonemesh.dp.dns")
 
@@ -24,7 +24,7 @@ class DnsTableSource:
     """The latest table this proxy's Envoy serves (None until the first one arrived)."""
 
     def __init__(self, mesh: str, name: str, *, interval: float = POLL_INTERVAL_S) -> None:
-        self.socket_path = names.dns_table_socket(mesh, name)
+        self.socket_path = dns_table_socket(mesh, name)
         self.interval = interval
         self.table: DnsTable | None = None
         self.first = asyncio.Event()
@@ -50,7 +50,7 @@ class DnsTableSource:
 
     async def poll_once(self) -> bool:
         """Fetch once; True if the table changed."""
-        status, headers, body = await _get(self.socket_path, names.DNS_TABLE_PATH, self._etag)
+        status, headers, body = await _get(self.socket_path, DNS_TABLE_PATH, self._etag)
         if status == 304:
             return False
         if status != 200:

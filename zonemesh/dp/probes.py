@@ -62,7 +62,7 @@ def probes_for(spec: DataplaneSpec) -> list[InboundProbe]:
             http=inbound.protocol in HTTP_PROTOCOLS,
         )
         for inbound in networking.inbound
-        if inbound.state != "Ignored"
+        if not inbound.ignored
     ]
 
 

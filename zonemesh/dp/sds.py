@@ -3,10 +3,10 @@
 The private key is made by `zonemesh dp run` and never leaves it except to its own Envoy, over
 a gRPC server on a Unix socket in a private (0700) directory: no other user of the host can
 connect, and nothing listens on the network. The bootstrap names it as a static cluster
-(`names.SDS_CLUSTER`); every TLS context the control plane sends takes its secrets from there:
+(`cpdp.names.SDS_CLUSTER`); every TLS context the control plane sends takes its secrets from there:
 
-- `names.identity_secret(mesh)`: the certificate chain (leaf + intermediate) and the key;
-- `names.ca_secret(mesh)`: the mesh root, to validate peers with.
+- `cpdp.names.identity_secret(mesh)`: the certificate chain (leaf + intermediate) and the key;
+- `cpdp.names.ca_secret(mesh)`: the mesh root, to validate peers with.
 
 `update()` swaps the secrets; every open stream is pushed the new version at once, so Envoy
 uses the new certificate for new handshakes while established connections carry on. Both
@@ -32,7 +32,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2
 
-from zonemesh.translate import names
+from zonemesh.cpdp.names import ca_secret, identity_secret
 
 log = logging.getLogger("zonemesh.dp.sds")
 
@@ -55,15 +55,15 @@ class WorkloadSecrets:
 
     def resources(self) -> dict[str, secret_pb2.Secret]:
         return {
-            names.identity_secret(self.mesh): secret_pb2.Secret(
-                name=names.identity_secret(self.mesh),
+            identity_secret(self.mesh): secret_pb2.Secret(
+                name=identity_secret(self.mesh),
                 tls_certificate=common_pb2.TlsCertificate(
                     certificate_chain=base_pb2.DataSource(inline_bytes=self.chain_pem),
                     private_key=base_pb2.DataSource(inline_bytes=self.key_pem),
                 ),
             ),
-            names.ca_secret(self.mesh): secret_pb2.Secret(
-                name=names.ca_secret(self.mesh),
+            ca_secret(self.mesh): secret_pb2.Secret(
+                name=ca_secret(self.mesh),
                 validation_context=common_pb2.CertificateValidationContext(
                     trusted_ca=base_pb2.DataSource(inline_bytes=self.trust_pem)
                 ),

@@ -27,8 +27,8 @@ from zonemesh.auth.proxies import bearer
 from zonemesh.auth.refusals import Refusals
 from zonemesh.auth.service import TokenService
 from zonemesh.auth.tokens import ZONE_SCOPE_CP, TokenError, TokenKind, ZoneToken
-from zonemesh.cp.runtime import Runtime
 from zonemesh.federation.zone_token import METADATA_KEY
+from zonemesh.runtime.kernel import Runtime
 
 INTERFACE = "kds"
 

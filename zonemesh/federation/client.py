@@ -24,7 +24,6 @@ import grpc
 
 from zonemesh import __version__
 from zonemesh.config import ConfigError, check_zone_kds_auth
-from zonemesh.cp.runtime import Runtime
 from zonemesh.federation import dial, mapping
 from zonemesh.federation.mapping import Entry
 from zonemesh.federation.proto import kds_pb2 as pb
@@ -39,7 +38,9 @@ from zonemesh.federation.sync import Inbox, InboxPolicy, Outbox, Rejected
 from zonemesh.federation.zone_token import METADATA_KEY, ZoneTokenError, read_zone_token
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey, ResourceType
+from zonemesh.resources.ownership import is_synced
 from zonemesh.resources.registry import ALL_TYPES, by_kind
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import Store
 from zonemesh.tls.address import AddressError, GrpcAddress
 from zonemesh.tls.trust import ClientCa, StartCheckError
@@ -85,7 +86,7 @@ class ZoneInboxPolicy(InboxPolicy):
         return rtype.sync.global_to_zones or rtype.sync.zone_to_zones
 
     def to_local(self, resource: Resource) -> Resource:
-        if resource.labels.get(labels.ORIGIN) != labels.ORIGIN_GLOBAL:
+        if not is_synced(resource):
             raise Rejected("resources from global must be labelled kuma.io/origin: global")
         return resource
 
@@ -93,7 +94,7 @@ class ZoneInboxPolicy(InboxPolicy):
         return key
 
     def owns(self, existing: Resource) -> bool:
-        return existing.labels.get(labels.ORIGIN) == labels.ORIGIN_GLOBAL
+        return is_synced(existing)
 
     def may_replace(self, existing: Resource) -> bool:
         # A zone that was standalone before may hold its own Mesh, MMZS...: global's win.
@@ -412,7 +413,7 @@ class KdsClient:
         rtype = by_kind(resource.type)
         if not rtype.sync.zone_to_global:
             return None
-        if resource.labels.get(labels.ORIGIN) == labels.ORIGIN_GLOBAL:
+        if is_synced(resource):
             return None  # came from global: never echoed back
         zone = resource.labels.get(labels.ZONE)
         if zone and zone != self.runtime.zone:

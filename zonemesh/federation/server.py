@@ -34,7 +34,6 @@ import grpc
 from zonemesh import __version__
 from zonemesh.auth.refusals import Refusals
 from zonemesh.auth.tokens import TokenKind, ZoneToken
-from zonemesh.cp.runtime import Runtime
 from zonemesh.federation import mapping
 from zonemesh.federation.auth import KdsAuthenticator, Refused
 from zonemesh.federation.mapping import Entry
@@ -52,8 +51,10 @@ from zonemesh.resources.base import Resource, ResourceKey, ResourceType
 from zonemesh.resources.codec import resource_from_wire
 from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
+from zonemesh.resources.ownership import is_synced
 from zonemesh.resources.registry import ALL_TYPES, GLOBAL_SECRET, SECRET, ZONE, by_kind
 from zonemesh.resources.types.zone import ZoneSpec, ZoneStatus
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError, Store
 from zonemesh.tls.serving import add_grpc_port, scheme
 
@@ -104,7 +105,7 @@ class GlobalInboxPolicy(InboxPolicy):
         return rtype.sync.zone_to_global
 
     def to_local(self, resource: Resource) -> Resource:
-        if resource.labels.get(labels.ORIGIN) == labels.ORIGIN_GLOBAL:
+        if is_synced(resource):
             raise Rejected("came from global (kuma.io/origin: global): not sent back")
         try:
             return mapping.to_global_copy(resource, self.zone)

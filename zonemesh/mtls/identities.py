@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from zonemesh.cpdp.names import spiffe_id
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource
 from zonemesh.resources.types.dataplane import DataplaneSpec
-from zonemesh.translate.names import spiffe_id
 
 
 def _gateway_tags(spec: DataplaneSpec) -> Mapping[str, object]:

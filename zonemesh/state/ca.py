@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature
 
-from zonemesh.cp.runtime import Runtime
 from zonemesh.mtls.ca import (
     CA_SECRET_NAME,
     CaBundleError,
@@ -45,6 +44,7 @@ from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.registry import MESH, SECRET, ZONE
 from zonemesh.resources.types.secret import SecretSpec
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError, Subscription
 
 log = logging.getLogger("zonemesh.state.ca")

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 
-from zonemesh.cp.runtime import Runtime
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.ca import MeshCaManager
 from zonemesh.state.defaults import ensure_defaults
 from zonemesh.state.reconcile import INPUT_TYPES, PassResult, Reconciler, WriteRecord

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.hostname_template import TemplateContext, TemplateError, parse_template
+from zonemesh.resources.ownership import display_name, zone_of
 from zonemesh.resources.registry import MESH_MULTI_ZONE_SERVICE, MESH_SERVICE
 from zonemesh.resources.types.common import (
     Address,
@@ -42,14 +42,6 @@ class Hostnames:
 
     addresses: list[Address] = field(default_factory=list)
     generators: list[HostnameGeneratorStatus] = field(default_factory=list)
-
-
-def display_name(resource: Resource) -> str:
-    return resource.labels.get(labels.DISPLAY_NAME) or resource.name
-
-
-def zone_of(resource: Resource, local_zone: str) -> str:
-    return resource.labels.get(labels.ZONE) or local_zone
 
 
 def matches(selector: LabelSelector | None, resource_labels: Mapping[str, str]) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.ownership import is_local
 from zonemesh.resources.registry import MESH_SERVICE
 from zonemesh.resources.types.common import APP_PROTOCOLS
 from zonemesh.resources.types.dataplane import DataplaneSpec
@@ -27,7 +28,7 @@ from zonemesh.resources.types.meshservice import (
     MeshServiceSelector,
     MeshServiceSpec,
 )
-from zonemesh.state.health import InstanceHealth
+from zonemesh.runtime.health import InstanceHealth
 
 # Marks a MeshService as owned by the generator (Kuma marks its own with a managed-by label).
 GENERATED_BY = "zonemesh.io/generated-by"
@@ -40,16 +41,6 @@ _VALID_NAME = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
 def is_generated(resource: Resource, zone: str) -> bool:
     """Generated here: the marker alone is not enough, a synced copy may carry it too."""
     return resource.labels.get(GENERATED_BY) == GENERATOR and is_local(resource, zone)
-
-
-def is_synced(resource: Resource) -> bool:
-    """Arrived from global (another zone's MeshService, or anything global owns)."""
-    return resource.labels.get(labels.ORIGIN) == labels.ORIGIN_GLOBAL
-
-
-def is_local(resource: Resource, zone: str) -> bool:
-    """Belongs to this zone: not synced in, and not labelled with another zone."""
-    return not is_synced(resource) and resource.labels.get(labels.ZONE, zone) == zone
 
 
 @dataclass(frozen=True)
@@ -90,9 +81,9 @@ class DataplaneIndex:
         proxy = health.get(dp.key)
         connected = proxy is not None and proxy.connected
         for inbound in spec.networking.inbound:
-            if inbound.state == "Ignored" or not inbound.service:
+            if inbound.ignored or not inbound.service:
                 continue
-            healthy = inbound.state != "NotReady" and health.is_healthy(dp.key, inbound.port)
+            healthy = not inbound.declared_not_ready and health.is_healthy(dp.key, inbound.port)
             ref = _InboundRef(dp.key, inbound.tags, connected, healthy)
             self._by_mesh[dp.mesh].append(ref)
             self._by_dataplane[dp.key].append(ref)

@@ -1,8 +1,9 @@
 """Which MeshServices (local and synced from other zones) each MeshMultiZoneService selects.
 
 All MMZS are matched in one pass: MeshServices are indexed by (mesh, label, value) once, and
-each selector intersects the sets of its labels, so the cost grows with the number of matches
-rather than with MMZS x MeshServices.
+each selector takes the smallest set of its labels' and keeps those the selection rule
+(`resources.types.mmzs.selects_mesh_service`, which translation applies too) accepts, so the
+cost grows with the number of candidates rather than with MMZS x MeshServices.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.ownership import display_name, zone_of
 from zonemesh.resources.types.common import Condition
 from zonemesh.resources.types.mmzs import (
     CONDITION_MESH_SERVICES_MATCHED,
     MatchedMeshService,
-    MeshMultiZoneServiceSpec,
+    selects_mesh_service,
+    wanted_labels,
 )
-from zonemesh.state.hostnames import NAMESPACE_LABEL, display_name, zone_of
+from zonemesh.state.hostnames import NAMESPACE_LABEL
 
 
 def match_mesh_services(
@@ -31,14 +34,12 @@ def match_mesh_services(
 
     out: dict[ResourceKey, list[MatchedMeshService]] = {}
     for mmzs in mmzs_list:
-        spec = mmzs.spec
-        assert isinstance(spec, MeshMultiZoneServiceSpec)
-        wanted = spec.selector.mesh_service.match_labels or {}
+        wanted = wanted_labels(mmzs)
         if not wanted:
-            out[mmzs.key] = []  # Kuma refuses an empty selector; match nothing, not everything
+            out[mmzs.key] = []
             continue
-        sets = sorted((index.get((mmzs.mesh, k, v), set()) for k, v in wanted.items()), key=len)
-        found = set(sets[0]).intersection(*sets[1:])
+        fewest = min((index.get((mmzs.mesh, k, v), set()) for k, v in wanted.items()), key=len)
+        found = [i for i in fewest if selects_mesh_service(mmzs, services[i])]
         matched = {
             MatchedMeshService.model_construct(
                 name=display_name(services[i]),

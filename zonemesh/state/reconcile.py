@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.base import Model, Resource, ResourceKey
+from zonemesh.resources.ownership import is_local
 from zonemesh.resources.registry import (
     DATAPLANE,
     HOSTNAME_GENERATOR,
@@ -25,14 +25,10 @@ from zonemesh.resources.registry import (
 from zonemesh.resources.types.common import VIP, Condition
 from zonemesh.resources.types.meshservice import MeshServiceSpec, MeshServiceStatus
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceStatus
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.hostnames import Hostnames, compute_hostnames
 from zonemesh.state.ipam import Allocation, VipAllocator
-from zonemesh.state.meshservices import (
-    DataplaneIndex,
-    generated_mesh_services,
-    is_generated,
-    is_local,
-)
+from zonemesh.state.meshservices import DataplaneIndex, generated_mesh_services, is_generated
 from zonemesh.state.mmzs_status import match_mesh_services, matched_condition
 from zonemesh.state.zone_ingress_services import update_available_services
 from zonemesh.store.base import AlreadyExistsError, ConflictError, EventKind, NotFoundError

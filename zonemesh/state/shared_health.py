@@ -26,9 +26,9 @@ import logging
 import time
 from typing import Protocol
 
-from zonemesh.cp.runtime import Runtime
 from zonemesh.resources.base import ResourceKey
-from zonemesh.state.health import ProxyHealth
+from zonemesh.runtime.health import ProxyHealth
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import StoreError
 
 log = logging.getLogger("zonemesh.health")

@@ -14,8 +14,9 @@ from typing import Any
 
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource
+from zonemesh.resources.ownership import is_local
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
-from zonemesh.state.meshservices import DataplaneIndex, is_local
+from zonemesh.state.meshservices import DataplaneIndex
 from zonemesh.store.base import ConflictError, EventKind, NotFoundError, Store
 
 log = logging.getLogger("zonemesh.state")

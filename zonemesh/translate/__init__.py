@@ -2,32 +2,20 @@
 
 `MeshState` is the immutable input, `Generator.generate(state, proxy)` the pure function, and
 `ProxyResources` the output the xDS cache versions and streams. Generators per concern
-(inbound, outbound, ingress, egress, secrets) compose with `CompositeGenerator`.
+(inbound, outbound, ingress, egress, transparent proxying) compose with `CompositeGenerator`.
+The type URLs the output is keyed by are `zonemesh.envoy_types`'.
 """
 
 from zonemesh.translate.generator import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    ROUTE,
-    SECRET,
-    TYPE_ORDER,
     CompositeGenerator,
     GenerationError,
     Generator,
     Proxy,
     ProxyResources,
-    ProxyType,
 )
 from zonemesh.translate.state import HealthSnapshot, MeshState, build_mesh_state
 
 __all__ = [
-    "CLUSTER",
-    "ENDPOINT",
-    "LISTENER",
-    "ROUTE",
-    "SECRET",
-    "TYPE_ORDER",
     "CompositeGenerator",
     "GenerationError",
     "Generator",
@@ -35,6 +23,5 @@ __all__ = [
     "MeshState",
     "Proxy",
     "ProxyResources",
-    "ProxyType",
     "build_mesh_state",
 ]

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+from zonemesh.resources.ownership import is_local
 from zonemesh.resources.types.meshservice import MeshServiceSpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec
 from zonemesh.resources.types.zone_proxies import ZoneEgressSpec
-from zonemesh.state.meshservices import is_local
 from zonemesh.translate import names
 from zonemesh.translate.builders import is_ip, weighted_tcp_proxy_filter
 from zonemesh.translate.endpoints import (
@@ -26,7 +26,7 @@ from zonemesh.translate.endpoints import (
     mmzs_plan,
     plain_load_assignment,
 )
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.ingress import meshes_of, passthrough_cluster, sni_listener
 from zonemesh.translate.state import MeshState
 
@@ -71,8 +71,6 @@ class EgressGenerator:
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
-        if proxy.proxy_type is not ProxyType.EGRESS:
-            return out
         spec = proxy.resource.spec
         assert isinstance(spec, ZoneEgressSpec)
         net = spec.networking

@@ -36,8 +36,10 @@ from dataclasses import dataclass, field
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
+from zonemesh.cpdp.names import spiffe_id
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.ownership import display_name, is_local, is_synced, zone_of
 from zonemesh.resources.types.dataplane import DataplaneSpec, Inbound
 from zonemesh.resources.types.mesh import MeshSpec
 from zonemesh.resources.types.meshservice import (
@@ -45,9 +47,11 @@ from zonemesh.resources.types.meshservice import (
     MeshServicePort,
     MeshServiceSpec,
 )
-from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec, MMZSPort
+from zonemesh.resources.types.mmzs import (
+    MMZSPort,
+    selects_mesh_service,
+)
 from zonemesh.resources.types.zone_proxies import ZoneEgressSpec, ZoneIngressSpec
-from zonemesh.state.meshservices import is_local, is_synced
 from zonemesh.translate import names
 from zonemesh.translate.builders import is_ip, lb_endpoint
 from zonemesh.translate.policies.mlbs import LocalityPolicy
@@ -204,14 +208,6 @@ def egress_for(state: MeshState, mesh: str) -> HostPort | None:
 # --- services ----------------------------------------------------------------------------------
 
 
-def display_name(ms: Resource) -> str:
-    return ms.labels.get(labels.DISPLAY_NAME) or ms.name
-
-
-def service_zone(ms: Resource, local_zone: str) -> str:
-    return ms.labels.get(labels.ZONE) or local_zone
-
-
 def spiffe_ids(ms: Resource) -> list[str]:
     """The identities a MeshService's instances present (Kuma: `spec.identities`)."""
     spec = ms.spec
@@ -221,8 +217,8 @@ def spiffe_ids(ms: Resource) -> list[str]:
         if identity.type == "SpiffeID":
             out.append(identity.value)
         else:
-            out.append(names.spiffe_id(ms.mesh, identity.value))
-    return out or [names.spiffe_id(ms.mesh, display_name(ms))]
+            out.append(spiffe_id(ms.mesh, identity.value))
+    return out or [spiffe_id(ms.mesh, display_name(ms))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +255,7 @@ def _serving_inbounds(dp: Resource) -> _ServingInbounds:
     net = spec.networking
     found = []
     for inbound in net.inbound:
-        if inbound.state in ("NotReady", "Ignored"):
+        if inbound.ignored or inbound.declared_not_ready:
             continue
         address = inbound.address or net.advertised_address or net.address
         found.append((inbound, address, is_ip(address)))
@@ -345,17 +341,8 @@ def _port_matches(port: MeshServicePort, inbound: Inbound) -> bool:
 
 
 def matched_mesh_services(state: MeshState, mmzs: Resource) -> list[Resource]:
-    """Local and synced MeshServices whose labels carry every `matchLabels` pair."""
-    spec = mmzs.spec
-    assert isinstance(spec, MeshMultiZoneServiceSpec)
-    wanted = spec.selector.mesh_service.match_labels or {}
-    if not wanted:
-        return []
-    return [
-        ms
-        for ms in state.mesh_services_in(mmzs.mesh)
-        if all(ms.labels.get(k) == v for k, v in wanted.items())
-    ]
+    """Local and synced MeshServices the MMZS selects (`mmzs.selects_mesh_service`)."""
+    return [ms for ms in state.mesh_services_in(mmzs.mesh) if selects_mesh_service(mmzs, ms)]
 
 
 def mesh_service_port(ms: Resource, mmzs_port: MMZSPort) -> MeshServicePort | None:
@@ -408,7 +395,7 @@ def mmzs_plan(state: MeshState, mmzs: Resource, mmzs_port: MMZSPort) -> Plan:
                 continue
             spec = ms.spec
             assert isinstance(spec, MeshServiceSpec)
-            zone = service_zone(ms, state.zone)
+            zone = zone_of(ms, state.zone)
             if spec.state != STATE_AVAILABLE or zone == state.zone:
                 continue
             target = _remote_zone(state, zone, ms.mesh, display_name(ms), by_instances=by_instances)
@@ -443,7 +430,7 @@ def mesh_service_plan(state: MeshState, ms: Resource, port: MeshServicePort) -> 
         else:
             spec = ms.spec
             assert isinstance(spec, MeshServiceSpec)
-            zone = service_zone(ms, state.zone)
+            zone = zone_of(ms, state.zone)
             if spec.state == STATE_AVAILABLE:
                 target = _remote_zone(state, zone, ms.mesh, display_name(ms), by_instances=False)
                 remote = (target,) if target is not None else ()

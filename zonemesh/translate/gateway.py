@@ -57,7 +57,7 @@ from zonemesh.translate.gateway_tls import (
     terminating_tls,
     tls_secret,
 )
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.outbound import Backend, resolve
 from zonemesh.translate.policies.mlbs import (
     ProxyPolicies,
@@ -137,10 +137,8 @@ class GatewayGenerator:
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
-        if proxy.proxy_type is not ProxyType.DATAPLANE:
-            return out
         spec = gateway_spec(proxy.resource)
-        if spec is None:
+        if spec is None:  # the profile (`translate.profiles`) sends only builtin gateways here
             return out
         binding = bind(state.mesh_gateways.values(), proxy.resource)
         if binding.gateway is None:

@@ -10,47 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf.message import Message
 
+from zonemesh.envoy_types import name_of, type_url_of
 from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.translate.state import MeshState
-
-TYPE_PREFIX = "type.googleapis.com/"
-CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
-ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
-ROUTE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
-SECRET = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
-
-# The order every push follows (make-before-break): a cluster before its endpoints, both
-# before the listeners that use them, listeners before their routes.
-TYPE_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
-
-MESSAGE_CLASSES: Mapping[str, type[Message]] = {
-    CLUSTER: cluster_pb2.Cluster,
-    ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
-    LISTENER: listener_pb2.Listener,
-    ROUTE: route_pb2.RouteConfiguration,
-    SECRET: secret_pb2.Secret,
-}
 
 
 class GenerationError(Exception):
     """A generator produced something inconsistent (e.g. two resources with one name)."""
-
-
-class ProxyType(StrEnum):
-    DATAPLANE = "dataplane"
-    INGRESS = "ingress"
-    EGRESS = "egress"
 
 
 @dataclass(frozen=True)
@@ -69,17 +40,6 @@ class Proxy:
     @property
     def name(self) -> str:
         return self.key.name
-
-
-def type_url_of(message: Message) -> str:
-    return TYPE_PREFIX + message.DESCRIPTOR.full_name
-
-
-def name_of(message: Message) -> str:
-    """The xDS resource name: `cluster_name` for a ClusterLoadAssignment, else `name`."""
-    if isinstance(message, endpoint_pb2.ClusterLoadAssignment):
-        return message.cluster_name
-    return message.name  # type: ignore[attr-defined, no-any-return]
 
 
 class ProxyResources:

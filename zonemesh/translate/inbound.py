@@ -31,7 +31,7 @@ from zonemesh.translate.builders import (
     tls_inspector,
 )
 from zonemesh.translate.endpoints import mtls_enabled
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.state import MeshState, content_memo
 from zonemesh.translate.tls import downstream_tls
 
@@ -101,8 +101,6 @@ class InboundGenerator:
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
-        if proxy.proxy_type is not ProxyType.DATAPLANE:
-            return out
         spec = proxy.resource.spec
         assert isinstance(spec, DataplaneSpec)
         net = spec.networking
@@ -110,7 +108,7 @@ class InboundGenerator:
         bound: list[tuple[str, int]] = []
         clusters: set[str] = set()
         for inbound in net.inbound:
-            if inbound.state == "Ignored":
+            if inbound.ignored:
                 continue
             address = inbound.address or net.address
             if not is_ip(address):

@@ -20,10 +20,10 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.network.direct_response.v3 import config_pb2 as direct_response_pb2
 
 from zonemesh.resources.base import Resource
+from zonemesh.resources.ownership import display_name, is_local
 from zonemesh.resources.types.meshservice import MeshServiceSpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
-from zonemesh.state.meshservices import is_local
 from zonemesh.translate import names
 from zonemesh.translate.builders import (
     eds_cluster,
@@ -35,13 +35,12 @@ from zonemesh.translate.builders import (
 )
 from zonemesh.translate.endpoints import (
     HostPort,
-    display_name,
     local_instances,
     matched_mesh_services,
     mesh_service_port,
     plain_load_assignment,
 )
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.resilience import apply_cluster_defaults
 from zonemesh.translate.state import MeshState
 
@@ -156,8 +155,6 @@ class IngressGenerator:
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
-        if proxy.proxy_type is not ProxyType.INGRESS:
-            return out
         spec = proxy.resource.spec
         assert isinstance(spec, ZoneIngressSpec)
         net = spec.networking

@@ -1,34 +1,11 @@
-"""Names shared by every generator and by the data plane: Envoy resource names, SNIs, identities.
+"""Envoy resource names every generator shares: clusters, listeners, SNIs.
 
-One place, so that the cluster a sidecar dials, the SNI a zone ingress routes by, and the
-secret an SDS request names can never drift apart.
+One place, so that the cluster a sidecar dials and the SNI a zone ingress routes by can never
+drift apart. Names the data plane also uses (SDS secrets, SPIFFE IDs, the DNS table) live in
+`zonemesh.cpdp.names`, which `dp run` imports without loading the translation layer.
 """
 
 from __future__ import annotations
-
-import hashlib
-
-# --- identities and secrets (SDS from the data plane's own local server) -----------------
-
-# The bootstrap's static cluster to `zonemesh dp run`'s SDS socket, which every TLS context
-# takes its secrets from: the workload key never leaves the workload.
-SDS_CLUSTER = "zonemesh_local_sds"
-
-
-def spiffe_id(mesh: str, service: str) -> str:
-    """The identity of every instance of `service`: `spiffe://<mesh>/<service>`."""
-    return f"spiffe://{mesh}/{service}"
-
-
-def identity_secret(mesh: str) -> str:
-    """The proxy's own certificate and key (SANs: one SPIFFE ID per inbound service)."""
-    return f"identity_cert:secret:{mesh}"
-
-
-def ca_secret(mesh: str) -> str:
-    """The mesh root's certificate, to validate peers."""
-    return f"mesh_ca:secret:{mesh}"
-
 
 # --- SNIs through zone ingress / egress (contract §xDS) ----------------------------------
 # Kuma's KRI-derived form (`pkg/core/resources/sni`): the last segment is the port's section
@@ -100,19 +77,7 @@ def egress_cluster(zone: str) -> str:
     return f"egress:zone:{zone}"
 
 
-# --- transparent proxying (zonemesh.translate.transparent, zonemesh.dp.dns) -----------------
+# --- transparent proxying (zonemesh.translate.transparent) ----------------------------------
 
 OUTBOUND_PASSTHROUGH = "outbound:passthrough:ipv4"
 INBOUND_PASSTHROUGH = "inbound:passthrough:ipv4"
-DNS_TABLE_LISTENER = "_zonemesh:dns"
-DNS_TABLE_PATH = "/dns"
-
-
-def dns_table_socket(mesh: str, name: str) -> str:
-    """The abstract unix socket where a sidecar's Envoy serves its DNS table to `dp run`.
-
-    Abstract (leading `@`), so nothing is left on disk and each network namespace has its
-    own; named after the proxy (hashed: the kernel allows 107 bytes), so sidecars sharing a
-    namespace never collide."""
-    digest = hashlib.sha256(f"{mesh}.{name}".encode()).hexdigest()[:24]
-    return f"@zonemesh-dns-{digest}"

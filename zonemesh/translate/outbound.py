@@ -23,11 +23,11 @@ from google.protobuf import struct_pb2
 
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.ownership import display_name, is_local, zone_of
 from zonemesh.resources.registry import MESH_MULTI_ZONE_SERVICE
 from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
 from zonemesh.resources.types.meshservice import MeshServiceSpec
 from zonemesh.resources.types.mmzs import MeshMultiZoneServiceSpec
-from zonemesh.state.meshservices import is_local
 from zonemesh.translate import names
 from zonemesh.translate.builders import (
     eds_cluster,
@@ -41,16 +41,14 @@ from zonemesh.translate.builders import (
 from zonemesh.translate.endpoints import (
     HostPort,
     Plan,
-    display_name,
     egress_for,
     load_assignment,
     local_layout,
     mesh_service_plan,
     mmzs_plan,
     mtls_enabled,
-    service_zone,
 )
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.inbound import WILDCARDS
 from zonemesh.translate.policies import matching, meshhttproute
 from zonemesh.translate.policies.mlbs import (
@@ -192,7 +190,7 @@ def mesh_service_backend(
     conf = policies.conf_for(state, destination)
 
     def build() -> Backend:
-        zone = service_zone(ms, state.zone)
+        zone = zone_of(ms, state.zone)
         name = names.mesh_service_cluster(ms.mesh, display_name(ms), zone, port.port)
         plan = mesh_service_plan(state, ms, port)
         if is_local(ms, state.zone):
@@ -498,8 +496,6 @@ class OutboundGenerator:
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
-        if proxy.proxy_type is not ProxyType.DATAPLANE:
-            return out
         spec = proxy.resource.spec
         assert isinstance(spec, DataplaneSpec)
         net = spec.networking
@@ -512,7 +508,7 @@ class OutboundGenerator:
                 {
                     (inbound.address or net.address, inbound.port)
                     for inbound in net.inbound
-                    if inbound.state != "Ignored" and inbound.port in ports
+                    if not inbound.ignored and inbound.port in ports
                 }
             )
         )

@@ -27,7 +27,8 @@ from zonemesh.resources.registry import (
     ZONE_INGRESS,
 )
 from zonemesh.resources.types.meshgateway import MeshGatewaySpec
-from zonemesh.state.health import InstanceHealth
+from zonemesh.runtime.health import InstanceHealth
+from zonemesh.runtime.health import is_healthy as health_rule
 from zonemesh.store.base import Store
 
 T = TypeVar("T")
@@ -63,15 +64,8 @@ class MeshState:
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
-        """Same rule as `InstanceHealth.is_healthy`, on the frozen copy."""
-        health = self.health.get(key)
-        if health is None:
-            return True
-        if not health.connected:
-            return False
-        if inbound_port is not None:
-            return inbound_port not in health.not_ready_inbounds
-        return health.ready
+        """`runtime.health`'s rule, on the frozen copy."""
+        return health_rule(self.health.get(key), inbound_port)
 
     def memo(self, key: Any, build: Callable[[], T]) -> T:
         """Compute a derived value once per state; later callers get the same object."""

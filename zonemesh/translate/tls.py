@@ -1,9 +1,10 @@
 """Transport sockets: mutual TLS between sidecars, with the workload's certificates over SDS.
 
-Both sides take their certificate and key (`names.identity_secret`) and the mesh root
-(`names.ca_secret`) over SDS from the data plane's own local server (`names.SDS_CLUSTER`, a
-Unix socket only that data plane can use), never from the control plane: the key is made by
-`zonemesh dp run`, which renews the certificate and pushes it there. A client checks the server's SPIFFE ID against the identities of the services it
+Both sides take their certificate and key (`cpdp.names.identity_secret`) and the mesh root
+(`cpdp.names.ca_secret`) over SDS from the data plane's own local server
+(`cpdp.names.SDS_CLUSTER`, a Unix socket only that data plane can use), never from the control
+plane: the key is made by `zonemesh dp run`, which renews the certificate and pushes it there.
+A client checks the server's SPIFFE ID against the identities of the services it
 meant to reach; a server accepts any identity of its own mesh (authorization is not ours here).
 """
 
@@ -15,7 +16,7 @@ from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
-from zonemesh.translate import names
+from zonemesh.cpdp.names import SDS_CLUSTER, ca_secret, identity_secret
 from zonemesh.translate.builders import packed, struct_metadata
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
@@ -35,9 +36,7 @@ def local_sds_source() -> config_source_pb2.ConfigSource:
             transport_api_version=config_source_pb2.V3,
             grpc_services=[
                 grpc_service_pb2.GrpcService(
-                    envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(
-                        cluster_name=names.SDS_CLUSTER
-                    )
+                    envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=SDS_CLUSTER)
                 )
             ],
         ),
@@ -59,12 +58,12 @@ def _common(
     mesh: str, sans: Iterable[common_pb2.SubjectAltNameMatcher], alpn: Iterable[str]
 ) -> tls_pb2.CommonTlsContext:
     return tls_pb2.CommonTlsContext(
-        tls_certificate_sds_secret_configs=[_sds(names.identity_secret(mesh))],
+        tls_certificate_sds_secret_configs=[_sds(identity_secret(mesh))],
         combined_validation_context=tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
             default_validation_context=common_pb2.CertificateValidationContext(
                 match_typed_subject_alt_names=list(sans)
             ),
-            validation_context_sds_secret_config=_sds(names.ca_secret(mesh)),
+            validation_context_sds_secret_config=_sds(ca_secret(mesh)),
         ),
         alpn_protocols=list(alpn),
     )

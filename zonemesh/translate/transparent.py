@@ -18,7 +18,7 @@ its explicit outbounds, so that its app can call any mesh service by hostname or
   `reachableBackends` (or the older `reachableServices`) narrows them to the refs, so a
   sidecar in a large mesh carries only what its app calls.
 - The DNS table of the same destinations (hostname -> VIP), served by the proxy's own Envoy
-  on an abstract unix socket (`names.dns_table_socket`) as a direct response with an ETag;
+  on an abstract unix socket (`cpdp.names.dns_table_socket`) as a direct response with an ETag;
   `dp run`'s resolver polls it (`zonemesh.dp.dns_source`). Everything stays on the one ADS
   stream, and a table change is a route change, not a UDP listener replaced and drained (as
   Envoy's own DNS filter would need).
@@ -45,8 +45,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import duration_pb2, wrappers_pb2
 
-from zonemesh.dp.dns_table import DnsTable
+from zonemesh.cpdp.dns_table import DnsTable
+from zonemesh.cpdp.names import DNS_TABLE_LISTENER, DNS_TABLE_PATH, dns_table_socket
 from zonemesh.resources.base import Resource
+from zonemesh.resources.ownership import display_name
 from zonemesh.resources.registry import MESH_MULTI_ZONE_SERVICE, MESH_SERVICE
 from zonemesh.resources.types.dataplane import (
     DataplaneSpec,
@@ -65,8 +67,8 @@ from zonemesh.translate.builders import (
     stat_prefix,
     tcp_proxy_filter,
 )
-from zonemesh.translate.endpoints import display_name, mesh_spec
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.endpoints import mesh_spec
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.outbound import (
     Backend,
     mesh_service_backend,
@@ -275,13 +277,13 @@ def dns_table_listener(socket_path: str, table: DnsTable) -> listener_pb2.Listen
     etag = table.etag()
     not_modified = route_components_pb2.Route(
         match=route_components_pb2.RouteMatch(
-            prefix=names.DNS_TABLE_PATH,
+            prefix=DNS_TABLE_PATH,
             headers=[route_components_pb2.HeaderMatcher(name="if-none-match", exact_match=etag)],
         ),
         direct_response=route_components_pb2.DirectResponseAction(status=304),
     )
     table_route = route_components_pb2.Route(
-        match=route_components_pb2.RouteMatch(prefix=names.DNS_TABLE_PATH),
+        match=route_components_pb2.RouteMatch(prefix=DNS_TABLE_PATH),
         direct_response=route_components_pb2.DirectResponseAction(
             status=200, body=base_pb2.DataSource(inline_string=body.decode())
         ),
@@ -293,17 +295,17 @@ def dns_table_listener(socket_path: str, table: DnsTable) -> listener_pb2.Listen
         ],
     )
     route_config = route_pb2.RouteConfiguration(
-        name=names.DNS_TABLE_LISTENER,
+        name=DNS_TABLE_LISTENER,
         virtual_hosts=[
             route_components_pb2.VirtualHost(
-                name=names.DNS_TABLE_LISTENER, domains=["*"], routes=[not_modified, table_route]
+                name=DNS_TABLE_LISTENER, domains=["*"], routes=[not_modified, table_route]
             )
         ],
     )
     # Envoy caps direct response bodies at 4 KiB unless told otherwise.
     route_config.max_direct_response_body_size_bytes.value = max(4096, len(body))
     manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix=stat_prefix(names.DNS_TABLE_LISTENER),
+        stat_prefix=stat_prefix(DNS_TABLE_LISTENER),
         codec_type=hcm_pb2.HttpConnectionManager.HTTP1,
         route_config=route_config,
         http_filters=[
@@ -313,7 +315,7 @@ def dns_table_listener(socket_path: str, table: DnsTable) -> listener_pb2.Listen
         ],
     )
     return listener_pb2.Listener(
-        name=names.DNS_TABLE_LISTENER,
+        name=DNS_TABLE_LISTENER,
         address=address_pb2.Address(pipe=address_pb2.Pipe(path=socket_path)),
         filter_chains=[
             listener_components_pb2.FilterChain(
@@ -340,8 +342,6 @@ class TransparentProxyGenerator:
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
-        if proxy.proxy_type is not ProxyType.DATAPLANE:
-            return out
         spec = proxy.resource.spec
         assert isinstance(spec, DataplaneSpec)
         tp = spec.networking.transparent_proxying
@@ -374,7 +374,7 @@ class TransparentProxyGenerator:
             log.warning("%s: transparent proxy: %s", proxy.key, reason)
         out.include(generated.resources)
         if tp.outbound_enabled:
-            path = names.dns_table_socket(proxy.mesh, proxy.name)
+            path = dns_table_socket(proxy.mesh, proxy.name)
             out.add(
                 content_memo(
                     ("transparent.dns", path, generated.table.etag()),

@@ -2,6 +2,7 @@
 
 Modules: `cache` (snapshots, interning), `protocol` (the xDS rules per stream, no I/O),
 `server` (gRPC streams), `registry` (proxy identity and lifecycle), `metrics`,
-`readiness` (data-plane readiness reports), `component` (`XdsServer`, wiring it together).
+`readiness` (data-plane readiness reports), `types` (push order, message classes),
+`component` (`XdsServer`, wiring it together).
 Never import this package as `xds`: that name belongs to the xds-protos wheel.
 """

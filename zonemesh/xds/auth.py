@@ -29,7 +29,7 @@ from zonemesh.mtls.identities import claimed_tags
 from zonemesh.resources.base import Resource, ResourceKey
 
 if TYPE_CHECKING:
-    from zonemesh.cp.runtime import Runtime
+    from zonemesh.runtime.kernel import Runtime
 
 log = logging.getLogger("zonemesh.xds")
 

@@ -29,12 +29,12 @@ from google.protobuf import struct_pb2
 from zonemesh.mtls.ca import CsrError, sign_csr
 from zonemesh.mtls.identities import workload_spiffe_ids
 from zonemesh.mtls.trust import MeshTrust, NoAuthority
-from zonemesh.translate.generator import ProxyType
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.xds.auth import AuthError, DpAuthenticator
 from zonemesh.xds.registry import META_PROXY_TYPE, RegistrationError, parse_node
 
 if TYPE_CHECKING:
-    from zonemesh.cp.runtime import Runtime
+    from zonemesh.runtime.kernel import Runtime
 
 log = logging.getLogger("zonemesh.mtls")
 

@@ -22,9 +22,11 @@ from google.protobuf import any_pb2
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from zonemesh.envoy_types import CLUSTER
 from zonemesh.resources.base import ResourceKey
-from zonemesh.translate.generator import CLUSTER, MESSAGE_CLASSES, ProxyResources
+from zonemesh.translate.generator import ProxyResources
 from zonemesh.xds import wire
+from zonemesh.xds.types import MESSAGE_CLASSES
 
 
 def content_hash(data: bytes) -> str:

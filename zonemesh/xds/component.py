@@ -35,10 +35,9 @@ import grpc
 
 from zonemesh.auth.tokens import TokenKind
 from zonemesh.config import parse_duration
-from zonemesh.cp.insights import ProxyInsight
-from zonemesh.cp.runtime import Runtime
 from zonemesh.mtls.trust import MeshTrust
 from zonemesh.resources.base import ResourceKey
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.registry import (
     DATAPLANE,
     MESH,
@@ -51,10 +50,12 @@ from zonemesh.resources.registry import (
     ZONE_EGRESS,
     ZONE_INGRESS,
 )
+from zonemesh.runtime.insights import ProxyInsight
+from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.base import Subscription
 from zonemesh.tls.serving import add_grpc_port, scheme
 from zonemesh.translate.default import default_generator
-from zonemesh.translate.generator import Generator, Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Generator, Proxy, ProxyResources
 from zonemesh.translate.state import MeshState, build_mesh_state
 from zonemesh.xds.auth import DpAuthenticator
 from zonemesh.xds.ca_service import CertificateAuthority

@@ -26,16 +26,17 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from zonemesh.cp.insights import ProxyInsight
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.origin import stamp_origin
+from zonemesh.resources.proxy_types import PROXY_TYPE_OF
 from zonemesh.resources.registry import INSIGHT_OF
 from zonemesh.resources.types.insight import ProxyInsightSpec
+from zonemesh.runtime.insights import ProxyInsight
 from zonemesh.store.base import AlreadyExistsError, ConflictError, EventKind, NotFoundError
 
 if TYPE_CHECKING:
-    from zonemesh.cp.runtime import Runtime
+    from zonemesh.runtime.kernel import Runtime
     from zonemesh.store.base import Subscription
     from zonemesh.xds.registry import ProxyEvent, ProxyRegistry
 
@@ -82,7 +83,6 @@ def spec_of(insight: ProxyInsight, instance_id: str) -> ProxyInsightSpec:
 
 
 PROXY_OF = {insight.name: proxy for proxy, insight in INSIGHT_OF.items()}
-PROXY_TYPE_WORDS = {"Dataplane": "dataplane", "ZoneIngress": "ingress", "ZoneEgress": "egress"}
 
 
 def stored_insight(resource: Resource) -> ProxyInsight | None:
@@ -93,7 +93,7 @@ def stored_insight(resource: Resource) -> ProxyInsight | None:
         return None
     return ProxyInsight(
         key=ResourceKey(proxy_type, resource.mesh, resource.name),
-        proxy_type=PROXY_TYPE_WORDS[proxy_type],
+        proxy_type=PROXY_TYPE_OF[proxy_type].value,
         online=spec.online,
         last_connected=parse_iso(spec.last_connected),
         last_disconnected=parse_iso(spec.last_disconnected),

@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 from zonemesh.config import parse_duration
 from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.ownership import is_local
 from zonemesh.resources.registry import DATAPLANE, ZONE_EGRESS, ZONE_INGRESS
 from zonemesh.resources.types.insight import ProxyInsightSpec
-from zonemesh.state.meshservices import is_local
 from zonemesh.store.base import ConflictError, NotFoundError
 from zonemesh.xds.insights import insight_key, parse_iso
 from zonemesh.xds.registry import ProxyEventKind, is_registered_from_metadata
 
 if TYPE_CHECKING:
-    from zonemesh.cp.runtime import Runtime
+    from zonemesh.runtime.kernel import Runtime
     from zonemesh.xds.insights import InsightWriter
     from zonemesh.xds.registry import ProxyEvent, ProxyRegistry
 

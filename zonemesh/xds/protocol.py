@@ -30,9 +30,10 @@ from typing import Generic, TypeVar
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from zonemesh.translate.generator import CLUSTER, ENDPOINT, LISTENER, TYPE_ORDER
+from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
 from zonemesh.xds import wire
 from zonemesh.xds.cache import Snapshot, VersionedResource, versions_hash
+from zonemesh.xds.types import TYPE_ORDER
 
 FULL_STATE_TYPES = frozenset({LISTENER, CLUSTER})
 KNOWN_TYPES = frozenset(TYPE_ORDER)

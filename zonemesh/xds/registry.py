@@ -35,20 +35,20 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
-from zonemesh.cp.insights import ProxyInsight
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import parse_documents, resource_from_wire
 from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
-from zonemesh.resources.registry import DATAPLANE, MESH, ZONE_EGRESS, ZONE_INGRESS
+from zonemesh.resources.proxy_types import RESOURCE_TYPE, ProxyType
+from zonemesh.resources.registry import MESH
 from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
+from zonemesh.runtime.insights import ProxyInsight
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError
-from zonemesh.translate.generator import ProxyType
 from zonemesh.xds.auth import AuthError, Credential, DpAuthenticator
 
 if TYPE_CHECKING:
-    from zonemesh.cp.runtime import Runtime
+    from zonemesh.runtime.kernel import Runtime
 
 log = logging.getLogger("zonemesh.xds")
 
@@ -59,11 +59,6 @@ META_RESOURCE = "dataplane.resource"
 REGISTERED_LABEL = "zonemesh.io/registered-from"
 REGISTERED_FROM_METADATA = "node-metadata"
 REGISTER_ATTEMPTS = 5
-_KIND_OF = {
-    ProxyType.DATAPLANE: DATAPLANE.name,
-    ProxyType.INGRESS: ZONE_INGRESS.name,
-    ProxyType.EGRESS: ZONE_EGRESS.name,
-}
 
 
 class RegistrationError(Exception):
@@ -143,7 +138,7 @@ def parse_node(node: base_pb2.Node | None) -> NodeIdentity:
         else node.user_agent_version
     )
     return NodeIdentity(
-        key=ResourceKey(_KIND_OF[proxy_type], mesh, name),
+        key=ResourceKey(RESOURCE_TYPE[proxy_type], mesh, name),
         proxy_type=proxy_type,
         node_id=node.id,
         resource_doc=doc,
@@ -439,7 +434,7 @@ class ProxyRegistry:
     def _from_metadata(self, identity: NodeIdentity) -> Resource:
         doc = dict(identity.resource_doc or {})
         key = identity.key
-        expected = _KIND_OF[identity.proxy_type]
+        expected = RESOURCE_TYPE[identity.proxy_type]
         doc.setdefault("type", expected)
         doc.setdefault("name", key.name)
         if key.mesh:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
 from zonemesh.resources import identifiers, labels
@@ -10,6 +11,19 @@ from zonemesh.resources.errors import Violations
 from zonemesh.resources.types.common import validate_address, validate_port
 
 BACKEND_REF_KINDS = ("MeshService", "MeshMultiZoneService", "MeshExternalService")
+
+
+class InboundState(StrEnum):
+    """`Inbound.state`'s values (Kuma's), spelled once for every reader."""
+
+    READY = "Ready"
+    NOT_READY = "NotReady"  # declared down by whoever applied it: not served, not counted healthy
+    IGNORED = "Ignored"  # not part of the mesh: no inbound listener, no MeshService, no probes
+
+
+# The field's type; the same three words (a test holds them equal). A Literal, not the enum:
+# strict validation would take only enum instances from Python input.
+InboundStateName = Literal["Ready", "NotReady", "Ignored"]
 
 
 class ServiceProbe(Model):
@@ -28,11 +42,19 @@ class Inbound(Model):
     name: str | None = None
     tags: dict[str, str] = {}
     service_probe: ServiceProbe | None = None
-    state: Literal["Ready", "NotReady", "Ignored"] | None = None
+    state: InboundStateName | None = None
 
     @property
     def effective_service_port(self) -> int:
         return self.service_port or self.port
+
+    @property
+    def ignored(self) -> bool:
+        return self.state == InboundState.IGNORED
+
+    @property
+    def declared_not_ready(self) -> bool:
+        return self.state == InboundState.NOT_READY
 
     @property
     def service(self) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from zonemesh.resources import identifiers
-from zonemesh.resources.base import Model
+from zonemesh.resources.base import Model, Resource
 from zonemesh.resources.errors import Violations
 from zonemesh.resources.types.common import (
     VIP,
@@ -50,6 +52,24 @@ class MeshMultiZoneServiceSpec(Model):
             errors.add(f"{path}.ports", "cannot be empty")
         for i, port in enumerate(self.ports):
             port.validate_semantics(f"{path}.ports[{i}]", errors)
+
+
+def wanted_labels(mmzs: Resource) -> Mapping[str, str]:
+    """The labels a MeshService must carry to be selected; empty selects nothing."""
+    spec = mmzs.spec
+    assert isinstance(spec, MeshMultiZoneServiceSpec)
+    return spec.selector.mesh_service.match_labels or {}
+
+
+def selects_mesh_service(mmzs: Resource, mesh_service: Resource) -> bool:
+    """The MMZS selection rule, in one place: a MeshService (local or synced from another
+    zone) of the MMZS's mesh whose labels carry every `matchLabels` pair. Kuma refuses an
+    empty selector; one that slipped in (older store) matches nothing, not everything."""
+    wanted = wanted_labels(mmzs)
+    if not wanted or mesh_service.mesh != mmzs.mesh:
+        return False
+    have = mesh_service.labels
+    return all(have.get(k) == v for k, v in wanted.items())
 
 
 class MatchedMeshService(Model):

@@ -25,6 +25,7 @@ from typing import Any
 
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
+from zonemesh.resources.ownership import display_name, is_synced
 from zonemesh.resources.types.common import TargetRef
 from zonemesh.resources.types.dataplane import DataplaneSpec
 
@@ -110,11 +111,7 @@ def top_level_rank(ref: TargetRef | None) -> int:
 
 def _origin_rank(policy: Resource) -> int:
     """Synced from global merges before (loses to) what was created in this zone."""
-    return 0 if policy.labels.get(labels.ORIGIN) == labels.ORIGIN_GLOBAL else 1
-
-
-def display_name(resource: Resource) -> str:
-    return resource.labels.get(labels.DISPLAY_NAME) or resource.name
+    return 0 if is_synced(policy) else 1
 
 
 def ordered(policies: Iterable[Resource]) -> list[Resource]:

@@ -1,9 +1,11 @@
-"""`SimpleGenerator`: inbound listeners for a Dataplane plus one EDS cluster per MeshService.
+"""`SimpleGenerator` (a test double for the xDS layer): inbound listeners for a Dataplane plus
+one EDS cluster per MeshService.
 
 Enough to carry traffic into an instance and to exercise the xDS server end to end: every
 proxy of a mesh gets the same clusters and ClusterLoadAssignments for that mesh's
 MeshServices, built once per state (see `MeshState.memo`), so one endpoint change reaches
-every proxy with bytes serialized once. Zone proxies get nothing yet (an empty, valid set).
+every proxy with bytes serialized once. Zone proxies get nothing (an empty, valid set).
+Only tests use it, so it lives with them: the control plane serves `translate.default`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 
+from zonemesh.resources.proxy_types import ProxyType
 from zonemesh.resources.types.dataplane import DataplaneSpec, Inbound
 from zonemesh.resources.types.meshservice import MeshServiceSpec
 from zonemesh.translate.builders import is_ip
 from zonemesh.translate.endpoints import local_instances
-from zonemesh.translate.generator import Proxy, ProxyResources, ProxyType
+from zonemesh.translate.generator import Proxy, ProxyResources
 from zonemesh.translate.state import MeshState
 
 HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
@@ -46,7 +49,7 @@ class SimpleGenerator:
         networking = spec.networking
         clusters_added: set[str] = set()
         for inbound in networking.inbound:
-            if inbound.state == "Ignored":
+            if inbound.ignored:
                 continue
             address = inbound.address or networking.address
             cluster = _local_cluster(inbound, inbound.service_address or networking.address)

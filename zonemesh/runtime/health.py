@@ -17,8 +17,33 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Protocol
 
 from zonemesh.resources.base import ResourceKey
+
+
+class HealthFacts(Protocol):
+    """What the rule reads: the live `ProxyHealth`, or translation's frozen copy of it."""
+
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def not_ready_inbounds(self) -> tuple[int, ...]: ...
+
+
+def is_healthy(health: HealthFacts | None, inbound_port: int | None = None) -> bool:
+    """The health rule, in one place: nothing known (applied through the API) is healthy; else
+    the proxy must be connected, and ready — or, asked about one inbound, that inbound's app
+    must not be reported down."""
+    if health is None:
+        return True
+    if not health.connected:
+        return False
+    if inbound_port is not None:
+        return inbound_port not in health.not_ready_inbounds
+    return health.ready
 
 
 @dataclass
@@ -102,14 +127,7 @@ class InstanceHealth:
         return theirs
 
     def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
-        health = self.get(key)
-        if health is None:
-            return True  # applied through the API, no health information
-        if not health.connected:
-            return False
-        if inbound_port is not None:
-            return inbound_port not in health.not_ready_inbounds
-        return health.ready
+        return is_healthy(self.get(key), inbound_port)
 
     async def wait_newer(self, seen: int) -> int:
         """Wait until `version` is past `seen`; returns it. Nothing is cleared, so any number

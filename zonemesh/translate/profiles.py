@@ -1,0 +1,56 @@
+"""Profiles: which generators a proxy gets, chosen once by what the proxy is.
+
+A sidecar, a zone ingress and a zone egress are configured by different generators; rather
+than every generator checking the proxy's type first, `ProfileGenerator` looks the proxy's
+profile up and runs only that profile's generators. A new kind of proxy (a builtin gateway)
+is a new `Profile` and a new row in the composition (`translate.default`), with no change to
+the generators of the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+
+from zonemesh.resources.gateway_binding import gateway_spec
+from zonemesh.resources.proxy_types import ProxyType
+from zonemesh.translate.generator import CompositeGenerator, Generator, Proxy, ProxyResources
+from zonemesh.translate.state import MeshState
+
+
+class Profile(StrEnum):
+    SIDECAR = "sidecar"  # a Dataplane next to an application
+    ZONE_INGRESS = "zone-ingress"
+    ZONE_EGRESS = "zone-egress"
+    BUILTIN_GATEWAY = "builtin-gateway"  # a Dataplane with `networking.gateway.type: BUILTIN`
+
+
+_BY_PROXY_TYPE = {
+    ProxyType.DATAPLANE: Profile.SIDECAR,
+    ProxyType.INGRESS: Profile.ZONE_INGRESS,
+    ProxyType.EGRESS: Profile.ZONE_EGRESS,
+}
+
+
+def profile_of(proxy: Proxy) -> Profile:
+    """The one place deciding what a proxy is, for generation. A delegated gateway is a
+    sidecar here: its Envoy is the user's, configured like one through its outbounds."""
+    if proxy.proxy_type is ProxyType.DATAPLANE and gateway_spec(proxy.resource) is not None:
+        return Profile.BUILTIN_GATEWAY
+    return _BY_PROXY_TYPE[proxy.proxy_type]
+
+
+class ProfileGenerator:
+    """Runs the generators of the proxy's profile (composed in order); a profile without
+    generators gets an empty, valid configuration."""
+
+    def __init__(self, profiles: Mapping[Profile, Sequence[Generator]]) -> None:
+        self.profiles: Mapping[Profile, CompositeGenerator] = {
+            profile: CompositeGenerator(*generators) for profile, generators in profiles.items()
+        }
+
+    def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
+        composite = self.profiles.get(profile_of(proxy))
+        if composite is None:
+            return ProxyResources()
+        return composite.generate(state, proxy)
