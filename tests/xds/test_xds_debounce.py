@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from test_xds_harness import eventually, mesh_service_doc, running_xds
 
+from zonemesh.engine.debounce import Debouncer
 from zonemesh.resources.base import ResourceKey
 from zonemesh.translate.generator import CLUSTER
-from zonemesh.xds.component import Debouncer
 
 
 def test_push_waits_for_quiet_but_not_longer_than_the_maximum() -> None:

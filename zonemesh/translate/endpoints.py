@@ -244,39 +244,37 @@ class _MeshInbounds:
     by_dataplane: dict[str, list[_LocalInbound]] = field(default_factory=dict)
 
 
-# Per Dataplane object (stores hand out the same object until it changes): its serving
-# inbounds with their address resolved, so a new state does not redo it for every Dataplane.
 _ServingInbounds = tuple[tuple[Inbound, str | None, bool], ...]
-_serving_cache: dict[int, tuple[Resource, _ServingInbounds]] = {}
 
 
-def _serving_inbounds(dp: Resource) -> _ServingInbounds:
-    hit = _serving_cache.get(id(dp))
-    if hit is not None and hit[0] is dp:
-        return hit[1]
-    spec = dp.spec
-    assert isinstance(spec, DataplaneSpec)
-    net = spec.networking
-    found = []
-    for inbound in net.inbound:
-        if inbound.state in ("NotReady", "Ignored"):
-            continue
-        address = inbound.address or net.advertised_address or net.address
-        found.append((inbound, address, is_ip(address)))
-    serving = tuple(found)
-    _serving_cache[id(dp)] = (dp, serving)  # holding dp keeps its id from being reused
-    return serving
+def _serving_inbounds(state: MeshState, dp: Resource) -> _ServingInbounds:
+    """A Dataplane's serving inbounds with their address resolved, derived once per
+    Dataplane object (stores hand out the same one until it changes), so a new state does
+    not redo it for every Dataplane."""
+
+    def build() -> _ServingInbounds:
+        spec = dp.spec
+        assert isinstance(spec, DataplaneSpec)
+        net = spec.networking
+        found = []
+        for inbound in net.inbound:
+            if inbound.state in ("NotReady", "Ignored"):
+                continue
+            address = inbound.address or net.advertised_address or net.address
+            found.append((inbound, address, is_ip(address)))
+        return tuple(found)
+
+    return state.caches.serving_inbounds.get(dp, build)  # type: ignore[no-any-return]
 
 
 def local_inbounds(state: MeshState) -> dict[str, _MeshInbounds]:
     """Mesh -> its local serving inbounds; one O(Dataplanes) pass per state."""
 
     def build() -> dict[str, _MeshInbounds]:
-        if len(_serving_cache) > 2 * len(state.dataplanes) + 64:
-            _serving_cache.clear()  # forget Dataplanes gone or replaced
+        state.caches.serving_inbounds.limit(len(state.dataplanes))
         out: dict[str, _MeshInbounds] = {}
         for key, dp in state.dataplanes.items():  # any order: callers sort what they find
-            serving = _serving_inbounds(dp)
+            serving = _serving_inbounds(state, dp)
             if not serving or not is_local(dp, state.zone):
                 continue
             index = out.get(dp.mesh)

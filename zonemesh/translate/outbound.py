@@ -133,7 +133,7 @@ def shared_service_cluster(
         conf.balancer,
         conf.locality.weighted,
     )
-    return content_memo(key, lambda: service_cluster(state, name, plan, conf))
+    return content_memo(state, key, lambda: service_cluster(state, name, plan, conf))
 
 
 def shared_load_assignment(
@@ -149,6 +149,7 @@ def shared_load_assignment(
     layout = local_layout(state, plan, locality)
     key = ("outbound.cla", name, plan, state.zone, locality, layout, remote_only, egress)
     return content_memo(
+        state,
         key,
         lambda: load_assignment(
             state, name, plan, locality, layout=layout, remote_only=remote_only, egress=egress
@@ -286,7 +287,7 @@ def shared_outbound_listener(
         backend.display,
         backend.hashes,
     )
-    return content_memo(key, lambda: outbound_listener(outbound, backend))
+    return content_memo(state, key, lambda: outbound_listener(outbound, backend))
 
 
 def outbound_listener(outbound: Outbound, backend: Backend) -> listener_pb2.Listener:
@@ -385,24 +386,19 @@ class _Signature:
         return self._hash == other._hash and self.items == other.items
 
 
-# Per Dataplane object (the store hands out the same one until it changes): its outbounds'
-# signature and ports, computed once rather than on every pass.
-_signatures: dict[int, tuple[Resource, _Signature, frozenset[int]]] = {}
-
-
 def _signature_of(state: MeshState, dp: Resource) -> tuple[_Signature, frozenset[int]]:
-    hit = _signatures.get(id(dp))
-    if hit is not None and hit[0] is dp:
-        return hit[1], hit[2]
-    if len(_signatures) > 2 * len(state.dataplanes) + 64:
-        _signatures.clear()  # forget Dataplanes gone or replaced
-    spec = dp.spec
-    assert isinstance(spec, DataplaneSpec)
-    outbounds = spec.networking.outbound
-    signature = _Signature(_signature(outbounds))
-    ports = frozenset(o.port for o in outbounds)
-    _signatures[id(dp)] = (dp, signature, ports)  # holding dp keeps its id from being reused
-    return signature, ports
+    """A Dataplane's outbounds' signature and ports, derived once per Dataplane object (the
+    store hands out the same one until it changes), in the engine-owned caches."""
+
+    def build() -> tuple[_Signature, frozenset[int]]:
+        spec = dp.spec
+        assert isinstance(spec, DataplaneSpec)
+        outbounds = spec.networking.outbound
+        return _Signature(_signature(outbounds)), frozenset(o.port for o in outbounds)
+
+    memo = state.caches.outbound_signatures
+    memo.limit(len(state.dataplanes))
+    return memo.get(dp, build)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -419,6 +415,8 @@ class OutboundGenerator:
     Proxies with the same outbounds (and no inbound on their ports) and the same
     MeshLoadBalancingStrategies get the same result, so it is computed once per state and the
     per-proxy work is copying references."""
+
+    OWN_OUTPUT_IS_LOCAL = True  # see `generator.own_output_is_local`
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()

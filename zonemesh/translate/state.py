@@ -8,7 +8,7 @@ computed once with `MeshState.memo` and reused — the xDS cache then serializes
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,6 +25,7 @@ from zonemesh.resources.registry import (
 )
 from zonemesh.state.health import InstanceHealth
 from zonemesh.store.base import Store
+from zonemesh.translate.caches import TranslationCaches
 
 T = TypeVar("T")
 log = logging.getLogger("zonemesh.translate")
@@ -52,6 +53,8 @@ class MeshState:
     mesh_load_balancing_strategies: Mapping[ResourceKey, Resource]
     # Only proxies the health tracker knows; absent means "applied through the API: healthy".
     health: Mapping[ResourceKey, HealthSnapshot] = field(default_factory=dict)
+    # Owned by the engine that builds the states; a state built alone gets its own.
+    caches: TranslationCaches = field(default_factory=TranslationCaches, repr=False)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
@@ -104,24 +107,11 @@ class MeshState:
         return None
 
 
-# Messages that are pure functions of hashable inputs, reused across states: a new state (every
-# connect writes a Dataplane) then rebuilds, and the xDS cache re-encodes, only what changed.
-CONTENT_MEMO_SIZE = 1 << 16
-_content: OrderedDict[Any, Any] = OrderedDict()
-
-
-def content_memo(key: Any, build: Callable[[], T]) -> T:
-    """`build()` once per distinct `key` while it stays among the recently used (LRU), across
-    states. `key` must hold every input of `build`; the result is shared: never mutate it."""
-    try:
-        value = _content[key]
-    except KeyError:
-        value = _content[key] = build()
-        if len(_content) > CONTENT_MEMO_SIZE:
-            _content.popitem(last=False)
-        return value  # type: ignore[no-any-return]
-    _content.move_to_end(key)
-    return value  # type: ignore[no-any-return]
+def content_memo(state: MeshState, key: Any, build: Callable[[], T]) -> T:
+    """A message that is a pure function of hashable inputs, reused across states through
+    the state's `TranslationCaches` (see `translate.caches`). `key` must hold every input of
+    `build`; the result is shared: never mutate it."""
+    return state.caches.content.get(key, build)
 
 
 async def build_mesh_state(

@@ -1,0 +1,8 @@
+"""The incremental generation engine under the xDS server: what changed, what it affects, when.
+
+- `debounce`: when a burst of changes is over (shared by computed state and the xDS server);
+- `tracker`: the mesh state kept up to date from store and health events (no store re-reads);
+- `caches`: the translation caches, objects the engine owns and hands to each state;
+- `scheduler`: which proxies a change touches, and how little of each is recomputed;
+- `gc_policy`: the garbage-collector settings, with the measurement behind them.
+"""
