@@ -77,12 +77,14 @@ class MeshStateTracker:
         self._version = 0
         self.built_at = 0.0
         self.changes = Changes(structural=True)
+        self._since_state: set[ResourceKey] | None = None  # None: everything (after load)
 
     async def load(self) -> None:
         """Read every input type once; subscribe to the store before calling this."""
         for type_name in STATE_TYPES:
             self._items[type_name] = {r.key: r for r in await self.store.list(type_name)}
         self._dirty = True
+        self._since_state = None
         self.changes.structural = True
 
     def apply(self, event: ResourceEvent) -> bool:
@@ -100,6 +102,8 @@ class MeshStateTracker:
         self._dirty = True
         if resource.type in PROXY_TYPES:
             self.changes.proxies.add(resource.key)
+            if self._since_state is not None:
+                self._since_state.add(resource.key)
         if resource.type not in PART_ONLY_TYPES:
             self.changes.structural = True
         return True
@@ -127,6 +131,8 @@ class MeshStateTracker:
         dataplanes = dict(self._items[DATAPLANE.name])
         ingresses = dict(self._items[ZONE_INGRESS.name])
         egresses = dict(self._items[ZONE_EGRESS.name])
+        health = self._freeze_health((dataplanes, ingresses, egresses))
+        since, self._since_state = self._since_state, set()
         self._state = MeshState(
             version=self._version,
             zone=self.zone,
@@ -137,8 +143,9 @@ class MeshStateTracker:
             zone_ingresses=ingresses,
             zone_egresses=egresses,
             mesh_load_balancing_strategies=dict(self._items[MESH_LOAD_BALANCING_STRATEGY.name]),
-            health=self._freeze_health((dataplanes, ingresses, egresses)),
+            health=health,
             caches=self.caches,
+            changed_since_previous=frozenset(since) if since is not None else None,
         )
         self._dirty = False
         self.built_at = time.monotonic()
@@ -152,12 +159,19 @@ class MeshStateTracker:
         previous = self._health
         frozen: dict[ResourceKey, HealthSnapshot] = {}
         get = self.health.get
+        since = self._since_state
+
+        def changed(key: ResourceKey) -> None:
+            self.changes.proxies.add(key)
+            if since is not None:
+                since.add(key)
+
         for items in proxies:
             for key in items:
                 h = get(key)
                 if h is None:
                     if key in previous:
-                        self.changes.proxies.add(key)
+                        changed(key)
                     continue
                 before = previous.get(key)
                 if (
@@ -169,7 +183,7 @@ class MeshStateTracker:
                     frozen[key] = before
                     continue
                 frozen[key] = HealthSnapshot(h.connected, h.ready, tuple(h.not_ready_inbounds))
-                self.changes.proxies.add(key)
+                changed(key)
         self._health = frozen
         return frozen
 

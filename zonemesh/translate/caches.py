@@ -74,3 +74,5 @@ class TranslationCaches:
         self.content = ContentMemo()
         self.outbound_signatures: ObjectMemo[Any] = ObjectMemo()  # translate.outbound
         self.serving_inbounds: ObjectMemo[Any] = ObjectMemo()  # translate.endpoints
+        # (state version, index) of the last local-inbound index (translate.endpoints)
+        self.inbound_index: tuple[int, Any] | None = None

@@ -55,6 +55,9 @@ class MeshState:
     health: Mapping[ResourceKey, HealthSnapshot] = field(default_factory=dict)
     # Owned by the engine that builds the states; a state built alone gets its own.
     caches: TranslationCaches = field(default_factory=TranslationCaches, repr=False)
+    # Proxies whose resource or health differs from the state of version - 1 built with the
+    # same caches; None: unknown (derived indexes are then rebuilt, not patched).
+    changed_since_previous: frozenset[ResourceKey] | None = field(default=None, repr=False)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
