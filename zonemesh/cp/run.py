@@ -9,6 +9,7 @@ import signal
 from zonemesh.config import CpConfig
 from zonemesh.cp.leadership import LeaderOnly, Leadership, PostgresLeadership
 from zonemesh.cp.runtime import Component, Runtime
+from zonemesh.engine import gc_policy
 from zonemesh.store.base import Store
 from zonemesh.tls.material import ServerTls, load_server_tls
 from zonemesh.tls.shared_ca import share_generated_ca, shares_ca
@@ -189,6 +190,7 @@ class ControlPlane:
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
+            gc_policy.apply()  # a process of its own, start-up done (see the module)
             await stop.wait()
         finally:
             await self.stop()
