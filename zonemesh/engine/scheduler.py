@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from zonemesh.engine.debounce import DebouncedSignal
+from zonemesh.engine.sharing import SharedOutbounds
 from zonemesh.engine.tracker import MeshStateTracker
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.registry import DATAPLANE, ZONE_EGRESS, ZONE_INGRESS
@@ -110,6 +111,7 @@ class GenerationScheduler:
         self.use_generator(generator)
         self.cache = cache
         self.caches = TranslationCaches()
+        self.outbounds = SharedOutbounds()  # what registrations share (`engine.sharing`)
         self.tracker = MeshStateTracker(store, health, zone, self.caches)
         self.interner = ResourceInterner()
         self.signal = DebouncedSignal(quiet_s, max_s)

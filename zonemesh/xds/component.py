@@ -77,8 +77,21 @@ class XdsServer:
         (`ZONEMESH_CERT_VALIDITY`, 24 h)."""
         self.runtime = runtime
         self.cache = SnapshotCache()
+        cfg = runtime.config.xds
+        self.scheduler = GenerationScheduler(
+            store=runtime.store,
+            health=runtime.health,
+            zone=runtime.zone,
+            generator=generator or default_generator(),
+            cache=self.cache,
+            connected=self._node_id,
+            connected_keys=lambda: [c.key for c in self.registry.connections()],
+            quiet_s=cfg.debounce_quiet_s,
+            max_s=cfg.debounce_max_s,
+            observe=lambda seconds: self.metrics.generation.observe(seconds),
+        )
         self.auth = DpAuthenticator(runtime)
-        self.registry = ProxyRegistry(runtime, self.auth)
+        self.registry = ProxyRegistry(runtime, self.auth, self.scheduler.outbounds)
         self.insight_writer = InsightWriter(runtime, self.registry)
         self.lifecycle = DataplaneLifecycle(runtime, self.registry, self.insight_writer)
         self.trust = MeshTrust(runtime.store, runtime.zone, federated=runtime.config.federated_zone)
@@ -97,19 +110,6 @@ class XdsServer:
             max_resource_names=max_resource_names,
             max_unacked=max_unacked,
             send_timeout_s=send_timeout_s,
-        )
-        cfg = runtime.config.xds
-        self.scheduler = GenerationScheduler(
-            store=runtime.store,
-            health=runtime.health,
-            zone=runtime.zone,
-            generator=generator or default_generator(),
-            cache=self.cache,
-            connected=self._node_id,
-            connected_keys=lambda: [c.key for c in self.registry.connections()],
-            quiet_s=cfg.debounce_quiet_s,
-            max_s=cfg.debounce_max_s,
-            observe=self.metrics.generation.observe,
         )
         self.interner = self.scheduler.interner
         self.port = 0
