@@ -9,7 +9,11 @@ from typing import Any
 from zonemesh.engine.tracker import MeshStateTracker
 from zonemesh.resources.base import ResourceKey
 from zonemesh.resources.codec import resource_from_wire
-from zonemesh.resources.types.meshservice import MeshServiceSpec
+from zonemesh.resources.types.meshservice import (
+    DataplaneProxies,
+    MeshServiceSpec,
+    MeshServiceStatus,
+)
 from zonemesh.state.health import InstanceHealth
 from zonemesh.store.memory import MemoryStore
 from zonemesh.translate.endpoints import local_instances
@@ -140,3 +144,37 @@ async def test_the_state_follows_store_events_without_reading_the_store_again() 
     changes = tracker.take_changes()
     assert not changes.structural
     assert changes.proxies == {ResourceKey("Dataplane", "default", "dp-1")}
+
+
+async def test_a_meshservice_whose_instance_counts_alone_changed_is_not_structural() -> None:
+    store, health = MemoryStore(), InstanceHealth()
+    subscription = store.subscribe()
+    tracker = MeshStateTracker(store, health, "zone-1")
+    await tracker.load()
+
+    async def write(status: MeshServiceStatus, **labels: str) -> None:
+        """As computed state writes a MeshService: its status (and here its labels)."""
+        current = await store.find(ResourceKey("MeshService", "default", "svc-a"))
+        resource = resource_from_wire(mesh_service("svc-a"))
+        resource = resource.with_(status=status, labels={**resource.labels, **labels})
+        if current is None:
+            await store.create(resource)
+        else:
+            await store.update(resource.with_(version=current.version))
+        for event in subscription.drain():
+            tracker.apply(event)
+
+    def counts(n: int) -> MeshServiceStatus:
+        return MeshServiceStatus(
+            dataplane_proxies=DataplaneProxies(connected=n, healthy=n, total=n)
+        )
+
+    await write(counts(3))
+    assert tracker.take_changes().structural  # created
+    await write(counts(4))
+    assert not tracker.take_changes().structural  # the counts: nothing generated reads them
+    assert tracker.state().mesh_services[
+        ResourceKey("MeshService", "default", "svc-a")
+    ].status == counts(4)
+    await write(counts(4), team="x")
+    assert tracker.take_changes().structural  # labels select services: structural

@@ -22,6 +22,7 @@ from zonemesh.resources.registry import (
     ZONE_EGRESS,
     ZONE_INGRESS,
 )
+from zonemesh.resources.types.meshservice import MeshServiceStatus
 from zonemesh.state.health import InstanceHealth
 from zonemesh.store.base import EventKind, ResourceEvent, Store
 from zonemesh.translate.caches import TranslationCaches
@@ -46,6 +47,22 @@ PROXY_TYPES = frozenset({DATAPLANE.name, ZONE_INGRESS.name, ZONE_EGRESS.name})
 # endpoints), which the scheduler recomputes once per part. Everything else (Mesh,
 # MeshService, MMZS, MLBS) can change what any proxy generates for itself.
 PART_ONLY_TYPES = frozenset({DATAPLANE.name, ZONE_INGRESS.name, ZONE_EGRESS.name})
+
+
+def only_counts_changed(previous: Resource | None, current: Resource) -> bool:
+    """A MeshService whose status changed in its instance counts alone (every instance
+    that joins or leaves rewrites them): no generator reads those, so it is not a structural
+    change. Anything else (spec, labels, VIPs, addresses) is."""
+    if previous is None or current.type != MESH_SERVICE.name:
+        return False
+    if previous.spec != current.spec or previous.labels != current.labels:
+        return False
+    before, after = previous.status, current.status
+    if not isinstance(before, MeshServiceStatus) or not isinstance(after, MeshServiceStatus):
+        return False
+    return before.model_copy(update={"dataplane_proxies": None}) == after.model_copy(
+        update={"dataplane_proxies": None}
+    )
 
 
 @dataclass
@@ -95,11 +112,14 @@ class MeshStateTracker:
             return False
         # Events come in write order, so applying each (also those `load` already saw)
         # ends at the store's state.
+        previous = items.get(resource.key)
         if event.kind is EventKind.DELETED:
             items.pop(resource.key, None)
         else:
             items[resource.key] = resource
         self._dirty = True
+        if event.kind is EventKind.UPDATED and only_counts_changed(previous, resource):
+            return True  # nothing a generator reads (the instance counts of the status)
         if resource.type in PROXY_TYPES:
             self.changes.proxies.add(resource.key)
             if self._since_state is not None:
