@@ -2,7 +2,8 @@
 
 - `debounce`: when a burst of changes is over (shared by computed state and the xDS server);
 - `tracker`: the mesh state kept up to date from store and health events (no store re-reads);
-- `caches`: the translation caches, objects the engine owns and hands to each state;
-- `scheduler`: which proxies a change touches, and how little of each is recomputed;
+- `scheduler`: which proxies a change touches, and how little of each is recomputed; it owns
+  the translation caches (`translate.caches`) every state it builds carries;
+- `sharing`: equal outbounds shared between registrations;
 - `gc_policy`: the garbage-collector settings, with the measurement behind them.
 """
