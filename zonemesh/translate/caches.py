@@ -8,6 +8,7 @@ one-off state) gets caches of its own: nothing is shared through module globals.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -73,6 +74,10 @@ class TranslationCaches:
     def __init__(self) -> None:
         self.content = ContentMemo()
         self.outbound_signatures: ObjectMemo[Any] = ObjectMemo()  # translate.outbound
+        # Equal outbound signatures, one object each (weak: gone with the last proxy using it).
+        self.shared_signatures: weakref.WeakValueDictionary[Any, Any] = (
+            weakref.WeakValueDictionary()
+        )
         self.serving_inbounds: ObjectMemo[Any] = ObjectMemo()  # translate.endpoints
         # (state version, index) of the last local-inbound index (translate.endpoints)
         self.inbound_index: tuple[int, Any] | None = None
