@@ -6,7 +6,7 @@ from test_xds_harness import eventually, mesh_service_doc, running_xds
 
 from zonemesh.envoy_types import CLUSTER
 from zonemesh.resources.base import ResourceKey
-from zonemesh.xds.component import Debouncer
+from zonemesh.runtime.debounce import Debouncer
 
 
 def test_push_waits_for_quiet_but_not_longer_than_the_maximum() -> None:

@@ -13,6 +13,7 @@ from zonemesh.runtime.leadership import Leadership, PostgresLeadership
 from zonemesh.store.base import Store
 from zonemesh.tls.material import ServerTls, load_server_tls
 from zonemesh.tls.shared_ca import share_generated_ca, shares_ca
+from zonemesh.xds.engine import gc_policy
 
 log = logging.getLogger("zonemesh.cp")
 
@@ -190,6 +191,7 @@ class ControlPlane:
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
+            gc_policy.apply()  # a process of its own, start-up done (see the module)
             await stop.wait()
         finally:
             await self.stop()

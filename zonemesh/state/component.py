@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 
+from zonemesh.runtime.debounce import DebouncedSignal
 from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.ca import MeshCaManager
 from zonemesh.state.defaults import ensure_defaults
@@ -44,7 +45,7 @@ class ComputedState:
         self._own_writes: set[WriteRecord] = set()
         self._reconciler = Reconciler(runtime, self._own_writes.add)
         self._subscription: Subscription | None = None
-        self._wake = asyncio.Event()
+        self._signal = DebouncedSignal(quiet_s, max_delay_s)  # the xDS server's rule too
         self._tasks: list[asyncio.Task[None]] = []
         self._retry: asyncio.TimerHandle | None = None
         self.cas = MeshCaManager(runtime)  # does nothing on a federated zone
@@ -94,7 +95,7 @@ class ComputedState:
         except Exception:
             log.exception("computing state failed; retrying in %.1fs", self.retry_s)
             loop = asyncio.get_running_loop()
-            self._retry = loop.call_later(self.retry_s, self._wake.set)
+            self._retry = loop.call_later(self.retry_s, self._signal.mark)
             raise
         self.passes += 1
         self.last_result = result
@@ -111,16 +112,8 @@ class ComputedState:
         return result
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            deadline = loop.time() + self.max_delay_s
-            while loop.time() < deadline:
-                await asyncio.sleep(self.quiet_s)
-                if not self._wake.is_set():
-                    break
-                self._wake.clear()
+            await self._signal.wait_due()
             with contextlib.suppress(Exception):  # logged in _pass, retried by timer
                 await self._pass()
 
@@ -129,13 +122,13 @@ class ComputedState:
             batch = [await subscription.get(), *subscription.drain()]
             relevant = [e for e in batch if self._is_input(e)]
             if relevant:
-                self._wake.set()
+                self._signal.mark()
 
     async def _pump_health(self, seen: int) -> None:
         health = self.runtime.health
         while True:
             seen = await health.wait_newer(seen)
-            self._wake.set()
+            self._signal.mark()
 
     def _is_input(self, event: ResourceEvent) -> bool:
         if event.resource.type not in INPUT_TYPES:

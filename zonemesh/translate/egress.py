@@ -69,6 +69,8 @@ def egress_routes(state: MeshState) -> dict[str, dict[str, int]]:
 class EgressGenerator:
     """The listener, per-zone clusters and endpoints of this zone's egress."""
 
+    OWN_OUTPUT_IS_LOCAL = True  # nothing for sidecars; zone proxies are always regenerated
+
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
         spec = proxy.resource.spec

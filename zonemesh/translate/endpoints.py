@@ -233,61 +233,133 @@ class _LocalInbound:
 
 @dataclass
 class _MeshInbounds:
-    """One mesh's serving local inbounds, indexed the ways MeshService selectors ask."""
+    """One mesh's serving local inbounds, indexed the ways MeshService selectors ask.
 
-    all: list[_LocalInbound] = field(default_factory=list)
+    Never changed once built: a newer state's index is a patched copy (`_patched`) sharing
+    the lists of every service and Dataplane the change did not touch."""
+
     by_service: dict[str, list[_LocalInbound]] = field(default_factory=dict)
     by_dataplane: dict[str, list[_LocalInbound]] = field(default_factory=dict)
+    _all: list[_LocalInbound] | None = None
+
+    @property
+    def all(self) -> list[_LocalInbound]:
+        if self._all is None:
+            self._all = [e for entries in self.by_dataplane.values() for e in entries]
+        return self._all
+
+    def add(self, entry: _LocalInbound) -> None:
+        """While building only."""
+        service = entry.inbound.tags.get(labels.SERVICE_TAG, "")
+        self.by_service.setdefault(service, []).append(entry)
+        self.by_dataplane.setdefault(entry.dataplane.name, []).append(entry)
 
 
-# Per Dataplane object (stores hand out the same object until it changes): its serving
-# inbounds with their address resolved, so a new state does not redo it for every Dataplane.
 _ServingInbounds = tuple[tuple[Inbound, str | None, bool], ...]
-_serving_cache: dict[int, tuple[Resource, _ServingInbounds]] = {}
 
 
-def _serving_inbounds(dp: Resource) -> _ServingInbounds:
-    hit = _serving_cache.get(id(dp))
-    if hit is not None and hit[0] is dp:
-        return hit[1]
-    spec = dp.spec
-    assert isinstance(spec, DataplaneSpec)
-    net = spec.networking
-    found = []
-    for inbound in net.inbound:
-        if inbound.ignored or inbound.declared_not_ready:
+def _serving_inbounds(state: MeshState, dp: Resource) -> _ServingInbounds:
+    """A Dataplane's serving inbounds with their address resolved, derived once per
+    Dataplane object (stores hand out the same one until it changes), so a new state does
+    not redo it for every Dataplane."""
+
+    def build() -> _ServingInbounds:
+        spec = dp.spec
+        assert isinstance(spec, DataplaneSpec)
+        net = spec.networking
+        found = []
+        for inbound in net.inbound:
+            if inbound.ignored or inbound.declared_not_ready:
+                continue
+            address = inbound.address or net.advertised_address or net.address
+            found.append((inbound, address, is_ip(address)))
+        return tuple(found)
+
+    return state.caches.serving_inbounds.get(dp, build)  # type: ignore[no-any-return]
+
+
+def _serving_entries(state: MeshState, key: ResourceKey, dp: Resource) -> list[_LocalInbound]:
+    if not is_local(dp, state.zone):
+        return []
+    return [
+        _LocalInbound(key, inbound, address, address_is_ip)
+        for inbound, address, address_is_ip in _serving_inbounds(state, dp)
+        if state.is_healthy(key, inbound.port)
+    ]
+
+
+def _build_index(state: MeshState) -> dict[str, _MeshInbounds]:
+    """One O(Dataplanes) pass."""
+    state.caches.serving_inbounds.limit(len(state.dataplanes))
+    out: dict[str, _MeshInbounds] = {}
+    for key, dp in state.dataplanes.items():  # any order: callers sort what they find
+        entries = _serving_entries(state, key, dp)
+        if not entries:
             continue
-        address = inbound.address or net.advertised_address or net.address
-        found.append((inbound, address, is_ip(address)))
-    serving = tuple(found)
-    _serving_cache[id(dp)] = (dp, serving)  # holding dp keeps its id from being reused
-    return serving
+        index = out.get(dp.mesh)
+        if index is None:
+            index = out[dp.mesh] = _MeshInbounds()
+        for entry in entries:
+            index.add(entry)
+    return out
+
+
+def _patched(
+    state: MeshState, previous: dict[str, _MeshInbounds], changed: frozenset[ResourceKey]
+) -> dict[str, _MeshInbounds]:
+    """`previous` (the index of the state before) with only the `changed` Dataplanes redone:
+    O(changed + services and Dataplanes of the touched meshes' dict copies)."""
+    out = dict(previous)
+    by_mesh: dict[str, list[ResourceKey]] = {}
+    for key in changed:
+        if key.type == "Dataplane":
+            by_mesh.setdefault(key.mesh, []).append(key)
+    for mesh, keys in by_mesh.items():
+        old = previous.get(mesh) or _MeshInbounds()
+        index = _MeshInbounds(dict(old.by_service), dict(old.by_dataplane))
+        names = {k.name for k in keys}
+        fresh: list[_LocalInbound] = []
+        touched: set[str] = set()
+        for key in keys:
+            for entry in old.by_dataplane.get(key.name, ()):
+                touched.add(entry.inbound.tags.get(labels.SERVICE_TAG, ""))
+            index.by_dataplane.pop(key.name, None)
+            dp = state.dataplanes.get(key)
+            if dp is None:
+                continue
+            entries = _serving_entries(state, key, dp)
+            if entries:
+                index.by_dataplane[key.name] = entries
+            fresh.extend(entries)
+            touched.update(e.inbound.tags.get(labels.SERVICE_TAG, "") for e in entries)
+        for service in touched:
+            kept = [e for e in old.by_service.get(service, ()) if e.dataplane.name not in names]
+            kept.extend(e for e in fresh if e.inbound.tags.get(labels.SERVICE_TAG, "") == service)
+            if kept:
+                index.by_service[service] = kept
+            else:
+                index.by_service.pop(service, None)
+        if index.by_dataplane:
+            out[mesh] = index
+        else:
+            out.pop(mesh, None)
+    return out
 
 
 def local_inbounds(state: MeshState) -> dict[str, _MeshInbounds]:
-    """Mesh -> its local serving inbounds; one O(Dataplanes) pass per state."""
+    """Mesh -> its local serving inbounds: patched from the previous state's index when the
+    engine says which proxies changed in between (`MeshState.changed_since_previous`), else
+    one O(Dataplanes) pass."""
 
     def build() -> dict[str, _MeshInbounds]:
-        if len(_serving_cache) > 2 * len(state.dataplanes) + 64:
-            _serving_cache.clear()  # forget Dataplanes gone or replaced
-        out: dict[str, _MeshInbounds] = {}
-        for key, dp in state.dataplanes.items():  # any order: callers sort what they find
-            serving = _serving_inbounds(dp)
-            if not serving or not is_local(dp, state.zone):
-                continue
-            index = out.get(dp.mesh)
-            if index is None:
-                index = out[dp.mesh] = _MeshInbounds()
-            for inbound, address, address_is_ip in serving:
-                if not state.is_healthy(key, inbound.port):
-                    continue
-                entry = _LocalInbound(key, inbound, address, address_is_ip)
-                index.all.append(entry)
-                index.by_service.setdefault(inbound.tags.get(labels.SERVICE_TAG, ""), []).append(
-                    entry
-                )
-                index.by_dataplane.setdefault(dp.name, []).append(entry)
-        return out
+        memo = state.caches.inbound_index
+        changed = state.changed_since_previous
+        if memo is not None and changed is not None and memo[0] == state.version - 1:
+            index = _patched(state, memo[1], changed)
+        else:
+            index = _build_index(state)
+        state.caches.inbound_index = (state.version, index)
+        return index
 
     return state.memo(("endpoints.local_inbounds",), build)
 

@@ -68,7 +68,7 @@ def source_bytes(state: MeshState, mesh: str, source: DataSource) -> tuple[str, 
 def serving_certificate(state: MeshState, mesh: str, source: DataSource) -> ServingCertificate:
     what, data = source_bytes(state, mesh, source)
     name = f"mesh_gateway_cert:{mesh}:{what}"
-    return content_memo(("gateway.cert", name, data), lambda: _parse(name, what, data))
+    return content_memo(state, ("gateway.cert", name, data), lambda: _parse(name, what, data))
 
 
 def _parse(name: str, what: str, data: bytes) -> ServingCertificate:

@@ -126,11 +126,21 @@ class Generator(Protocol):
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources: ...
 
 
+def own_output_is_local(generator: Generator) -> bool:
+    """Whether a sidecar's *own* resources (those not in shared parts) read only its own
+    Dataplane and the mesh-wide inputs (Mesh, MeshService, MMZS, MLBS), never other
+    Dataplanes, zone proxies or health. A generator says so with `OWN_OUTPUT_IS_LOCAL = True`;
+    the generation engine then refreshes other sidecars through their shared parts alone
+    when only those inputs changed. Without the promise every change regenerates everyone."""
+    return bool(getattr(generator, "OWN_OUTPUT_IS_LOCAL", False))
+
+
 class CompositeGenerator:
     """Runs generators in order and merges their output (a name clash is an error)."""
 
     def __init__(self, *generators: Generator) -> None:
         self.generators = generators
+        self.OWN_OUTPUT_IS_LOCAL = all(own_output_is_local(g) for g in generators)
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         merged = ProxyResources()

@@ -99,6 +99,8 @@ def inbound_listener(
 class InboundGenerator:
     """Inbound listeners and the app clusters behind them, for a Dataplane."""
 
+    OWN_OUTPUT_IS_LOCAL = True  # see `generator.own_output_is_local`
+
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
         spec = proxy.resource.spec
@@ -122,6 +124,7 @@ class InboundGenerator:
             service_address = inbound.service_address or net.address
             # Reused across states while their inputs are equal: not re-encoded on every pass.
             cluster = content_memo(
+                state,
                 (
                     "inbound.app_cluster",
                     service_address,
@@ -135,6 +138,7 @@ class InboundGenerator:
                 clusters.add(cluster.name)
             out.add(
                 content_memo(
+                    state,
                     (
                         "inbound.listener",
                         proxy.mesh,

@@ -153,6 +153,8 @@ def sni_listener(
 class IngressGenerator:
     """The listener, clusters and endpoints of a zone ingress of this zone."""
 
+    OWN_OUTPUT_IS_LOCAL = True  # nothing for sidecars; zone proxies are always regenerated
+
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
         spec = proxy.resource.spec

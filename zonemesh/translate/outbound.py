@@ -133,7 +133,7 @@ def shared_service_cluster(
         conf.balancer,
         conf.locality.weighted,
     )
-    return content_memo(key, lambda: service_cluster(state, name, plan, conf))
+    return content_memo(state, key, lambda: service_cluster(state, name, plan, conf))
 
 
 def shared_load_assignment(
@@ -149,6 +149,7 @@ def shared_load_assignment(
     layout = local_layout(state, plan, locality)
     key = ("outbound.cla", name, plan, state.zone, locality, layout, remote_only, egress)
     return content_memo(
+        state,
         key,
         lambda: load_assignment(
             state, name, plan, locality, layout=layout, remote_only=remote_only, egress=egress
@@ -356,7 +357,7 @@ def shared_outbound_listener(
         backend.display,
         backend.hashes,
     )
-    return content_memo(key, lambda: outbound_listener(outbound, backend))
+    return content_memo(state, key, lambda: outbound_listener(outbound, backend))
 
 
 def outbound_listener(
@@ -440,12 +441,14 @@ def _signature(outbounds: list[Outbound]) -> OutboundSignature:
 
 
 class _Signature:
-    """`_signature` with its hash computed once (it is a memo key on every pass)."""
+    """`_signature` with its hash computed once (it is a memo key on every pass) and the
+    outbounds' ports; one object per distinct list of outbounds (`_signature_of`)."""
 
-    __slots__ = ("_hash", "items")
+    __slots__ = ("__weakref__", "_hash", "items", "ports")
 
-    def __init__(self, items: OutboundSignature) -> None:
+    def __init__(self, items: OutboundSignature, ports: frozenset[int]) -> None:
         self.items = items
+        self.ports = ports
         self._hash = hash(items)
 
     def __hash__(self) -> int:
@@ -459,24 +462,27 @@ class _Signature:
         return self._hash == other._hash and self.items == other.items
 
 
-# Per Dataplane object (the store hands out the same one until it changes): its outbounds'
-# signature and ports, computed once rather than on every pass.
-_signatures: dict[int, tuple[Resource, _Signature, frozenset[int]]] = {}
-
-
 def _signature_of(state: MeshState, dp: Resource) -> tuple[_Signature, frozenset[int]]:
-    hit = _signatures.get(id(dp))
-    if hit is not None and hit[0] is dp:
-        return hit[1], hit[2]
-    if len(_signatures) > 2 * len(state.dataplanes) + 64:
-        _signatures.clear()  # forget Dataplanes gone or replaced
-    spec = dp.spec
-    assert isinstance(spec, DataplaneSpec)
-    outbounds = spec.networking.outbound
-    signature = _Signature(_signature(outbounds))
-    ports = frozenset(o.port for o in outbounds)
-    _signatures[id(dp)] = (dp, signature, ports)  # holding dp keeps its id from being reused
-    return signature, ports
+    """A Dataplane's outbounds' signature and ports, derived once per Dataplane object (the
+    store hands out the same one until it changes), in the engine-owned caches. Sidecars
+    mostly list the same outbounds: equal signatures are one shared object, not one per
+    proxy (a list of 100 outbounds is ~20 KB of tuples)."""
+
+    def build() -> _Signature:
+        spec = dp.spec
+        assert isinstance(spec, DataplaneSpec)
+        outbounds = spec.networking.outbound
+        items = _signature(outbounds)
+        shared = state.caches.shared_signatures
+        found = shared.get(items)
+        if found is None:
+            found = shared[items] = _Signature(items, frozenset(o.port for o in outbounds))
+        return found  # type: ignore[no-any-return]
+
+    memo = state.caches.outbound_signatures
+    memo.limit(len(state.dataplanes))
+    signature: _Signature = memo.get(dp, build)
+    return signature, signature.ports
 
 
 @dataclass(frozen=True)
@@ -493,6 +499,8 @@ class OutboundGenerator:
     Proxies with the same outbounds (and no inbound on their ports) and the same
     MeshLoadBalancingStrategies get the same result, so it is computed once per state and the
     per-proxy work is copying references."""
+
+    OWN_OUTPUT_IS_LOCAL = True  # see `generator.own_output_is_local`
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()

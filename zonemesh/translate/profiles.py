@@ -14,7 +14,13 @@ from enum import StrEnum
 
 from zonemesh.resources.gateway_binding import gateway_spec
 from zonemesh.resources.proxy_types import ProxyType
-from zonemesh.translate.generator import CompositeGenerator, Generator, Proxy, ProxyResources
+from zonemesh.translate.generator import (
+    CompositeGenerator,
+    Generator,
+    Proxy,
+    ProxyResources,
+    own_output_is_local,
+)
 from zonemesh.translate.state import MeshState
 
 
@@ -48,6 +54,11 @@ class ProfileGenerator:
         self.profiles: Mapping[Profile, CompositeGenerator] = {
             profile: CompositeGenerator(*generators) for profile, generators in profiles.items()
         }
+        # The promise of `generator.own_output_is_local` is about proxies that hold shared
+        # parts, which only sidecars do: a gateway's or zone proxy's output is all its own,
+        # so the engine regenerates those on every change anyway.
+        sidecar = self.profiles.get(Profile.SIDECAR)
+        self.OWN_OUTPUT_IS_LOCAL = sidecar is not None and own_output_is_local(sidecar)
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         composite = self.profiles.get(profile_of(proxy))

@@ -8,7 +8,7 @@ computed once with `MeshState.memo` and reused — the xDS cache then serializes
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ from zonemesh.resources.types.meshgateway import MeshGatewaySpec
 from zonemesh.runtime.health import InstanceHealth
 from zonemesh.runtime.health import is_healthy as health_rule
 from zonemesh.store.base import Store
+from zonemesh.translate.caches import TranslationCaches
 
 T = TypeVar("T")
 log = logging.getLogger("zonemesh.translate")
@@ -61,6 +62,11 @@ class MeshState:
     # Only the Secrets a MeshGateway names as a listener certificate (never the mesh CA's).
     gateway_secrets: Mapping[ResourceKey, Resource] = field(default_factory=dict)
     mesh_http_routes: Mapping[ResourceKey, Resource] = field(default_factory=dict)
+    # Owned by the engine that builds the states; a state built alone gets its own.
+    caches: TranslationCaches = field(default_factory=TranslationCaches, repr=False)
+    # Proxies whose resource or health differs from the state of version - 1 built with the
+    # same caches; None: unknown (derived indexes are then rebuilt, not patched).
+    changed_since_previous: frozenset[ResourceKey] | None = field(default=None, repr=False)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def is_healthy(self, key: ResourceKey, inbound_port: int | None = None) -> bool:
@@ -106,24 +112,11 @@ class MeshState:
         return None
 
 
-# Messages that are pure functions of hashable inputs, reused across states: a new state (every
-# connect writes a Dataplane) then rebuilds, and the xDS cache re-encodes, only what changed.
-CONTENT_MEMO_SIZE = 1 << 16
-_content: OrderedDict[Any, Any] = OrderedDict()
-
-
-def content_memo(key: Any, build: Callable[[], T]) -> T:
-    """`build()` once per distinct `key` while it stays among the recently used (LRU), across
-    states. `key` must hold every input of `build`; the result is shared: never mutate it."""
-    try:
-        value = _content[key]
-    except KeyError:
-        value = _content[key] = build()
-        if len(_content) > CONTENT_MEMO_SIZE:
-            _content.popitem(last=False)
-        return value  # type: ignore[no-any-return]
-    _content.move_to_end(key)
-    return value  # type: ignore[no-any-return]
+def content_memo(state: MeshState, key: Any, build: Callable[[], T]) -> T:
+    """A message that is a pure function of hashable inputs, reused across states through
+    the state's `TranslationCaches` (see `translate.caches`). `key` must hold every input of
+    `build`; the result is shared: never mutate it."""
+    return state.caches.content.get(key, build)
 
 
 async def build_mesh_state(
@@ -161,17 +154,23 @@ async def build_mesh_state(
     )
 
 
-async def _gateway_secrets(
-    store: Store, gateways: Iterable[Resource]
-) -> dict[ResourceKey, Resource]:
-    """The Secrets gateways name, read one by one: the state holds no other key material."""
+def gateway_secret_keys(gateways: Iterable[Resource]) -> set[ResourceKey]:
+    """The Secrets MeshGateways name as listener certificates: the only key material a
+    state holds (never the mesh CA's)."""
     wanted = set()
     for gateway in gateways:
         spec = gateway.spec
         assert isinstance(spec, MeshGatewaySpec)
         wanted.update(ResourceKey(SECRET.name, gateway.mesh, n) for n in spec.secret_names())
+    return wanted
+
+
+async def _gateway_secrets(
+    store: Store, gateways: Iterable[Resource]
+) -> dict[ResourceKey, Resource]:
+    """The Secrets gateways name, read one by one."""
     found = {}
-    for key in sorted(wanted):
+    for key in sorted(gateway_secret_keys(gateways)):
         secret = await store.find(key)
         if secret is not None:
             found[key] = secret

@@ -340,6 +340,8 @@ class TransparentProxyGenerator:
     transparently proxied Dataplane. Proxies with the same reachable set, policies and
     explicit outbounds share one result per state; only the DNS listener is per proxy."""
 
+    OWN_OUTPUT_IS_LOCAL = True  # see `generator.own_output_is_local`
+
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         out = ProxyResources()
         spec = proxy.resource.spec
@@ -377,6 +379,7 @@ class TransparentProxyGenerator:
             path = dns_table_socket(proxy.mesh, proxy.name)
             out.add(
                 content_memo(
+                    state,
                     ("transparent.dns", path, generated.table.etag()),
                     lambda: dns_table_listener(path, generated.table),
                 )

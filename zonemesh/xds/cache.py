@@ -13,7 +13,7 @@ import functools
 import hashlib
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,11 +159,11 @@ class ResourceInterner:
             total += resource.item_hash
         return interned, total
 
-    def _part(self, part: ProxyResources) -> dict[str, tuple[dict[str, VersionedResource], int]]:
+    def part(self, part: ProxyResources) -> Interned:
         """A shared part, interned once per round (however many proxies include it)."""
         hit = self._parts.get(id(part))
         if hit is not None and hit[0] is part:
-            return hit[1]
+            return hit[1]  # type: ignore[no-any-return]
         interned = {
             type_url: self._intern_all(type_url, by_name)
             for type_url, by_name in part.own().items()
@@ -171,35 +171,78 @@ class ResourceInterner:
         self._parts[id(part)] = (part, interned)  # holding part keeps its id from being reused
         return interned
 
+    def own(self, resources: ProxyResources) -> Interned:
+        """The proxy's own resources (not its parts'), interned."""
+        return {
+            type_url: self._intern_all(type_url, messages)
+            for type_url, messages in resources.own().items()
+        }
+
     def snapshot(self, resources: ProxyResources) -> Snapshot:
-        """The proxy's snapshot. A type that comes from one shared part alone is the part's
-        interned dict itself, shared by every snapshot with that part (read-only)."""
-        by_type: dict[str, dict[str, VersionedResource]] = {}
-        totals: dict[str, int] = {}
-        copied: set[str] = set()  # types whose dict is this snapshot's own
-
-        def add(type_url: str, interned: dict[str, VersionedResource], total: int) -> None:
-            """A type used by one part only keeps that part's shared dict; a second copies it."""
-            mine = by_type.get(type_url)
-            if mine is None:
-                by_type[type_url], totals[type_url] = interned, total
-                return
-            if type_url not in copied:
-                mine = by_type[type_url] = dict(mine)
-                copied.add(type_url)
-            mine.update(interned)
-            totals[type_url] += total
-
-        for part in resources.parts():
-            for type_url, (interned, total) in self._part(part).items():
-                add(type_url, interned, total)
-        for type_url, messages in resources.own().items():
-            add(type_url, *self._intern_all(type_url, messages))
-        versions = {t: _format_version(totals[t]) for t in by_type}
-        return Snapshot(resources=by_type, versions=versions)
+        """The proxy's snapshot: its parts and its own resources (see `compose`)."""
+        return compose(self.own(resources), [self.part(p) for p in resources.parts()])
 
     def __len__(self) -> int:
         return len(self._by_content)
+
+
+# By type URL: the resources by name and the sum of their `item_hash`.
+Interned = dict[str, tuple[dict[str, VersionedResource], int]]
+
+
+def changed_types(a: Sequence[Interned], b: Sequence[Interned]) -> frozenset[str] | None:
+    """The types whose (name, version) pairs differ between two lists of interned pieces of
+    the same shape (piece by piece); None when the shapes differ (compare everything)."""
+    if len(a) != len(b):
+        return None
+    changed: set[str] = set()
+    for x, y in zip(a, b, strict=True):
+        for type_url in x.keys() | y.keys():
+            old, new = x.get(type_url), y.get(type_url)
+            if old is None or new is None or old[1] != new[1] or len(old[0]) != len(new[0]):
+                changed.add(type_url)
+    return frozenset(changed)
+
+
+def compose(
+    own: Interned,
+    parts: Iterable[Interned],
+    *,
+    base: Snapshot | None = None,
+    types: frozenset[str] | None = None,
+) -> Snapshot:
+    """A proxy's snapshot from interned pieces. A type that comes from one piece alone is
+    that piece's dict itself, shared by every snapshot with that piece (read-only); only a
+    type several pieces contribute to gets a dict of this snapshot's own.
+
+    With `base` and `types`: only those types are composed, the others are `base`'s (their
+    dicts and versions shared, not rebuilt): an endpoint change recomposes endpoints only."""
+    by_type: dict[str, dict[str, VersionedResource]] = {}
+    totals: dict[str, int] = {}
+    copied: set[str] = set()  # types whose dict is this snapshot's own
+
+    def add(type_url: str, interned: dict[str, VersionedResource], total: int) -> None:
+        if types is not None and type_url not in types:
+            return
+        mine = by_type.get(type_url)
+        if mine is None:
+            by_type[type_url], totals[type_url] = interned, total
+            return
+        if type_url not in copied:
+            mine = by_type[type_url] = dict(mine)
+            copied.add(type_url)
+        mine.update(interned)
+        totals[type_url] += total
+
+    for piece in (*parts, own):
+        for type_url, (interned, total) in piece.items():
+            add(type_url, interned, total)
+    versions = {t: _format_version(totals[t]) for t in by_type}
+    if base is None or types is None:
+        return Snapshot(resources=by_type, versions=versions)
+    resources = {t: r for t, r in base.resources.items() if t not in types}
+    kept = {t: v for t, v in base.versions.items() if t not in types}
+    return Snapshot(resources={**resources, **by_type}, versions={**kept, **versions})
 
 
 @dataclass(frozen=True, eq=False)

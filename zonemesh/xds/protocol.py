@@ -182,22 +182,27 @@ class SotwSession(_Session[_SotwType]):
                 ts = self._types[type_url] = _SotwType(client_version=req.version_info)
             ts.awaiting = False
             info = RequestInfo(RequestKind.INITIAL, type_url)
-        self._subscribe(type_url, ts, req.resource_names)
-        ts.dirty = True
+        if self._subscribe(type_url, ts, req.resource_names) or info.kind is not RequestKind.ACK:
+            # An ACK naming what was named before asks for nothing new: whatever changed
+            # meanwhile already marked the type (`set_snapshot`), so it is not recomputed.
+            ts.dirty = True
         return info
 
     @staticmethod
-    def _subscribe(type_url: str, ts: _SotwType, names_list: object) -> None:
+    def _subscribe(type_url: str, ts: _SotwType, names_list: object) -> bool:
+        """Apply the request's names; False when the subscription is as it was."""
         names = set(names_list)  # type: ignore[call-overload]
         explicit_wildcard = WILDCARD in names
         names.discard(WILDCARD)
-        ts.wildcard = explicit_wildcard or (not names and not ts.ever_named)
-        if names:
-            ts.ever_named = True
-        ts.names = names
+        wildcard = explicit_wildcard or (not names and not ts.ever_named)
+        ever_named = ts.ever_named or bool(names)
+        if (wildcard, ever_named, names) == (ts.wildcard, ts.ever_named, ts.names):
+            return False
+        ts.wildcard, ts.ever_named, ts.names = wildcard, ever_named, names
         if ts.sent is not None and type_url not in FULL_STATE_TYPES and not ts.wildcard:
             # Envoy drops what it no longer names; asking again later must resend it.
             ts.sent = {n: v for n, v in ts.sent.items() if n in names}
+        return True
 
     def _desired(self, type_url: str, ts: _SotwType) -> Mapping[str, VersionedResource]:
         available = self._snapshot.of_type(type_url) if self._snapshot else {}

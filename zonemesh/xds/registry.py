@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,11 +40,11 @@ from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.proxy_types import RESOURCE_TYPE, ProxyType
 from zonemesh.resources.registry import MESH
-from zonemesh.resources.types.dataplane import DataplaneSpec, Outbound
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
 from zonemesh.runtime.insights import ProxyInsight
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError
 from zonemesh.xds.auth import AuthError, Credential, DpAuthenticator
+from zonemesh.xds.engine.sharing import SharedOutbounds
 
 if TYPE_CHECKING:
     from zonemesh.runtime.kernel import Runtime
@@ -200,17 +199,19 @@ ProxyListener = Callable[[ProxyEvent], None]
 
 
 class ProxyRegistry:
-    def __init__(self, runtime: Runtime, auth: DpAuthenticator | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        auth: DpAuthenticator | None = None,
+        outbounds: SharedOutbounds | None = None,
+    ) -> None:
+        """`outbounds`: the generation engine's sharing of equal outbounds (else our own)."""
         self._runtime = runtime
         self.auth = auth or DpAuthenticator(runtime)
         self._connections: dict[ResourceKey, Connection] = {}
         self._records: dict[ResourceKey, ProxyRecord] = {}
         self._listeners: list[ProxyListener] = []
-        # Sidecars of one mesh mostly list the same outbounds (every service they may call):
-        # equal Outbound models (frozen) are shared between Dataplanes, not held per proxy.
-        self._outbounds: weakref.WeakValueDictionary[tuple[Any, ...], Outbound] = (
-            weakref.WeakValueDictionary()
-        )
+        self.outbounds = outbounds or SharedOutbounds()
 
     # --- events -------------------------------------------------------------------------
 
@@ -458,23 +459,9 @@ class ProxyRegistry:
         if identity.proxy_type is not ProxyType.DATAPLANE:
             resource = resource.with_(spec=resource.spec.model_copy(update={"zone": zone}))
         else:
-            resource = self._share_outbounds(resource)
+            resource = self.outbounds.share(resource)
         marked = {**resource.labels, REGISTERED_LABEL: REGISTERED_FROM_METADATA}
         return stamp_origin(resource.with_(labels=marked), is_global=False, zone=zone)
-
-    def _share_outbounds(self, resource: Resource) -> Resource:
-        spec = resource.spec
-        if not isinstance(spec, DataplaneSpec) or not spec.networking.outbound:
-            return resource
-        shared = []
-        for outbound in spec.networking.outbound:
-            key = _outbound_key(outbound)
-            found = self._outbounds.get(key)
-            if found is None:
-                self._outbounds[key] = found = outbound
-            shared.append(found)
-        networking = spec.networking.model_copy(update={"outbound": shared})
-        return resource.with_(spec=spec.model_copy(update={"networking": networking}))
 
 
 def is_registered_from_metadata(resource: Resource) -> bool:
@@ -496,22 +483,3 @@ def _updated(existing: Resource, incoming: Resource) -> Resource | None:
     if spec == existing.spec and new_labels == existing.labels:
         return None
     return existing.with_(spec=spec, labels=new_labels)
-
-
-def _outbound_key(o: Outbound) -> tuple[Any, ...]:
-    ref = o.backend_ref
-    return (
-        o.port,
-        o.address,
-        tuple(sorted(o.tags.items())) if o.tags is not None else None,
-        frozenset(o.model_fields_set),
-        None
-        if ref is None
-        else (
-            ref.kind,
-            ref.name,
-            ref.port,
-            tuple(sorted(ref.labels.items())) if ref.labels is not None else None,
-            frozenset(ref.model_fields_set),
-        ),
-    )
