@@ -83,8 +83,7 @@ class Recorder:
         self.held[index] = {}
         self.dirty.setdefault(index, set()).update(self.snapshot.get(index, {}))
 
-    def put(self, index: int, type_url: str, name: str, value: bytes) -> None:
-        h = digest(value)
+    def put(self, index: int, type_url: str, name: str, h: str, value: bytes) -> None:
         if self.out is not None and h not in self.written:
             self.pending[h] = value
         self.held[index].setdefault(type_url, {})[name] = h
@@ -130,6 +129,51 @@ class Recorder:
         return changed
 
 
+class Decoded:
+    """What the simulator needs from a resource, parsed once per distinct bytes for the whole
+    fleet (every proxy gets the same CLA bytes): each response costs a hash per resource."""
+
+    LIMIT = 200_000  # distinct resources remembered; then start over
+
+    def __init__(self) -> None:
+        self._clusters: dict[str, tuple[str, str]] = {}
+        self._clas: dict[str, tuple[str, frozenset[str]]] = {}
+
+    def cluster(self, h: str, value: bytes) -> tuple[str, str]:
+        """(cluster name, EDS service name or "" when the cluster is not EDS)."""
+        hit = self._clusters.get(h)
+        if hit is None:
+            from envoy.config.cluster.v3.cluster_pb2 import Cluster
+
+            c = Cluster.FromString(value)
+            eds = (c.eds_cluster_config.service_name or c.name) if c.type == Cluster.EDS else ""
+            hit = self._remember(self._clusters, h, (c.name, eds))
+        return hit
+
+    def cla(self, h: str, value: bytes) -> tuple[str, frozenset[str]]:
+        """(cluster name, the addresses of its healthy or unknown-health endpoints)."""
+        hit = self._clas.get(h)
+        if hit is None:
+            from envoy.config.core.v3.health_check_pb2 import HealthStatus
+            from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+
+            cla = ClusterLoadAssignment.FromString(value)
+            addresses = frozenset(
+                lb.endpoint.address.socket_address.address
+                for locality in cla.endpoints
+                for lb in locality.lb_endpoints
+                if lb.health_status in (HealthStatus.UNKNOWN, HealthStatus.HEALTHY)
+            )
+            hit = self._remember(self._clas, h, (cla.cluster_name, addresses))
+        return hit
+
+    def _remember(self, cache: dict[str, Any], h: str, value: Any) -> Any:
+        if len(cache) >= self.LIMIT:
+            cache.clear()
+        cache[h] = value
+        return value
+
+
 class Fleet:
     """Many simulated ADS clients in one process, over a handful of gRPC channels."""
 
@@ -157,6 +201,7 @@ class Fleet:
         self.resets = 0  # streams that ended and were reconnected, as Envoy would
         self.reset_reasons: dict[str, int] = {}
         self._received: dict[int, int] = {}
+        self.decoded = Decoded()
         self._nodes: dict[int, Any] = {}
         self._channels: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -258,7 +303,8 @@ class Fleet:
             if type_url == EDS:
                 eds_version, eds_nonce = response.version_info, response.nonce
                 for any_ in response.resources:
-                    self._on_cla(index, any_.value)
+                    value = any_.value
+                    self._on_cla(index, digest(value), value)
                 await call.write(
                     DiscoveryRequest(
                         type_url=EDS,
@@ -268,14 +314,23 @@ class Fleet:
                     )
                 )
             else:
+                # SotW: a wildcard response is the whole set. Listeners (and types this
+                # simulator does not know) are held by their bytes; the floor needs no names.
                 names = set()
+                eds = set()
                 for any_ in response.resources:
-                    name = self._resource_name(type_url, any_.value)
+                    value = any_.value
+                    h = digest(value)
+                    name = h
+                    if type_url == CDS:
+                        name, eds_name = self.decoded.cluster(h, value)
+                        if eds_name:
+                            eds.add(eds_name)
                     names.add(name)
-                    self.recorder.put(index, type_url, name, any_.value)
+                    self.recorder.put(index, type_url, name, h, value)
                 self.recorder.replace(index, type_url, names)
                 if type_url == CDS:
-                    self._on_clusters(index, [a.value for a in response.resources])
+                    self._on_clusters(index, eds)
                 await call.write(
                     DiscoveryRequest(
                         type_url=type_url,
@@ -302,7 +357,7 @@ class Fleet:
         call = stub.DeltaAggregatedResources()
         await call.write(DeltaDiscoveryRequest(node=self._node(index), type_url=CDS))
         await call.write(DeltaDiscoveryRequest(type_url=LDS))
-        clusters: dict[str, bytes] = {}
+        clusters: dict[str, str] = {}  # cluster name -> EDS service name ("" if not EDS)
         subscribed: set[str] = set()
         while True:
             response = await call.read()
@@ -315,20 +370,21 @@ class Fleet:
                 DeltaDiscoveryRequest(type_url=type_url, response_nonce=response.nonce)
             )
             for resource in response.resources:
-                self.recorder.put(index, type_url, resource.name, resource.resource.value)
+                value = resource.resource.value
+                h = digest(value)
+                self.recorder.put(index, type_url, resource.name, h, value)
+                if type_url == EDS:
+                    self._on_cla(index, h, value)
+                elif type_url == CDS:
+                    clusters[resource.name] = self.decoded.cluster(h, value)[1]
             for name in response.removed_resources:
                 self.recorder.remove(index, type_url, name)
-            if type_url == EDS:
-                for resource in response.resources:
-                    self._on_cla(index, resource.resource.value)
-                for name in response.removed_resources:
+                if type_url == EDS:
                     self.views[index].pop(name, None)
-            elif type_url == CDS:
-                for resource in response.resources:
-                    clusters[resource.name] = resource.resource.value
-                for name in response.removed_resources:
+                elif type_url == CDS:
                     clusters.pop(name, None)
-                self._on_clusters(index, list(clusters.values()))
+            if type_url == CDS:
+                self._on_clusters(index, {eds for eds in clusters.values() if eds})
                 wanted = self.eds_names[index]
                 if wanted != subscribed:
                     await call.write(
@@ -341,44 +397,19 @@ class Fleet:
                     subscribed = set(wanted)
             self._after_update(index, now)
 
-    @staticmethod
-    def _resource_name(type_url: str, value: bytes) -> str:
-        from envoy.config.cluster.v3.cluster_pb2 import Cluster
-        from envoy.config.listener.v3.listener_pb2 import Listener
-
-        if type_url == CDS:
-            return Cluster.FromString(value).name
-        if type_url == LDS:
-            return Listener.FromString(value).name
-        return digest(value)  # a type this simulator does not know: named by its bytes
-
-    def _on_clusters(self, index: int, values: list[bytes]) -> None:
+    def _on_clusters(self, index: int, eds_names: set[str]) -> None:
         """CDS named the EDS clusters to follow; views of clusters gone are dropped."""
-        from envoy.config.cluster.v3.cluster_pb2 import Cluster
-
-        names = set()
-        for value in values:
-            cluster = Cluster.FromString(value)
-            if cluster.type == Cluster.EDS:
-                names.add(cluster.eds_cluster_config.service_name or cluster.name)
-        self.eds_names[index] = names
+        self.eds_names[index] = eds_names
         views = self.views[index]
-        for name in [n for n in views if n not in names]:
+        for name in [n for n in views if n not in eds_names]:
             del views[name]
             self.recorder.remove(index, EDS, name)
 
-    def _on_cla(self, index: int, value: bytes) -> None:
-        from envoy.config.core.v3.health_check_pb2 import HealthStatus
-        from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
-
-        cla = ClusterLoadAssignment.FromString(value)
-        self.recorder.put(index, EDS, cla.cluster_name, value)
-        self.views[index][cla.cluster_name] = frozenset(
-            lb.endpoint.address.socket_address.address
-            for locality in cla.endpoints
-            for lb in locality.lb_endpoints
-            if lb.health_status in (HealthStatus.UNKNOWN, HealthStatus.HEALTHY)
-        )
+    def _on_cla(self, index: int, h: str, value: bytes) -> None:
+        name, addresses = self.decoded.cla(h, value)
+        if not self.delta:  # Delta recorded it by its resource name already
+            self.recorder.put(index, EDS, name, h, value)
+        self.views[index][name] = addresses
 
     def _is_configured(self, index: int) -> bool:
         names = self.eds_names[index]

@@ -46,7 +46,9 @@ TARGETS = {
 }
 SCALE_TARGET = 1.25
 SETTLE_S = 0.5  # after a change reached everyone: its ACKs belong to it
-IDLE_S = 0.5  # the CP's idle CPU rate, measured before each change, is subtracted
+QUIET_WINDOW_S = 0.25  # the CP's CPU is sampled over this ...
+QUIET_RATE = 0.1  # ... until it uses at most this share of a core (idle), ...
+QUIET_MAX_S = 15.0  # ... or this long has passed; that idle rate is subtracted from a change
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -177,6 +179,7 @@ async def measure(
         out["first_config_all_s"] = max(times) if len(times) == n else float("inf")
         out["first_config_cpu_per_proxy_ms"] = cpu_first / n * 1000
         out["connect_resets"] = sum(r["resets"] for r in reports)
+        out["connect_reset_reasons"] = merge_reasons(reports)
         out["client_errors"] = [e for r in reports for e in r["errors"]]
         await asyncio.sleep(1.0)  # ACKs and connect-time pushes settle
         out["memory_per_proxy_kb"] = (rss_bytes(pid) - rss_before) / n / 1024
@@ -210,6 +213,18 @@ async def measure(
         await fleet.close()
 
 
+async def quiet_rate(pid: int) -> float:
+    """Wait until the CP is idle (the previous step's work, KDS included, is done) and return
+    its idle CPU rate, so that a change is charged only for its own work."""
+    deadline = time.monotonic() + QUIET_MAX_S
+    while True:
+        before = cpu_seconds(pid)
+        await asyncio.sleep(QUIET_WINDOW_S)
+        rate = (cpu_seconds(pid) - before) / QUIET_WINDOW_S
+        if rate <= QUIET_RATE or time.monotonic() > deadline:
+            return rate
+
+
 async def one_change(
     args: argparse.Namespace,
     fleet: Fleet,
@@ -223,9 +238,7 @@ async def one_change(
         await child.send({"op": "watch", "id": str(step), "timeout": args.timeout, **watch.wire()})
     for child in fleet.children:
         await child.expect("watching", 30)
-    idle_start = cpu_seconds(pid)
-    await asyncio.sleep(IDLE_S)
-    idle_rate = (cpu_seconds(pid) - idle_start) / IDLE_S
+    idle_rate = await quiet_rate(pid)
     cpu_before = cpu_seconds(pid)
     t0 = time.monotonic()
     await target.change(writes, step)
@@ -404,6 +417,11 @@ def print_table(r: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{st['unconfigured']} left unconfigured, {st['resets']} streams reset "
                 "after they reconnected"
             )
+        for reason, count in s.get("connect_reset_reasons", {}).items():
+            print(f"    connect reset {count} x {reason}")
+        if "storm" in s:
+            for reason, count in s["storm"]["reset_reasons"].items():
+                print(f"    storm: stream ended {count} x {reason}")
         for error in s.get("client_errors", []):
             print(f"    client error: {error}")
         if s.get("error"):
