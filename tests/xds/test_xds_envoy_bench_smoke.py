@@ -23,7 +23,10 @@ CHANGE_KINDS = ("address", "new-instance", "remove", "new-service", "mmzs-select
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("mode", ["delta", "sotw"])
 def test_smoke_mode_measures_zonemesh_and_the_floor_for_every_change_kind(mode: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     result = subprocess.run(
         [sys.executable, str(BENCHMARK), "--smoke", "--mode", mode, "--json"],
         capture_output=True,
