@@ -518,6 +518,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run this many proxies and compare per-proxy figures "
         "(default: 1000 when --proxies is larger)",
     )
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="instead of --compare-to: an earlier --json output at fewer proxies to compare with",
+    )
     parser.add_argument("--workdir", default="", help="keep logs and captures here")
     parser.add_argument("--smoke", action="store_true", help="20 proxies, 5 x 2, 1 rep per kind")
     parser.add_argument(
@@ -532,9 +537,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.proxies, args.services, args.endpoints, args.reps = 20, 5, 2, 1
         args.channels, args.client_procs = 2, 1
         args.timeout = min(args.timeout, 60.0)
-    if args.compare_to is None and args.proxies > 1000:
+    if args.compare_to is None and args.proxies > 1000 and not args.baseline:
         args.compare_to = 1000
     return args
+
+
+def baseline_run(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The run at fewer proxies from an earlier `--json` output (its last line), same mode."""
+    summary = json.loads(Path(path).read_text().strip().splitlines()[-1])
+    for run in summary["runs"]:
+        if run["mode"] == args.mode and run["proxies"] < args.proxies and run["complete"]:
+            return dict(run)
+    raise SystemExit(f"--baseline {path}: no complete {args.mode} run with fewer proxies")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -548,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
         r["table"] = print_table(r)
         r["complete"] = complete(r)
         summary["runs"].append(r)
+    if args.baseline:
+        results.insert(0, baseline_run(args.baseline, args))
     if len(results) == 2 and all(r["complete"] for r in results):
         summary["scale"] = print_scale(results[0], results[1])
     ok = all(r["complete"] for r in results)
