@@ -249,6 +249,8 @@ class Fleet:
                 raise
             except grpc.aio.AioRpcError as e:
                 reason = f"{e.code().name}: {e.details()}"
+            except asyncio.InvalidStateError:  # grpc.aio: a write after the call finished
+                reason = "stream ended by the CP (seen on write)"
             except Exception as e:  # a bug in the simulator: report it, do not retry
                 self.errors.append(f"proxy {index}: {type(e).__name__}: {e}")
                 return
