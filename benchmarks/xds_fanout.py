@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fanout_topology as topo
 from fanout_procs import HERE, Child, FloorProcess, Mesh, cpu_seconds, rss_bytes
+from floor_ads import Capture
 
 # The issue's targets: zonemesh over the floor (ratio), and 5000 over 1000 per proxy.
 TARGETS = {
@@ -310,9 +311,13 @@ async def run_size(args: argparse.Namespace) -> dict[str, Any]:
             if "error" in result["zonemesh"]:
                 return result
             await mesh.close()  # the floor runs alone, as zonemesh did
-            floor = FloorProcess(sorted(workdir.glob("capture-*.jsonl")))
+            captures = sorted(workdir.glob("capture-*.jsonl"))
+            floor = FloorProcess(captures)
             await floor.start()
-            result["floor"] = await measure(args, FloorTarget(floor), None)
+            replayed = workdir / "replayed"
+            replayed.mkdir(exist_ok=True)
+            result["floor"] = await measure(args, FloorTarget(floor), replayed)
+            result["replay_check"] = compare_captures(captures, sorted(replayed.glob("*.jsonl")))
             return result
         except Exception as e:
             result["error"] = f"{type(e).__name__}: {e}{mesh.bench.log_tail()}"
@@ -321,6 +326,40 @@ async def run_size(args: argparse.Namespace) -> dict[str, Any]:
             if floor is not None:
                 await floor.close()
             await mesh.close()
+
+
+def held_at(paths: list[Path], steps: list[int]) -> dict[int, dict[str, Any]]:
+    """What each proxy held after each of `steps`, from capture files."""
+    capture = Capture.load([str(p) for p in paths])
+    held: dict[str, dict[str, dict[str, str]]] = {}
+    out: dict[int, dict[str, Any]] = {}
+    for step in range(max(steps) + 1):
+        for node, diffs in capture.steps.get(step, {}).items():
+            for type_url, set_, removed in diffs:
+                current = held.setdefault(node, {}).setdefault(type_url, {})
+                current.update(set_)
+                for name in removed:
+                    current.pop(name, None)
+        if step in steps:
+            out[step] = json.loads(json.dumps(held))  # a deep copy
+    return out
+
+
+def compare_captures(zonemesh: list[Path], floor: list[Path]) -> dict[str, Any]:
+    """Did the proxies hold the same bytes from the floor as from zonemesh? After the first
+    config and after the last change step (the replay's claim, checked)."""
+    last = max(Capture.load([str(p) for p in zonemesh]).steps, default=0)
+    z, f = held_at(zonemesh, [0, last]), held_at(floor, [0, last])
+    differing = {
+        step: sorted(n for n in z[step].keys() | f[step].keys() if z[step].get(n) != f[step].get(n))
+        for step in (0, last)
+    }
+    return {
+        "identical": not any(differing.values()),
+        "steps": [0, last],
+        "differing_proxies": {str(k): len(v) for k, v in differing.items()},
+        "example": next((v[0] for v in differing.values() if v), ""),
+    }
 
 
 # --------------------------------------------------------------------------- figures
@@ -426,6 +465,12 @@ def print_table(r: dict[str, Any]) -> list[dict[str, Any]]:
             print(f"    client error: {error}")
         if s.get("error"):
             print(f"  {side} ERROR: {s['error']}")
+    if "replay_check" in r:
+        check = r["replay_check"]
+        verdict = "identical" if check["identical"] else f"DIFFERENT {check['differing_proxies']}"
+        print(
+            f"  floor replay: proxies held zonemesh's bytes after steps {check['steps']}: {verdict}"
+        )
     if r.get("error"):
         print(f"  ERROR: {r['error']}")
     if "zonemesh" not in r or "floor" not in r:
@@ -480,8 +525,12 @@ def print_scale(small: dict[str, Any], big: dict[str, Any]) -> list[dict[str, An
 
 
 def complete(r: dict[str, Any]) -> bool:
-    """Every proxy configured, every change reached every proxy, the storm reconfigured all."""
+    """Every proxy configured, every change reached every proxy, the storm reconfigured all,
+    and the floor served the proxies the bytes zonemesh had (else the ratios compare apples
+    with pears)."""
     if "error" in r or "zonemesh" not in r or "floor" not in r:
+        return False
+    if not r.get("replay_check", {}).get("identical"):
         return False
     n = r["proxies"]
     for side in (r["zonemesh"], r["floor"]):

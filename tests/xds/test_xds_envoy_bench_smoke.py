@@ -48,6 +48,8 @@ def test_smoke_mode_measures_zonemesh_and_the_floor_for_every_change_kind(mode: 
             assert [c["reached"] for c in reps] == [20], (side, kind)
         assert figures["storm"]["configured"] == 20, side
         assert figures["storm"]["unconfigured"] == 0, side
+    # The floor served the proxies zonemesh's own bytes: what they held is the same.
+    assert run["replay_check"]["identical"] is True, run["replay_check"]
     compared = {row["figure"] for row in run["table"] if row["target"] is not None}
     assert {f"{kind}: p99 (worst rep)" for kind in CHANGE_KINDS} <= compared
     assert {"first config, all proxies", "CP memory per connected proxy"} <= compared
