@@ -34,6 +34,7 @@ CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 MAX_BACKOFF_S = 30.0  # Envoy's default retry back-off: base 0.5 s, max 30 s
+MAX_STREAMS_PER_PROXY = 500  # a bound: a proxy reset this often is reported, not retried
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -236,7 +237,7 @@ class Fleet:
 
         run = self._run_delta if self.delta else self._run_sotw
         attempt = 0
-        while True:
+        for _ in range(MAX_STREAMS_PER_PROXY):
             before = self._received.get(index, 0)
             self.stream_started[index] = time.monotonic()
             self.views[index] = {}
@@ -262,6 +263,7 @@ class Fleet:
                 continue
             attempt = 0 if self._received.get(index, 0) > before else attempt + 1
             await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.5 * 2**attempt)))
+        self.errors.append(f"proxy {index}: gave up after {MAX_STREAMS_PER_PROXY} streams")
 
     def build_nodes(self) -> None:
         """Every proxy's node, before the clock starts (Envoy has its bootstrap at hand too)."""
