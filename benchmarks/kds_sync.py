@@ -277,11 +277,11 @@ async def run_processes(count: int, store: str, concurrency: int, timeout: float
 
 async def run_in_process(count: int, timeout: float) -> None:
     from zonemesh.config import CpConfig
-    from zonemesh.cp.runtime import Runtime
     from zonemesh.federation.client import KdsClient
     from zonemesh.federation.server import KdsServer
     from zonemesh.resources.codec import resource_from_wire
     from zonemesh.resources.origin import stamp_origin
+    from zonemesh.runtime.kernel import Runtime
     from zonemesh.store.memory import MemoryStore
 
     kds = free_port()

@@ -68,11 +68,33 @@ class ObjectMemo(Generic[V]):
         return len(self._items)
 
 
+class RepeatFilter:
+    """A proxy's warnings pass once, until they change: a problem that lasts over thousands
+    of regenerations (every connect builds a new state) is logged when it appears and when
+    it changes, not on each of them."""
+
+    def __init__(self, size: int = CONTENT_MEMO_SIZE) -> None:
+        self.size = size
+        self._last: OrderedDict[Any, tuple[Any, ...]] = OrderedDict()
+
+    def fresh(self, subject: Any, warnings: tuple[Any, ...]) -> bool:
+        """Whether `warnings` differ from what was last seen for `subject` (then remembered)."""
+        if self._last.get(subject, ()) == warnings:
+            if subject in self._last:
+                self._last.move_to_end(subject)
+            return False
+        self._last[subject] = warnings
+        if len(self._last) > self.size:
+            self._last.popitem(last=False)
+        return bool(warnings)
+
+
 class TranslationCaches:
     """Everything the generators memoize across states (see the module docstring)."""
 
     def __init__(self) -> None:
         self.content = ContentMemo()
+        self.warnings = RepeatFilter()  # translate.outbound, translate.transparent
         self.outbound_signatures: ObjectMemo[Any] = ObjectMemo()  # translate.outbound
         # Equal outbound signatures, one object each (weak: gone with the last proxy using it).
         self.shared_signatures: weakref.WeakValueDictionary[Any, Any] = (

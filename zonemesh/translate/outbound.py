@@ -526,8 +526,9 @@ class OutboundGenerator:
             ("outbound.proxy", proxy.mesh, binds, signature, policies.key, routes.key),
             lambda: _generate(state, proxy.mesh, binds, net.outbound, policies, routes),
         )
-        for fmt, args in generated.warnings:
-            log.warning(fmt, proxy.key, *args)
+        if state.caches.warnings.fresh(("outbound", proxy.key), generated.warnings):
+            for fmt, args in generated.warnings:
+                log.warning(fmt, proxy.key, *args)
         out.include(generated.resources)
         return out
 

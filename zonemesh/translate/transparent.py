@@ -372,8 +372,9 @@ class TransparentProxyGenerator:
         generated = state.memo(
             key, lambda: _generate(state, proxy.mesh, tp, policies, explicit, routes)
         )
-        for reason in generated.skipped:
-            log.warning("%s: transparent proxy: %s", proxy.key, reason)
+        if state.caches.warnings.fresh(("transparent", proxy.key), generated.skipped):
+            for reason in generated.skipped:
+                log.warning("%s: transparent proxy: %s", proxy.key, reason)
         out.include(generated.resources)
         if tp.outbound_enabled:
             path = dns_table_socket(proxy.mesh, proxy.name)
