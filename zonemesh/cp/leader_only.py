@@ -21,7 +21,9 @@ class LeaderOnly:
     A start that fails (typically: leadership came back with the database before the store's
     pool could reconnect) is undone with `stop` and tried again with a fresh component, with
     backoff, for as long as this instance leads: a leader must not sit there without the work
-    it was elected for."""
+    it was elected for. Only a store error is retried while the process starts: anything
+    else then (a zone without its KDS token, a wrong CA) is a configuration error, and `cp
+    run` must stop at once naming it rather than retry it forever."""
 
     def __init__(
         self,
@@ -45,24 +47,25 @@ class LeaderOnly:
     async def start(self) -> None:
         self.leadership.on_change(self._changed)
         if self.leadership.is_leader:
-            await self._changed(True)
+            await self._changed(True, starting=True)
 
     async def stop(self) -> None:
         await self._changed(False)
 
-    async def _changed(self, leading: bool) -> None:
+    async def _changed(self, leading: bool, *, starting: bool = False) -> None:
         if not leading:
             self._cancel_retry()
         async with self._lock:
             if leading and self.current is None:
-                if not await self._start_one():
+                if not await self._start_one(raise_unexpected=starting):
                     self._schedule_retry()
             elif not leading and self.current is not None:
                 component, self.current = self.current, None
                 await component.stop()
 
-    async def _start_one(self) -> bool:
-        """Start a fresh component; on failure undo what it started. Hold `_lock`."""
+    async def _start_one(self, *, raise_unexpected: bool = False) -> bool:
+        """Start a fresh component; on failure undo what it started, and re-raise an error
+        other than the store's when `raise_unexpected`. Hold `_lock`."""
         component = self._make()
         try:
             await component.start()
@@ -72,6 +75,10 @@ class LeaderOnly:
             raise
         except Exception as e:
             self.failed_starts += 1
+            if raise_unexpected and not isinstance(e, StoreError):
+                with contextlib.suppress(Exception):
+                    await component.stop()
+                raise
             if isinstance(e, StoreError):  # expected while the database is away: no traceback
                 log.warning("starting %s failed (retrying while leading): %s", self.name, e)
             else:
