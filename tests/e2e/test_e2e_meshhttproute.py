@@ -153,7 +153,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         for sidecar, service, app in sidecars:
             token = token_file(tmp, sidecar.name, issue_dataplane_token(cp.url, name=sidecar.name))
             doc = dataplane(sidecar, service, app, echo_port=APP_PORT, to="a")
-            procs += start_sidecar(cp, sidecar, doc, app, token, tmp)
+            procs += start_sidecar(sidecar, doc, app, token, tmp, cp=cp)
         the_mesh = Mesh(cp, client)
 
         def answers(path: str, instance: str) -> bool:

@@ -72,7 +72,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             (client, client_token, "client", client_app),
         ):
             doc = dataplane(sidecar, service, app, echo_port=APP_PORT)
-            procs += start_sidecar(cp, sidecar, doc, app, token, tmp, "--log-level", "info")
+            procs += start_sidecar(
+                sidecar, doc, app, token, tmp, cp=cp, dp_args=("--log-level", "info")
+            )
         topology = Mesh(cp, servers, client)
 
         def both_answer() -> bool:

@@ -63,16 +63,19 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def start_sidecar(
-    cp: CpProcess,
     sidecar: Sidecar,
     doc: dict[str, Any],
     app_port: int,
     token: Path,
     tmp: Path,
-    *dp_args: str,
-) -> list[subprocess.Popen[bytes]]:
+    *,
+    cp: CpProcess,
+    cp_address: str | None = None,
+    dp_args: tuple[str, ...] = (),
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
     """Its app (`zonemesh echo` answering with the sidecar's name) and `zonemesh dp run` with
-    the Dataplane `doc`, logging to `<tmp>/<name>-app.log` and `-dp.log`; stop them in reverse."""
+    the Dataplane `doc`, connecting to `cp_address` (default: `cp`'s xDS address) and trusting
+    `cp`'s CA; logs in `<tmp>/<name>-app.log` and `-dp.log`. Stop them in reverse order."""
     app = start(
         [
             *("echo", "--address", sidecar.address, "--port", str(app_port)),
@@ -82,16 +85,20 @@ def start_sidecar(
     )
     file = tmp / f"{sidecar.name}.yaml"
     file.write_text(yaml.safe_dump(doc))
-    dp = start(
-        [
-            *("dp", "run", "--cp-address", cp.xds_address),
-            *("--ca-cert-file", str(cp.ca_file)),
-            *("--dataplane-file", str(file), "--admin-port", str(sidecar.admin)),
-            *("--dataplane-token-file", str(token), *dp_args),
-        ],
-        tmp / f"{sidecar.name}-dp.log",
-    )
-    return [app, dp]
+    try:
+        dp = start(
+            [
+                *("dp", "run", "--cp-address", cp_address or cp.xds_address),
+                *("--ca-cert-file", str(cp.ca_file)),
+                *("--dataplane-file", str(file), "--admin-port", str(sidecar.admin)),
+                *("--dataplane-token-file", str(token), *dp_args),
+            ],
+            tmp / f"{sidecar.name}-dp.log",
+        )
+    except BaseException:
+        stop(app)  # the caller never saw it
+        raise
+    return app, dp
 
 
 def stop(proc: subprocess.Popen[bytes]) -> int:
