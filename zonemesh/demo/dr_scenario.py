@@ -192,6 +192,13 @@ class DrScenario(PhaseRunner):
         time.sleep(max(0.0, since + seconds - time.monotonic()))
         return time.monotonic()
 
+    def _served_from_elsewhere(self, window: list[Answer], zone: str) -> list[str]:
+        """`zone`'s gateway must answer from its own zone's echo only."""
+        wrong = sum(
+            1 for a in window if a.ok and self.mesh.gateway_zone(a) == zone and a.zone != zone
+        )
+        return [f"gateway-{zone} answered {wrong} requests from elsewhere"] if wrong else []
+
     def _describe(self, answers: list[Answer]) -> str:
         parts = []
         for gateway, counts in sorted(self._by_gateway(answers).items()):
@@ -293,11 +300,7 @@ class DrScenario(PhaseRunner):
             )
         end = time.monotonic()
         window = self._window(phase, began, end)
-        wrong = sum(
-            1 for a in window if a.ok and self.mesh.gateway_zone(a) == OTHER and a.zone != OTHER
-        )
-        if wrong:
-            problems.append(f"gateway-{OTHER} answered {wrong} requests from elsewhere")
+        problems += self._served_from_elsewhere(window, OTHER)
         reason = (
             f"gateway-{LOST} answered by {OTHER} only {phase.seconds or 0:.2f} s after "
             f"{LOST}'s instances got SIGTERM, the load balancer still sending it "
@@ -375,11 +378,7 @@ class DrScenario(PhaseRunner):
             problems.append(f"no traffic through gateway-{LOST} within {SETTLE_WAIT_S:g} s")
         else:
             phase.seconds = first - ready
-        wrong = sum(
-            1 for a in window if a.ok and self.mesh.gateway_zone(a) == LOST and a.zone != LOST
-        )
-        if wrong:
-            problems.append(f"gateway-{LOST} answered {wrong} requests from elsewhere")
+        problems += self._served_from_elsewhere(window, LOST)
         if phase.failures:
             problems.append(f"{phase.failures} requests failed while {LOST} came back")
         in_at = self.lb_changed(LOST, True, began)
