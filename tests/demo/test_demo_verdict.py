@@ -9,21 +9,14 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from rich.console import Console
+from support.demo_fakes import FakeGroup, answer_like_echo, run_to_end, shorten
 
 from zonemesh.demo import scenario as scenario_module
 from zonemesh.demo.live import LiveView, plain_summary
 from zonemesh.demo.scenario import Scenario
-
-
-class FakeGroup:
-    procs: dict[str, Any] = {}
-
-    def running(self) -> list[str]:
-        return []
 
 
 class FakeMesh:
@@ -51,11 +44,7 @@ class FakeMesh:
                     mesh.count[self.client_zone] += 1
                     answering = mesh.serving[self.client_zone]
                     instance = f"echo-{answering}-{mesh.count[self.client_zone] % 2 + 1}"
-                    body = json.dumps({"zone": answering, "instance": instance}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    answer_like_echo(self, answering, instance)
 
                 def log_message(self, *args: object) -> None:
                     pass
@@ -83,24 +72,20 @@ class FakeMesh:
 
 @pytest.fixture(autouse=True)
 def short_phases(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "LOCAL_PREFERENCE_S": 0.5,
-        "OUTAGE_S": 0.8,
-        "AFTER_FAILBACK_S": 0.5,
-        "SETTLE_WAIT_S": 1.0,
-        "LOAD_INTERVAL_S": 0.01,
-    }.items():
-        monkeypatch.setattr(scenario_module, name, value)
+    shorten(
+        monkeypatch,
+        scenario_module,
+        LOCAL_PREFERENCE_S=0.5,
+        OUTAGE_S=0.8,
+        AFTER_FAILBACK_S=0.5,
+        SETTLE_WAIT_S=1.0,
+        LOAD_INTERVAL_S=0.01,
+    )
 
 
 def run(tmp_path: Path, **behaviour: bool) -> Iterator[Scenario]:
     mesh = FakeMesh(tmp_path, **behaviour)
-    scenario = Scenario(mesh)  # type: ignore[arg-type]
-    try:
-        scenario.run()
-        yield scenario
-    finally:
-        mesh.close()
+    yield from run_to_end(mesh, Scenario(mesh))  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from support.demo_fakes import FakeGroup, answer_like_echo, run_to_end, shorten
 
 from zonemesh.demo import dr_scenario
 from zonemesh.demo.dr_scenario import DrScenario
@@ -23,13 +24,6 @@ from zonemesh.demo.live import DrLiveView, plain_summary
 from zonemesh.demo.traffic import Answer, Load
 
 VIA = {"zone1": "127.0.0.1:1", "zone2": "127.0.0.1:2"}
-
-
-class FakeGroup:
-    procs: dict[str, Any] = {}
-
-    def running(self) -> list[str]:
-        return []
 
 
 class FakeDrMesh:
@@ -68,12 +62,9 @@ class FakeDrMesh:
                     self.end_headers()
                     return
                 answering = mesh.echo_in[gateway]
-                body = json.dumps({"zone": answering, "instance": f"echo-{answering}"}).encode()
-                self.send_response(200)
-                self.send_header(UPSTREAM_HEADER, VIA[gateway])
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer_like_echo(
+                    self, answering, f"echo-{answering}", {UPSTREAM_HEADER: VIA[gateway]}
+                )
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -117,26 +108,22 @@ class FakeDrMesh:
 
 @pytest.fixture(autouse=True)
 def short_phases(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "STEADY_S": 0.5,
-        "INSTANCES_DOWN_S": 0.5,
-        "ZONE_LOST_S": 1.0,
-        "AFTER_RETURN_S": 0.5,
-        "SETTLE_WAIT_S": 1.5,
-        "LOAD_INTERVAL_S": 0.01,
-        "HEALTH_POLL_S": 0.05,
-    }.items():
-        monkeypatch.setattr(dr_scenario, name, value)
+    shorten(
+        monkeypatch,
+        dr_scenario,
+        STEADY_S=0.5,
+        INSTANCES_DOWN_S=0.5,
+        ZONE_LOST_S=1.0,
+        AFTER_RETURN_S=0.5,
+        SETTLE_WAIT_S=1.5,
+        LOAD_INTERVAL_S=0.01,
+        HEALTH_POLL_S=0.05,
+    )
 
 
 def run(tmp_path: Path, **behaviour: Any) -> Iterator[DrScenario]:
     mesh = FakeDrMesh(tmp_path, **behaviour)
-    scenario = DrScenario(mesh)
-    try:
-        scenario.run()
-        yield scenario
-    finally:
-        mesh.close()
+    yield from run_to_end(mesh, DrScenario(mesh))
 
 
 @pytest.fixture

@@ -22,9 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from support.processes import CpProcess, free_port, wait_for
-from support.sidecars import Sidecar, start, stop
+from support.sidecars import Sidecar, dataplane, start_sidecar, stop
 from support.tokens import issue_dataplane_token, token_file
 
 pytestmark = pytest.mark.timeout(240)
@@ -131,29 +130,6 @@ class Mesh:
         return str(response.json()["instance"])
 
 
-def dataplane_doc(sidecar: Sidecar, service: str, app_port: int) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": sidecar.name,
-        "networking": {
-            "address": sidecar.address,
-            "inbound": [
-                {
-                    "port": sidecar.inbound,
-                    "servicePort": app_port,
-                    "tags": {"kuma.io/service": service, "kuma.io/protocol": "http"},
-                }
-            ],
-        },
-    }
-    if sidecar.outbound is not None:
-        doc["networking"]["outbound"] = [
-            {"address": sidecar.address, "port": sidecar.outbound, "backendRef": to("a")}
-        ]
-    return doc
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp: Path = tmp_path_factory.mktemp("meshhttproute")
@@ -176,28 +152,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         ]
         for sidecar, service, app in sidecars:
             token = token_file(tmp, sidecar.name, issue_dataplane_token(cp.url, name=sidecar.name))
-            procs.append(
-                start(
-                    [
-                        *("echo", "--address", sidecar.address, "--port", str(app)),
-                        *("--instance", sidecar.name),
-                    ],
-                    tmp / f"{sidecar.name}-app.log",
-                )
-            )
-            file = tmp / f"{sidecar.name}.yaml"
-            file.write_text(yaml.safe_dump(dataplane_doc(sidecar, service, app)))
-            procs.append(
-                start(
-                    [
-                        *("dp", "run", "--cp-address", cp.xds_address),
-                        *("--ca-cert-file", str(cp.ca_file)),
-                        *("--dataplane-file", str(file), "--admin-port", str(sidecar.admin)),
-                        *("--dataplane-token-file", str(token)),
-                    ],
-                    tmp / f"{sidecar.name}-dp.log",
-                )
-            )
+            doc = dataplane(sidecar, service, app, echo_port=APP_PORT, to="a")
+            procs += start_sidecar(sidecar, doc, app, token, tmp, cp=cp)
         the_mesh = Mesh(cp, client)
 
         def answers(path: str, instance: str) -> bool:

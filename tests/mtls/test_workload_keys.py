@@ -23,11 +23,10 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from support.processes import CpProcess, free_port, wait_for
-from support.sidecars import Sidecar, dataplane, start, stop
+from support.sidecars import Sidecar, dataplane, start_sidecar, stop
 from support.tokens import issue_dataplane_token, token_file
 
 pytestmark = pytest.mark.timeout(180)
@@ -72,27 +71,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             *((s, echo_token, "echo", APP_PORT) for s in servers),
             (client, client_token, "client", client_app),
         ):
-            procs.append(
-                start(
-                    [
-                        *("echo", "--address", sidecar.address, "--port", str(app)),
-                        *("--instance", sidecar.name),
-                    ],
-                    tmp / f"{sidecar.name}-app.log",
-                )
-            )
-            file = tmp / f"{sidecar.name}.yaml"
-            file.write_text(yaml.safe_dump(dataplane(sidecar, service, app, echo_port=APP_PORT)))
-            procs.append(
-                start(
-                    [
-                        *("dp", "run", "--cp-address", cp.xds_address),
-                        *("--ca-cert-file", str(cp.ca_file)),
-                        *("--dataplane-file", str(file), "--admin-port", str(sidecar.admin)),
-                        *("--dataplane-token-file", str(token), "--log-level", "info"),
-                    ],
-                    tmp / f"{sidecar.name}-dp.log",
-                )
+            doc = dataplane(sidecar, service, app, echo_port=APP_PORT)
+            procs += start_sidecar(
+                sidecar, doc, app, token, tmp, cp=cp, dp_args=("--log-level", "info")
             )
         topology = Mesh(cp, servers, client)
 

@@ -23,12 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from postgres_server import PostgresServer
+from replicas_helpers import dataplane as registered
 from replicas_helpers import is_leader
 from support.ads_client import ProxyFleet, SimulatedProxy
 from support.processes import CpProcess, free_port, wait_for
-from support.sidecars import Sidecar, dataplane, start, stop
+from support.sidecars import Sidecar, dataplane, start_sidecar, stop
 from support.tokens import issue_dataplane_token, token_file
 from test_replicas_proxies import healthy_echo_endpoints
 
@@ -109,21 +109,8 @@ def observer_dataplane() -> dict[str, Any]:
 
 
 def api_dataplane(name: str, address: str, service: str = "ping") -> dict[str, Any]:
-    return {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": name,
-        "networking": {
-            "address": address,
-            "inbound": [
-                {
-                    "port": FLEET_PORT,
-                    "servicePort": SERVICE_PORT,
-                    "tags": {"kuma.io/service": service, "kuma.io/protocol": "http"},
-                }
-            ],
-        },
-    }
+    """A member of `service` (`ping` by default) applied through the API."""
+    return registered(name, service, address, FLEET_PORT)
 
 
 def ping_endpoints(proxy: SimulatedProxy) -> frozenset[str]:
@@ -168,22 +155,16 @@ def zone(tmp_path: Path, pg_database: str, postgres_server: PostgresServer) -> I
             (echo, echo_token, "echo", APP_PORT),
             (client, client_token, "client", free_port()),
         ):
-            procs[f"{sidecar.name}-app"] = start(
-                [
-                    *("echo", "--address", sidecar.address, "--port", str(app)),
-                    *("--instance", sidecar.name),
-                ],
-                tmp_path / f"{sidecar.name}-app.log",
-            )
-            file = tmp_path / f"{sidecar.name}.yaml"
-            file.write_text(yaml.safe_dump(dataplane(sidecar, service, app, echo_port=APP_PORT)))
-            procs[f"{sidecar.name}-dp"] = start(
-                [
-                    *("dp", "run", "--cp-address", both, "--ca-cert-file", str(a.ca_file)),
-                    *("--dataplane-file", str(file), "--admin-port", str(sidecar.admin)),
-                    *("--dataplane-token-file", str(token), "--log-level", "info"),
-                ],
-                tmp_path / f"{sidecar.name}-dp.log",
+            doc = dataplane(sidecar, service, app, echo_port=APP_PORT)
+            procs[f"{sidecar.name}-app"], procs[f"{sidecar.name}-dp"] = start_sidecar(
+                sidecar,
+                doc,
+                app,
+                token,
+                tmp_path,
+                cp=a,
+                cp_address=both,
+                dp_args=("--log-level", "info"),
             )
 
         fleet_token = issue_dataplane_token(a.url, tags={"kuma.io/service": ["fleet"]})

@@ -16,11 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from postgres_server import PostgresServer
 from replicas_helpers import is_leader, measure_takeover
 from support.processes import CpProcess, free_port, wait_for
-from support.sidecars import Sidecar, dataplane, start, stop
+from support.sidecars import Sidecar, dataplane, start_sidecar, stop
 from support.tokens import issue_dataplane_token, token_file
 
 pytestmark = pytest.mark.timeout(240)
@@ -78,22 +77,16 @@ def zone(tmp_path: Path, pg_database: str, postgres_server: PostgresServer) -> I
             *((s, echo_token, "echo", APP_PORT) for s in servers),
             (client, client_token, "client", client_app),
         ):
-            procs[f"{sidecar.name}-app"] = start(
-                [
-                    *("echo", "--address", sidecar.address, "--port", str(app)),
-                    *("--instance", sidecar.name),
-                ],
-                tmp_path / f"{sidecar.name}-app.log",
-            )
-            file = tmp_path / f"{sidecar.name}.yaml"
-            file.write_text(yaml.safe_dump(dataplane(sidecar, service, app, echo_port=APP_PORT)))
-            procs[f"{sidecar.name}-dp"] = start(
-                [
-                    *("dp", "run", "--cp-address", cp_address, "--ca-cert-file", str(a.ca_file)),
-                    *("--dataplane-file", str(file), "--admin-port", str(sidecar.admin)),
-                    *("--dataplane-token-file", str(token), "--log-level", "info"),
-                ],
-                tmp_path / f"{sidecar.name}-dp.log",
+            doc = dataplane(sidecar, service, app, echo_port=APP_PORT)
+            procs[f"{sidecar.name}-app"], procs[f"{sidecar.name}-dp"] = start_sidecar(
+                sidecar,
+                doc,
+                app,
+                token,
+                tmp_path,
+                cp=a,
+                cp_address=cp_address,
+                dp_args=("--log-level", "info"),
             )
 
         def both_answer() -> bool:

@@ -18,16 +18,15 @@ runs on the calling thread (the one the mesh's children die with); it writes
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from zonemesh.demo.lb_watch import HealthWatch
+from zonemesh.demo.phases import FAIL, PASS, RUNNING, Phase, PhaseRunner, first_line
 from zonemesh.demo.processes import ProcessError
-from zonemesh.demo.scenario import FAIL, PASS, PENDING, RUNNING, SKIPPED, Phase
 from zonemesh.demo.traffic import Answer, Load, wait_first_answers
 
 READY_TARGET_S = 30.0
@@ -56,40 +55,6 @@ class Target:
     measured: str
 
 
-class HealthWatch:
-    """Polls the load balancer's view of the gateways on a thread of its own, so the live
-    view reads it without waiting and every change becomes an event with its time."""
-
-    def __init__(self, read: Callable[[], dict[str, bool]], on_change: Callable[[str], None]):
-        self.read = read
-        self.on_change = on_change
-        self.latest: dict[str, bool] = {}
-        self.changes: list[tuple[float, str, bool]] = []  # (monotonic time, zone, sends to it)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> HealthWatch:
-        self._thread = threading.Thread(target=self._run, name="lb health", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now = self.read()
-            for zone, healthy in sorted(now.items()):
-                if self.latest.get(zone) != healthy:
-                    self.changes.append((time.monotonic(), zone, healthy))
-                    state = "sends to" if healthy else "stopped sending to"
-                    self.on_change(f"global load balancer {state} gateway-{zone}")
-            self.latest = now
-            self._stop.wait(HEALTH_POLL_S)
-
-
 def _settled(answers: list[Answer], good: Callable[[Answer], bool], tail: int) -> float | None:
     """When the answers began being `good` for good (a streak of at least `tail`)."""
     settled: float | None = None
@@ -103,7 +68,7 @@ def _settled(answers: list[Answer], good: Callable[[Answer], bool], tail: int) -
     return settled if streak >= tail else None
 
 
-class DrScenario:
+class DrScenario(PhaseRunner):
     """Runs the phases; keeps what the live view reads (current phase, events, answers)."""
 
     def __init__(
@@ -113,32 +78,21 @@ class DrScenario:
         on_phase: Callable[[Phase], None] | None = None,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
-        self.mesh = mesh
-        self.on_phase = on_phase
-        self.on_event = on_event
-        self.phases = {
-            "ready": Phase("ready", "start and ready"),
-            "steady": Phase("steady", "steady state: each gateway answered by its zone"),
-            "instances-fail": Phase("instances-fail", "zone1's echo fails: served from zone2"),
-            "zone-lost": Phase("zone-lost", "zone1 lost: the LB sends to zone2 only"),
-            "zone-back": Phase("zone-back", "zone1 back: traffic returns"),
-            "total": Phase("total", "every request of the scenario"),
-        }
+        phases = [
+            Phase("ready", "start and ready"),
+            Phase("steady", "steady state: each gateway answered by its zone"),
+            Phase("instances-fail", "zone1's echo fails: served from zone2"),
+            Phase("zone-lost", "zone1 lost: the LB sends to zone2 only"),
+            Phase("zone-back", "zone1 back: traffic returns"),
+            Phase("total", "every request of the scenario"),
+        ]
+        super().__init__(mesh, phases, on_phase=on_phase, on_event=on_event)
         self.targets: list[Target] = []
         self._lost: tuple[int, float | None] = (0, None)  # failed after the kill, the last
-        self.current: Phase | None = None
-        self.t0 = time.monotonic()
-        self.events: deque[tuple[float, str]] = deque(maxlen=200)
         self.loads: list[Load] = []
         self.health: HealthWatch | None = None
-        self.finished = False
-        self._log_lock = threading.Lock()
-        self._log_path = mesh.run_dir / "demo-events.log"
 
     # --- what the live view reads --------------------------------------------------------
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
 
     def answers(self) -> list[Answer]:
         """Every answer so far, in the order sent."""
@@ -167,19 +121,9 @@ class DrScenario:
 
     @property
     def passed(self) -> bool:
-        return all(p.passed for p in self.phases.values()) and all(
-            t.status == PASS for t in self.targets
-        )
+        return self.phases_passed and all(t.status == PASS for t in self.targets)
 
     # --- running ---------------------------------------------------------------------------
-
-    def event(self, text: str, *, details: str = "") -> None:
-        at = self.elapsed()
-        self.events.append((at, text))
-        with self._log_lock, self._log_path.open("a") as log:
-            log.write(f"{at:7.2f}s {text}\n" + (f"{details}\n" if details else ""))
-        if self.on_event:
-            self.on_event(text)
 
     def run(self) -> bool:
         self.t0 = time.monotonic()
@@ -191,16 +135,14 @@ class DrScenario:
                     if not step():
                         break  # what follows builds on this phase's end state
         except ProcessError as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            first = first_line(e)
             self.event(f"a process failed: {first}", details=str(e))
             if self.current is not None and self.current.status == RUNNING:
                 self._end(self.current, False, first)
         finally:
             self.stop_loads()
             self._total()
-            self.current = None
-            self.finished = True
-            self._write_summary()
+            self._finish()
         return self.passed
 
     def stop_loads(self) -> None:
@@ -208,22 +150,6 @@ class DrScenario:
             load.stop()
         if self.health is not None:
             self.health.stop()
-
-    def _begin(self, key: str) -> Phase:
-        phase = self.phases[key]
-        phase.status, phase.started_at = RUNNING, time.monotonic()
-        self.current = phase
-        self.event(f"phase: {phase.title}")
-        return phase
-
-    def _end(self, phase: Phase, ok: bool, reason: str) -> bool:
-        phase.status = PASS if ok else FAIL
-        phase.reason = reason
-        phase.ended_at = time.monotonic()
-        self.event(f"{phase.title}: {phase.status} ({reason})")
-        if self.on_phase:
-            self.on_phase(phase)
-        return ok
 
     def _window(self, phase: Phase, start: float, end: float) -> list[Answer]:
         """The answers sent in [start, end), counted into `phase`; failures are logged."""
@@ -266,6 +192,13 @@ class DrScenario:
         time.sleep(max(0.0, since + seconds - time.monotonic()))
         return time.monotonic()
 
+    def _served_from_elsewhere(self, window: list[Answer], zone: str) -> list[str]:
+        """`zone`'s gateway must answer from its own zone's echo only."""
+        wrong = sum(
+            1 for a in window if a.ok and self.mesh.gateway_zone(a) == zone and a.zone != zone
+        )
+        return [f"gateway-{zone} answered {wrong} requests from elsewhere"] if wrong else []
+
     def _describe(self, answers: list[Answer]) -> str:
         parts = []
         for gateway, counts in sorted(self._by_gateway(answers).items()):
@@ -285,19 +218,12 @@ class DrScenario:
     # --- the phases ------------------------------------------------------------------------
 
     def _ready(self) -> bool:
-        phase = self._begin("ready")
-        self.event(
+        phase = self._start_mesh(
             "starting a global CP; per zone a CP, a zone ingress, echo instances with sidecars "
             "and an edge gateway; then the global load balancer in front of both gateways"
         )
-        try:
-            self.mesh.start()
-        except ProcessError as e:
-            phase.seconds = time.monotonic() - phase.started_at  # type: ignore[operator]
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            self.event(f"start failed: {first}", details=str(e))
-            return self._end(phase, False, f"did not start: {first}")
-        phase.seconds = time.monotonic() - phase.started_at  # type: ignore[operator]
+        if phase is None or phase.seconds is None:
+            return False
         over = " - OVER the target" if phase.seconds >= READY_TARGET_S else ""
         return self._end(
             phase,
@@ -308,7 +234,7 @@ class DrScenario:
         )
 
     def _start_loads(self) -> None:
-        self.health = HealthWatch(self.mesh.lb_health, self.event).start()
+        self.health = HealthWatch(self.mesh.lb_health, self.event, poll_s=HEALTH_POLL_S).start()
         for index in range(EXTERNAL_CLIENTS):
             load = self.mesh.load(f"external-{index + 1}", LOAD_INTERVAL_S)
             load.interval = LOAD_INTERVAL_S
@@ -374,11 +300,7 @@ class DrScenario:
             )
         end = time.monotonic()
         window = self._window(phase, began, end)
-        wrong = sum(
-            1 for a in window if a.ok and self.mesh.gateway_zone(a) == OTHER and a.zone != OTHER
-        )
-        if wrong:
-            problems.append(f"gateway-{OTHER} answered {wrong} requests from elsewhere")
+        problems += self._served_from_elsewhere(window, OTHER)
         reason = (
             f"gateway-{LOST} answered by {OTHER} only {phase.seconds or 0:.2f} s after "
             f"{LOST}'s instances got SIGTERM, the load balancer still sending it "
@@ -456,11 +378,7 @@ class DrScenario:
             problems.append(f"no traffic through gateway-{LOST} within {SETTLE_WAIT_S:g} s")
         else:
             phase.seconds = first - ready
-        wrong = sum(
-            1 for a in window if a.ok and self.mesh.gateway_zone(a) == LOST and a.zone != LOST
-        )
-        if wrong:
-            problems.append(f"gateway-{LOST} answered {wrong} requests from elsewhere")
+        problems += self._served_from_elsewhere(window, LOST)
         if phase.failures:
             problems.append(f"{phase.failures} requests failed while {LOST} came back")
         in_at = self.lb_changed(LOST, True, began)
@@ -480,13 +398,7 @@ class DrScenario:
         answers = self.answers()
         phase.requests = len(answers)
         phase.failures = sum(1 for a in answers if not a.ok)
-        for p in self.phases.values():
-            if p is phase:
-                continue
-            if p.status == RUNNING:
-                p.status, p.reason = SKIPPED, "interrupted"
-            elif p.status == PENDING:
-                p.status, p.reason = SKIPPED, "not run"
+        self._skip_unfinished()
         fraction = phase.failures / phase.requests if phase.requests else 1.0
         if not phase.requests:
             phase.status, phase.reason = FAIL, "no request was sent"
@@ -539,12 +451,6 @@ class DrScenario:
             "runDir": str(self.mesh.run_dir),
             "scenario": "dr",
             "passed": self.passed,
-            "phases": [
-                {k: v for k, v in asdict(p).items() if k not in ("started_at", "ended_at")}
-                for p in self.phases.values()
-            ],
+            "phases": self.phase_rows(),
             "targets": [asdict(t) for t in self.targets],
         }
-
-    def _write_summary(self) -> None:
-        (self.mesh.run_dir / "summary.json").write_text(json.dumps(self.summary(), indent=2))

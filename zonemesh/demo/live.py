@@ -17,7 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from zonemesh.demo.dr_scenario import DrScenario
-from zonemesh.demo.scenario import FAIL, PASS, PENDING, RUNNING, SKIPPED, Phase, Scenario
+from zonemesh.demo.phases import FAIL, PASS, PENDING, RUNNING, SKIPPED, Phase, PhaseRunner
+from zonemesh.demo.scenario import Scenario
 from zonemesh.demo.topology import ZONES
 
 EVENTS_SHOWN = 8
@@ -27,6 +28,50 @@ SUMMARY_COLUMNS = ("phase", "result", "seconds", "requests", "failed", "why")
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _head(s: PhaseRunner) -> Text:
+    """Run directory, the current phase and the time so far (processes while starting)."""
+    current = s.current
+    head = Text.assemble(
+        ("run directory ", "dim"),
+        (str(s.mesh.run_dir), "bold"),
+        "\n",
+        ("phase ", "dim"),
+        (current.title if current else ("finished" if s.finished else "starting"), "bold cyan"),
+        (f"   {s.phases['total'].seconds if s.finished else s.elapsed():5.1f} s", "dim"),
+    )
+    if current is not None and current.key == "ready":
+        head.append(f"\nprocesses running {len(s.mesh.group.running())}", "dim")
+    return head
+
+
+def _phase_grid(s: PhaseRunner, *, counts: bool) -> Table:
+    """The phases so far (not `total`): title, status, seconds and, with `counts`, requests."""
+    phases = Table.grid(padding=(0, 2))
+    for phase in s.phases.values():
+        if phase.key == "total":
+            continue
+        status = phase.status if phase.status != PENDING else "…"
+        cells = [
+            Text(phase.title),
+            Text(status, style=STYLES.get(phase.status, "dim")),
+            Text(_seconds(phase.seconds) + " s" if phase.seconds is not None else ""),
+        ]
+        if counts:
+            cells.append(
+                Text(f"{phase.requests} req, {phase.failures} failed" if phase.requests else "")
+            )
+        phases.add_row(*cells)
+    return phases
+
+
+def _latest_events(s: PhaseRunner) -> list[Text]:
+    """One line per event, cut to the width: the phases above say the rest."""
+    return [
+        Text.assemble((f"{at:6.1f}s ", "dim"), text, no_wrap=True, overflow="ellipsis")
+        for at, text in list(s.events)[-EVENTS_SHOWN:]
+    ]
 
 
 def summary_rows(scenario: Scenario | DrScenario) -> list[tuple[str, ...]]:
@@ -79,17 +124,7 @@ class LiveView:
 
     def __rich__(self) -> RenderableType:
         s = self.scenario
-        current = s.current
-        head = Text.assemble(
-            ("run directory ", "dim"),
-            (str(s.mesh.run_dir), "bold"),
-            "\n",
-            ("phase ", "dim"),
-            (current.title if current else ("finished" if s.finished else "starting"), "bold cyan"),
-            (f"   {s.phases['total'].seconds if s.finished else s.elapsed():5.1f} s", "dim"),
-        )
-        if current is not None and current.key == "ready":
-            head.append(f"\nprocesses running {len(s.mesh.group.running())}", "dim")
+        head = _head(s)
 
         answers = Table(title="answers in the last second", title_justify="left")
         answers.add_column("client")
@@ -114,22 +149,8 @@ class LiveView:
             )
             answers.add_row(*cells)
 
-        phases = Table.grid(padding=(0, 2))
-        for phase in s.phases.values():
-            if phase.key == "total":
-                continue
-            status = phase.status if phase.status != PENDING else "…"
-            phases.add_row(
-                Text(phase.title),
-                Text(status, style=STYLES.get(phase.status, "dim")),
-                Text(_seconds(phase.seconds) + " s" if phase.seconds is not None else ""),
-            )
-
-        # One line per event, cut to the width: the phases above say the rest.
-        events = [
-            Text.assemble((f"{at:6.1f}s ", "dim"), text, no_wrap=True, overflow="ellipsis")
-            for at, text in list(s.events)[-EVENTS_SHOWN:]
-        ]
+        phases = _phase_grid(s, counts=False)
+        events = _latest_events(s)
         return Panel(
             Group(head, Text(), answers, Text(), phases, Text(), *events),
             title="zonemesh demo",
@@ -156,17 +177,7 @@ class DrLiveView:
 
     def __rich__(self) -> RenderableType:
         s = self.scenario
-        current = s.current
-        head = Text.assemble(
-            ("run directory ", "dim"),
-            (str(s.mesh.run_dir), "bold"),
-            "\n",
-            ("phase ", "dim"),
-            (current.title if current else ("finished" if s.finished else "starting"), "bold cyan"),
-            (f"   {s.phases['total'].seconds if s.finished else s.elapsed():5.1f} s", "dim"),
-        )
-        if current is not None and current.key == "ready":
-            head.append(f"\nprocesses running {len(s.mesh.group.running())}", "dim")
+        head = _head(s)
         table = Table(
             title="external clients -> global load balancer: answers in the last second",
             title_justify="left",
@@ -203,21 +214,8 @@ class DrLiveView:
             Text(str(failed_total), style="bold red" if failed_total else "dim"),
             "",
         )
-        phases = Table.grid(padding=(0, 2))
-        for phase in s.phases.values():
-            if phase.key == "total":
-                continue
-            status = phase.status if phase.status != PENDING else "…"
-            phases.add_row(
-                Text(phase.title),
-                Text(status, style=STYLES.get(phase.status, "dim")),
-                Text(_seconds(phase.seconds) + " s" if phase.seconds is not None else ""),
-                Text(f"{phase.requests} req, {phase.failures} failed" if phase.requests else ""),
-            )
-        events = [
-            Text.assemble((f"{at:6.1f}s ", "dim"), text, no_wrap=True, overflow="ellipsis")
-            for at, text in list(s.events)[-EVENTS_SHOWN:]
-        ]
+        phases = _phase_grid(s, counts=True)
+        events = _latest_events(s)
         return Panel(
             Group(head, Text(), table, Text(), phases, Text(), *events),
             title="zonemesh demo: disaster recovery",

@@ -9,13 +9,11 @@ Everything it does is also written to `<run_dir>/demo-events.log` and `<run_dir>
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
+from zonemesh.demo.phases import FAIL, PASS, Phase, PhaseRunner
 from zonemesh.demo.processes import ProcessError
 from zonemesh.demo.topology import ZONES, TwoZoneMesh
 from zonemesh.demo.traffic import Answer, Load, wait_first_answers
@@ -34,28 +32,6 @@ AFTER_FAILBACK_S = 5.0  # traffic kept running once answers are back in zone1
 SETTLE_WAIT_S = 10.0  # how long to wait for answers to move before calling it failed
 LOAD_INTERVAL_S = 0.05  # 20 requests per second per client
 SETTLED_STREAK = 10  # answers in a row from the expected zone that count as "all"
-
-PENDING, RUNNING, PASS, FAIL, SKIPPED = "pending", "running", "PASS", "FAIL", "SKIP"
-
-
-@dataclass
-class Phase:
-    """One row of the summary. `seconds` is the phase's figure: time to ready, the local
-    preference window, seconds to fail over, seconds to fail back, the whole scenario."""
-
-    key: str
-    title: str
-    status: str = PENDING
-    seconds: float | None = None
-    requests: int = 0
-    failures: int = 0
-    reason: str = ""
-    started_at: float | None = field(default=None, repr=False)
-    ended_at: float | None = field(default=None, repr=False)
-
-    @property
-    def passed(self) -> bool:
-        return self.status == PASS
 
 
 def _counts(answers: list[Answer]) -> Counter[str]:
@@ -86,9 +62,11 @@ def _describe(answers: list[Answer]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no answers"
 
 
-class Scenario:
+class Scenario(PhaseRunner):
     """Runs the phases on `mesh`, keeping what a live view needs (current phase, recent
     events, per-client answers) readable from another thread."""
+
+    mesh: TwoZoneMesh
 
     def __init__(
         self,
@@ -97,28 +75,17 @@ class Scenario:
         on_phase: Callable[[Phase], None] | None = None,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
-        self.mesh = mesh
-        self.on_phase = on_phase
-        self.on_event = on_event
-        self.phases = {
-            "ready": Phase("ready", "start and ready"),
-            "local-preference": Phase("local-preference", "local preference"),
-            "failover": Phase("failover", "zone1 down: failover to zone2"),
-            "failback": Phase("failback", "zone1 back: failback"),
-            "total": Phase("total", "every request of the scenario"),
-        }
-        self.current: Phase | None = None
-        self.t0 = time.monotonic()
-        self.events: deque[tuple[float, str]] = deque(maxlen=200)
+        phases = [
+            Phase("ready", "start and ready"),
+            Phase("local-preference", "local preference"),
+            Phase("failover", "zone1 down: failover to zone2"),
+            Phase("failback", "zone1 back: failback"),
+            Phase("total", "every request of the scenario"),
+        ]
+        super().__init__(mesh, phases, on_phase=on_phase, on_event=on_event)
         self.loads: dict[str, Load] = {}
-        self.finished = False
-        self._log_lock = threading.Lock()
-        self._log_path = mesh.run_dir / "demo-events.log"
 
     # --- what the live view reads --------------------------------------------------------
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
 
     def per_second(self, zone: str) -> Counter[str]:
         """Answers to `zone`'s client sent during the last second, per answering zone."""
@@ -139,18 +106,9 @@ class Scenario:
 
     @property
     def passed(self) -> bool:
-        return all(p.passed for p in self.phases.values())
+        return self.phases_passed
 
     # --- running ---------------------------------------------------------------------------
-
-    def event(self, text: str, *, details: str = "") -> None:
-        """Show `text` (one line) and log it, with `details` in the log only."""
-        at = self.elapsed()
-        self.events.append((at, text))
-        with self._log_lock, self._log_path.open("a") as log:
-            log.write(f"{at:7.2f}s {text}\n" + (f"{details}\n" if details else ""))
-        if self.on_event:
-            self.on_event(text)
 
     def run(self) -> bool:
         """Every phase in order (all of them once the mesh is up). True if all pass."""
@@ -164,30 +122,12 @@ class Scenario:
         finally:
             self.stop_loads()
             self._total()
-            self.current = None
-            self.finished = True
-            self._write_summary()
+            self._finish()
         return self.passed
 
     def stop_loads(self) -> None:
         for load in self.loads.values():
             load.stop()
-
-    def _begin(self, key: str) -> Phase:
-        phase = self.phases[key]
-        phase.status, phase.started_at = RUNNING, time.monotonic()
-        self.current = phase
-        self.event(f"phase: {phase.title}")
-        return phase
-
-    def _end(self, phase: Phase, ok: bool, reason: str) -> bool:
-        phase.status = PASS if ok else FAIL
-        phase.reason = reason
-        phase.ended_at = time.monotonic()
-        self.event(f"{phase.title}: {phase.status} ({reason})")
-        if self.on_phase:
-            self.on_phase(phase)
-        return ok
 
     def _window(self, zone: str, start: float, end: float) -> list[Answer]:
         return [a for a in list(self.loads[zone].answers) if start <= a.at < end]
@@ -204,19 +144,12 @@ class Scenario:
         return windows
 
     def _ready(self) -> bool:
-        phase = self._begin("ready")
-        self.event(
+        phase = self._start_mesh(
             "starting a global CP, 2 zone CPs, a zone ingress per zone, echo instances "
             "(2 in zone1, 1 in zone2) with sidecars, a client sidecar per zone"
         )
-        try:
-            self.mesh.start()
-        except ProcessError as e:
-            phase.seconds = time.monotonic() - phase.started_at  # type: ignore[operator]
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            self.event(f"start failed: {first}", details=str(e))
-            return self._end(phase, False, f"did not start: {first}")
-        phase.seconds = time.monotonic() - phase.started_at  # type: ignore[operator]
+        if phase is None or phase.seconds is None:
+            return False
         # Coming up is what this phase checks; its time is a target, reported (a loaded
         # machine starts slower, and that says nothing about the mesh's behaviour).
         over = " - OVER the target" if phase.seconds >= READY_TARGET_S else ""
@@ -353,12 +286,7 @@ class Scenario:
         phase.seconds = self.elapsed()
         phase.requests = sum(len(load.answers) for load in self.loads.values())
         phase.failures = sum(1 for load in self.loads.values() for a in load.answers if not a.ok)
-        ran = [p for k, p in self.phases.items() if k != "total"]
-        for p in ran:
-            if p.status == RUNNING:
-                p.status, p.reason = SKIPPED, "interrupted"
-            elif p.status == PENDING:
-                p.status, p.reason = SKIPPED, "not run"
+        self._skip_unfinished()
         if not phase.requests:
             phase.status, phase.reason = FAIL, "no request was sent"
             return
@@ -370,11 +298,5 @@ class Scenario:
         return {
             "runDir": str(self.mesh.run_dir),
             "passed": self.passed,
-            "phases": [
-                {k: v for k, v in asdict(p).items() if k not in ("started_at", "ended_at")}
-                for p in self.phases.values()
-            ],
+            "phases": self.phase_rows(),
         }
-
-    def _write_summary(self) -> None:
-        (self.mesh.run_dir / "summary.json").write_text(json.dumps(self.summary(), indent=2))

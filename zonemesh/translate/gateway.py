@@ -160,9 +160,14 @@ class GatewayGenerator:
             )
         backends = Backends(state, proxy.mesh, policies_for(state, proxy.resource))
         secrets: dict[str, ServingCertificate] = {}
+        build = _GatewayBuild(state, proxy, gateway, backends, secrets, out)
         for group in plan.groups:
-            build = _LISTENER_BUILDERS[group.protocol]
-            build(state, proxy, gateway, spec.networking.address, group, backends, secrets, out)
+            name = listener_name(gateway.name, group.protocol, group.port)
+            chains = _CHAIN_BUILDERS[group.protocol](build, name, group)
+            if chains:
+                tls = group.protocol == "HTTPS"
+                listener = _listener(name, spec.networking.address, group.port, chains, tls=tls)
+                out.add(listener)
         for why in sorted(set(backends.unresolved)):
             log.warning(
                 "%s: MeshGateway %s backend unresolved (answers 500): %s",
@@ -178,51 +183,47 @@ class GatewayGenerator:
         return out
 
 
-def _http_listener(
-    state: MeshState,
-    proxy: Proxy,
-    gateway: Resource,
-    address: str,
-    group: PortGroup,
-    backends: Backends,
-    secrets: dict[str, ServingCertificate],
-    out: ProxyResources,
-) -> None:
-    name = listener_name(gateway.name, group.protocol, group.port)
+@dataclass
+class _GatewayBuild:
+    """What every listener of one gateway proxy is built from, and where its resources go."""
+
+    state: MeshState
+    proxy: Proxy
+    gateway: Resource
+    backends: Backends
+    secrets: dict[str, ServingCertificate]
+    out: ProxyResources
+
+
+FilterChains = list[listener_components_pb2.FilterChain]
+
+
+def _http_chains(build: _GatewayBuild, name: str, group: PortGroup) -> FilterChains:
     route_name = route_config_name(name, ANY_HOST)
     listeners = [listener for _, listener in group.listeners]
-    hosts = gateway_routes.http_virtual_hosts(state, proxy.resource, gateway, listeners, backends)
-    out.add(route_configuration(route_name, hosts))
-    chain = listener_components_pb2.FilterChain(filters=[connection_manager(name, route_name)])
-    out.add(_listener(name, address, group.port, [chain]))
+    hosts = gateway_routes.http_virtual_hosts(
+        build.state, build.proxy.resource, build.gateway, listeners, build.backends
+    )
+    build.out.add(route_configuration(route_name, hosts))
+    return [listener_components_pb2.FilterChain(filters=[connection_manager(name, route_name)])]
 
 
-def _https_listener(
-    state: MeshState,
-    proxy: Proxy,
-    gateway: Resource,
-    address: str,
-    group: PortGroup,
-    backends: Backends,
-    secrets: dict[str, ServingCertificate],
-    out: ProxyResources,
-) -> None:
-    name = listener_name(gateway.name, group.protocol, group.port)
+def _https_chains(build: _GatewayBuild, name: str, group: PortGroup) -> FilterChains:
     chains = []
     for index, listener in sorted(
         group.listeners, key=lambda p: gateway_routes.host_order(p[1].host)
     ):
-        certs = _certificates(state, gateway, index, listener, proxy)
+        certs = _certificates(build.state, build.gateway, index, listener, build.proxy)
         if certs is None:
             continue
         for cert in certs:
-            secrets[cert.secret_name] = cert
+            build.secrets[cert.secret_name] = cert
         host = listener.host
         route_name = route_config_name(name, host)
         hosts = gateway_routes.http_virtual_hosts(
-            state, proxy.resource, gateway, [listener], backends
+            build.state, build.proxy.resource, build.gateway, [listener], build.backends
         )
-        out.add(route_configuration(route_name, hosts))
+        build.out.add(route_configuration(route_name, hosts))
         chain = listener_components_pb2.FilterChain(
             filters=[connection_manager(name, route_name)],
             transport_socket=terminating_tls([c.secret_name for c in certs]),
@@ -231,33 +232,27 @@ def _https_listener(
             chain.filter_chain_match.server_names.append(host)
         chains.append(chain)
     if not chains:
-        log.warning("%s: listener %s has no usable certificate; left out", proxy.key, name)
-        return
-    out.add(_listener(name, address, group.port, chains, tls=True))
+        log.warning("%s: listener %s has no usable certificate; left out", build.proxy.key, name)
+    return chains
 
 
-def _tcp_listener(
-    state: MeshState,
-    proxy: Proxy,
-    gateway: Resource,
-    address: str,
-    group: PortGroup,
-    backends: Backends,
-    secrets: dict[str, ServingCertificate],
-    out: ProxyResources,
-) -> None:
-    name = listener_name(gateway.name, group.protocol, group.port)
+def _tcp_chains(build: _GatewayBuild, name: str, group: PortGroup) -> FilterChains:
+    backends = build.backends
     weighted = []
     refs = []
     for _, listener in group.listeners[:1]:  # validated: one TCP listener per port
-        for ref, weight in gateway_routes.tcp_backends(state, proxy.resource, gateway, listener):
+        for ref, weight in gateway_routes.tcp_backends(
+            build.state, build.proxy.resource, build.gateway, listener
+        ):
             cluster = backends.cluster_for(ref)
             if cluster is not None and weight > 0:
                 weighted.append((cluster, weight))
                 refs.append(ref)
     if not weighted:
-        log.warning("%s: TCP listener %s has no resolvable backend; left out", proxy.key, name)
-        return
+        log.warning(
+            "%s: TCP listener %s has no resolvable backend; left out", build.proxy.key, name
+        )
+        return []
     if len(weighted) == 1:  # retry the connect on another host, as sidecar outbounds do
         proxy_filter = tcp_proxy_filter(
             name,
@@ -267,11 +262,11 @@ def _tcp_listener(
         )
     else:
         proxy_filter = weighted_tcp_proxy_filter(name, weighted)
-    chain = listener_components_pb2.FilterChain(filters=[proxy_filter])
-    out.add(_listener(name, address, group.port, [chain]))
+    return [listener_components_pb2.FilterChain(filters=[proxy_filter])]
 
 
-_LISTENER_BUILDERS = {"HTTP": _http_listener, "HTTPS": _https_listener, "TCP": _tcp_listener}
+# A port group's filter chains by protocol; a group without any gets no listener.
+_CHAIN_BUILDERS = {"HTTP": _http_chains, "HTTPS": _https_chains, "TCP": _tcp_chains}
 
 
 def _certificates(

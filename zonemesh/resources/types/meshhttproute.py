@@ -35,13 +35,15 @@ PATH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
 HEADER_TYPES = ("Exact", "Present", "RegularExpression", "Absent", "Prefix")
 QUERY_TYPES = ("Exact", "RegularExpression")
 METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
-FILTER_TYPES = (
-    "RequestHeaderModifier",
-    "ResponseHeaderModifier",
-    "RequestRedirect",
-    "URLRewrite",
-    "RequestMirror",
-)
+# A filter type's configuration: its field in the resource and its attribute on `Filter`.
+FILTER_CONFIG = {
+    "RequestHeaderModifier": ("requestHeaderModifier", "request_header_modifier"),
+    "ResponseHeaderModifier": ("responseHeaderModifier", "response_header_modifier"),
+    "RequestRedirect": ("requestRedirect", "request_redirect"),
+    "URLRewrite": ("urlRewrite", "url_rewrite"),
+    "RequestMirror": ("requestMirror", "request_mirror"),
+}
+FILTER_TYPES = tuple(FILTER_CONFIG)
 PATH_REWRITE_TYPES = ("ReplaceFullPath", "ReplacePrefixMatch")
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 SCHEMES = ("http", "https")
@@ -176,14 +178,21 @@ class MeshHTTPRouteSpec(Model):
 # --- targetRefs ----------------------------------------------------------------------------
 
 
+def _kind_allowed(kind: str, kinds: tuple[str, ...], path: str, errors: Violations) -> bool:
+    """A reference's kind is set and one of `kinds`; else why not, at `path`.kind."""
+    if not kind:
+        errors.add(f"{path}.kind", "must be defined")
+        return False
+    if kind not in kinds:
+        errors.add(f"{path}.kind", f"value '{kind}' is not supported")
+        return False
+    return True
+
+
 def _validate_target_ref(
     ref: TargetRef, kinds: tuple[str, ...], path: str, errors: Violations
 ) -> None:
-    if not ref.kind:
-        errors.add(f"{path}.kind", "must be defined")
-        return
-    if ref.kind not in kinds:
-        errors.add(f"{path}.kind", f"value '{ref.kind}' is not supported")
+    if not _kind_allowed(ref.kind, kinds, path, errors):
         return
     ref.validate_semantics(path, errors)
     kind = ref.kind
@@ -213,11 +222,7 @@ def _validate_target_ref(
 def _validate_backend_ref(
     ref: BackendRef, kinds: tuple[str, ...], path: str, errors: Violations
 ) -> None:
-    if not ref.kind:
-        errors.add(f"{path}.kind", "must be defined")
-        return
-    if ref.kind not in kinds:
-        errors.add(f"{path}.kind", f"value '{ref.kind}' is not supported")
+    if not _kind_allowed(ref.kind, kinds, path, errors):
         return
     if ref.name:
         identifiers.check_resource_name(ref.name, f"{path}.name", errors)
@@ -343,63 +348,54 @@ def _validate_filter(
     if item.type not in FILTER_TYPES:
         errors.add(f"{path}.type", "must be one of: " + ", ".join(FILTER_TYPES))
         return
-    if item.type in ("RequestHeaderModifier", "ResponseHeaderModifier"):
-        field = (
-            "requestHeaderModifier"
-            if item.type == "RequestHeaderModifier"
-            else ("responseHeaderModifier")
-        )
-        modifier = (
-            item.request_header_modifier
-            if item.type == "RequestHeaderModifier"
-            else item.response_header_modifier
-        )
-        if modifier is None:
-            errors.add(f"{path}.{field}", "must be defined")
-        else:
-            _validate_header_modifier(modifier, f"{path}.{field}", errors)
-    elif item.type == "RequestRedirect":
-        redirect = item.request_redirect
-        rpath = f"{path}.requestRedirect"
-        if redirect is None:
-            errors.add(rpath, "must be defined")
-            return
-        if redirect.scheme is not None and redirect.scheme not in SCHEMES:
-            errors.add(f"{rpath}.scheme", "must be one of: " + ", ".join(SCHEMES))
-        if redirect.hostname is not None:
-            _validate_precise_hostname(redirect.hostname, f"{rpath}.hostname", errors)
-        if redirect.port is not None:
-            validate_port(redirect.port, f"{rpath}.port", errors)
-        if redirect.status_code is not None and redirect.status_code not in REDIRECT_CODES:
-            errors.add(
-                f"{rpath}.statusCode", "must be one of: " + ", ".join(map(str, REDIRECT_CODES))
-            )
-        if redirect.path is not None:
-            _validate_path_rewrite(redirect.path, matches, f"{rpath}.path", errors)
-    elif item.type == "URLRewrite":
-        rewrite = item.url_rewrite
-        upath = f"{path}.urlRewrite"
-        if rewrite is None:
-            errors.add(upath, "must be defined")
-            return
+    field, attribute = FILTER_CONFIG[item.type]
+    fpath = f"{path}.{field}"
+    config = getattr(item, attribute)
+    if config is None:
+        errors.add(fpath, "must be defined")
+    elif isinstance(config, HeaderModifier):
+        _validate_header_modifier(config, fpath, errors)
+    elif isinstance(config, RequestRedirect):
+        _validate_redirect(config, matches, fpath, errors)
+    elif isinstance(config, URLRewrite):
+        _validate_url_rewrite(config, matches, on_gateway, fpath, errors)
+    else:
+        _validate_mirror(config, fpath, errors)
+
+
+def _validate_redirect(
+    redirect: RequestRedirect, matches: list[HttpMatch], rpath: str, errors: Violations
+) -> None:
+    if redirect.scheme is not None and redirect.scheme not in SCHEMES:
+        errors.add(f"{rpath}.scheme", "must be one of: " + ", ".join(SCHEMES))
+    if redirect.hostname is not None:
+        _validate_precise_hostname(redirect.hostname, f"{rpath}.hostname", errors)
+    if redirect.port is not None:
+        validate_port(redirect.port, f"{rpath}.port", errors)
+    if redirect.status_code is not None and redirect.status_code not in REDIRECT_CODES:
+        errors.add(f"{rpath}.statusCode", "must be one of: " + ", ".join(map(str, REDIRECT_CODES)))
+    if redirect.path is not None:
+        _validate_path_rewrite(redirect.path, matches, f"{rpath}.path", errors)
+
+
+def _validate_url_rewrite(
+    rewrite: URLRewrite, matches: list[HttpMatch], on_gateway: bool, upath: str, errors: Violations
+) -> None:
+    if rewrite.hostname is not None:
+        _validate_precise_hostname(rewrite.hostname, f"{upath}.hostname", errors)
+    if rewrite.path is not None:
+        _validate_path_rewrite(rewrite.path, matches, f"{upath}.path", errors)
+    if rewrite.host_to_backend_hostname:
+        if not on_gateway:
+            errors.add(f"{upath}.hostToBackendHostname", "can only be set with MeshGateway")
         if rewrite.hostname is not None:
-            _validate_precise_hostname(rewrite.hostname, f"{upath}.hostname", errors)
-        if rewrite.path is not None:
-            _validate_path_rewrite(rewrite.path, matches, f"{upath}.path", errors)
-        if rewrite.host_to_backend_hostname:
-            if not on_gateway:
-                errors.add(f"{upath}.hostToBackendHostname", "can only be set with MeshGateway")
-            if rewrite.hostname is not None:
-                errors.add(f"{upath}.hostToBackendHostname", "cannot be set together with hostname")
-    else:  # RequestMirror
-        mirror = item.request_mirror
-        mpath = f"{path}.requestMirror"
-        if mirror is None:
-            errors.add(mpath, "must be defined")
-            return
-        _validate_backend_ref(mirror.backend_ref, MIRROR_KINDS, f"{mpath}.backendRef", errors)
-        if mirror.percentage is not None and mirror_fraction(mirror.percentage) is None:
-            errors.add(f"{mpath}.percentage", "must be a number between 0 and 100")
+            errors.add(f"{upath}.hostToBackendHostname", "cannot be set together with hostname")
+
+
+def _validate_mirror(mirror: RequestMirror, mpath: str, errors: Violations) -> None:
+    _validate_backend_ref(mirror.backend_ref, MIRROR_KINDS, f"{mpath}.backendRef", errors)
+    if mirror.percentage is not None and mirror_fraction(mirror.percentage) is None:
+        errors.add(f"{mpath}.percentage", "must be a number between 0 and 100")
 
 
 def mirror_fraction(percentage: int | str | None) -> Decimal | None:
