@@ -262,11 +262,11 @@ class SotwSession(_Session[_SotwType]):
                 ts.force.clear()
                 return None, []
         sent = ts.sent if ts.sent is not None else {}
-        changed = [
-            desired[n]
-            for n in sorted(desired)
-            if sent.get(n) != desired[n].version or n in ts.force
-        ]
+        # Only the changed names are sorted (a push usually carries a few of a hundred).
+        names = [n for n, r in desired.items() if sent.get(n) != r.version]
+        if ts.force:
+            names = list({*names, *(n for n in ts.force if n in desired)})
+        changed = [desired[n] for n in sorted(names)]
         ts.force.clear()
         ts.sent = sent
         if not changed:
