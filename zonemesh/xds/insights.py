@@ -212,7 +212,7 @@ class InsightWriter:
         """Write what changed; returns how many insights were written."""
         now = time.monotonic()
         written = 0
-        for insight in self.registry.insights():
+        for insight in self.registry.insights(ordered=False):
             # Compared as plain tuples of the insight's fields (the spec is a function of
             # them): a flush runs after every burst of connects, over every proxy, and
             # building and comparing a spec model for each would make a connect storm
