@@ -77,6 +77,10 @@ class Changes:
     """What changed since the scheduler last looked."""
 
     proxies: set[ResourceKey] = field(default_factory=set)  # resource or health changed
+    # Of those, the proxies whose own resource changed: their own output may differ. A
+    # proxy whose health alone changed generates the same own resources (health is read
+    # only by shared parts), so the scheduler refreshes it through its group.
+    resources: set[ResourceKey] = field(default_factory=set)
     structural: bool = False  # a type outside `PART_ONLY_TYPES` changed
 
     def __bool__(self) -> bool:
@@ -131,6 +135,7 @@ class MeshStateTracker:
             return True  # nothing a generator reads (the instance counts of the status)
         if resource.type in PROXY_TYPES:
             self.changes.proxies.add(resource.key)
+            self.changes.resources.add(resource.key)
             if self._since_state is not None:
                 self._since_state.add(resource.key)
         if resource.type not in PART_ONLY_TYPES:
