@@ -66,13 +66,17 @@ class YamlStructureError(yaml.YAMLError):
 
 def load_json(text: str, *, source: str = "input", limits: DocumentLimits = DEFAULT_LIMITS) -> Any:
     """One JSON value; raises `json.JSONDecodeError` or `DocumentLimitError`."""
-    if _json_nesting_exceeds(text, limits.max_depth):
-        raise _too_deep(source, limits)
     try:
         value = json.loads(text)
-    except RecursionError:  # not reachable after the scan above; never let it escape anyway
+    except RecursionError:  # nested beyond the interpreter's own bound: surely too deep
         raise _too_deep(source, limits) from None
-    _check_json_size(value, source, limits)
+    except json.JSONDecodeError:
+        # Too deep is the answer even when the text is broken too (the scan is the slow
+        # part, so only a document that failed to parse pays for it).
+        if _json_nesting_exceeds(text, limits.max_depth):
+            raise _too_deep(source, limits) from None
+        raise
+    _check_json_limits(value, source, limits)
     return value
 
 
@@ -100,6 +104,7 @@ def load_yaml_all(
 
 # --- JSON ------------------------------------------------------------------------------------
 
+
 # A string literal (skipped whole, brackets inside it do not count) or a bracket.
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
@@ -119,19 +124,32 @@ def _json_nesting_exceeds(text: str, max_depth: int) -> bool:
     return False
 
 
-def _check_json_size(value: Any, source: str, limits: DocumentLimits) -> None:
-    count = 0
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        count += 1
-        if isinstance(item, dict):
-            count += len(item)  # the keys
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
+def _check_json_limits(value: Any, source: str, limits: DocumentLimits) -> None:
+    """Depth and node count of a parsed document, in one walk over its collections.
+
+    Checked after `json.loads` rather than by scanning the text first: the C parser bounds
+    its own recursion (RecursionError, handled above), and a walk that pushes only
+    collections costs a fraction of a per-character scan. This runs for every proxy's
+    registration metadata and every KDS message, so it is on the connect path."""
+    level = [value] if type(value) in _JSON_COLLECTIONS else []
+    count, depth = 1, 1
+    while level:  # one pass per nesting level, each over the collections at that level
+        if depth > limits.max_depth:
+            raise _too_deep(source, limits)
+        below: list[Any] = []
+        for item in level:
+            if type(item) is dict:
+                count += 2 * len(item)  # its keys and its values
+                below += [v for v in item.values() if type(v) in _JSON_COLLECTIONS]
+            else:
+                count += len(item)
+                below += [v for v in item if type(v) in _JSON_COLLECTIONS]
         if count > limits.max_nodes:
             raise DocumentLimitError(source, f"document has more than {limits.max_nodes} nodes")
+        level, depth = below, depth + 1
+
+
+_JSON_COLLECTIONS = (dict, list)  # the only container types json.loads produces
 
 
 # --- YAML ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
@@ -28,7 +29,7 @@ from zonemesh.resources.types.meshservice import (
     MeshServiceSelector,
     MeshServiceSpec,
 )
-from zonemesh.runtime.health import InstanceHealth
+from zonemesh.runtime.health import InstanceHealth, is_healthy
 
 # Marks a MeshService as owned by the generator (Kuma marks its own with a managed-by label).
 GENERATED_BY = "zonemesh.io/generated-by"
@@ -43,8 +44,9 @@ def is_generated(resource: Resource, zone: str) -> bool:
     return resource.labels.get(GENERATED_BY) == GENERATOR and is_local(resource, zone)
 
 
-@dataclass(frozen=True)
-class _InboundRef:
+class _InboundRef(NamedTuple):
+    """A tuple, not a frozen dataclass: one is built per inbound on every pass."""
+
     dataplane: ResourceKey
     tags: dict[str, str]
     connected: bool
@@ -78,12 +80,12 @@ class DataplaneIndex:
     def _add(self, dp: Resource, health: InstanceHealth) -> None:
         spec = dp.spec
         assert isinstance(spec, DataplaneSpec)
-        proxy = health.get(dp.key)
+        proxy = health.get(dp.key)  # once per Dataplane, not again per inbound
         connected = proxy is not None and proxy.connected
         for inbound in spec.networking.inbound:
             if inbound.ignored or not inbound.service:
                 continue
-            healthy = not inbound.declared_not_ready and health.is_healthy(dp.key, inbound.port)
+            healthy = not inbound.declared_not_ready and is_healthy(proxy, inbound.port)
             ref = _InboundRef(dp.key, inbound.tags, connected, healthy)
             self._by_mesh[dp.mesh].append(ref)
             self._by_dataplane[dp.key].append(ref)

@@ -107,9 +107,25 @@ def stored_insight(resource: Resource) -> ProxyInsight | None:
     )
 
 
-def _state(spec: ProxyInsightSpec) -> ProxyInsightSpec:
+_State = tuple[Any, ...]
+_Counters = tuple[int, int, int]
+
+
+def _state_of(insight: ProxyInsight) -> _State:
     """What is written as soon as it changes (the counters wait for the flush)."""
-    return spec.model_copy(update={"responses_sent": 0, "acks": 0, "nacks": 0})
+    return (
+        insight.online,
+        insight.ready,
+        insight.not_ready_inbounds,
+        insight.last_connected,
+        insight.last_disconnected,
+        insight.envoy_version,
+        insight.last_nack,
+    )
+
+
+def _counters_of(insight: ProxyInsight) -> _Counters:
+    return (insight.responses_sent, insight.acks, insight.nacks)
 
 
 class InsightWriter:
@@ -131,7 +147,7 @@ class InsightWriter:
         self.counter_flush_s = counter_flush_s
         self.writes = 0
         # proxy -> (state, full spec, when) of what was last written
-        self._written: dict[ResourceKey, tuple[ProxyInsightSpec, ProxyInsightSpec, float]] = {}
+        self._written: dict[ResourceKey, tuple[_State, _Counters, float]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -196,20 +212,23 @@ class InsightWriter:
         """Write what changed; returns how many insights were written."""
         now = time.monotonic()
         written = 0
-        for insight in self.registry.insights():
-            spec = spec_of(insight, self.runtime.instance_id)
-            state = _state(spec)
+        for insight in self.registry.insights(ordered=False):
+            # Compared as plain tuples of the insight's fields (the spec is a function of
+            # them): a flush runs after every burst of connects, over every proxy, and
+            # building and comparing a spec model for each would make a connect storm
+            # quadratic in CPU.
+            state, counters = _state_of(insight), _counters_of(insight)
             last = self._written.get(insight.key)
             if last is not None:
-                last_state, last_spec, last_at = last
-                if last_spec == spec:
-                    continue
-                counters_due = force_counters or now - last_at >= self.counter_flush_s
-                if last_state == state and not counters_due:
-                    continue
-            if await self._write(insight.key, spec):
+                last_state, last_counters, last_at = last
+                if last_state == state:
+                    if last_counters == counters:
+                        continue
+                    if not force_counters and now - last_at < self.counter_flush_s:
+                        continue
+            if await self._write(insight.key, spec_of(insight, self.runtime.instance_id)):
                 written += 1
-            self._written[insight.key] = (state, spec, now)
+            self._written[insight.key] = (state, counters, now)
         return written
 
     async def _write(self, proxy: ResourceKey, spec: ProxyInsightSpec) -> bool:

@@ -22,7 +22,7 @@ moves bytes. Rules implemented (see the xDS protocol doc):
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, TypeVar
@@ -262,11 +262,11 @@ class SotwSession(_Session[_SotwType]):
                 ts.force.clear()
                 return None, []
         sent = ts.sent if ts.sent is not None else {}
-        changed = [
-            desired[n]
-            for n in sorted(desired)
-            if sent.get(n) != desired[n].version or n in ts.force
-        ]
+        # Only the changed names are sorted (a push usually carries a few of a hundred).
+        names = [n for n, r in desired.items() if sent.get(n) != r.version]
+        if ts.force:
+            names = list({*names, *(n for n in ts.force if n in desired)})
+        changed = [desired[n] for n in sorted(names)]
         ts.force.clear()
         ts.sent = sent
         if not changed:
@@ -339,6 +339,9 @@ class DeltaSession(_Session[_DeltaType]):
                     sent_at=answered[0],
                 )
         # Subscription changes count even with a stale nonce.
+        subscription = bool(req.resource_names_subscribe or req.resource_names_unsubscribe)
+        if first or not req.response_nonce or subscription:
+            ts.dirty = True
         for name in req.resource_names_subscribe:
             if name == WILDCARD:
                 ts.wildcard = True
@@ -354,7 +357,9 @@ class DeltaSession(_Session[_DeltaType]):
             ts.names.discard(name)
             if not ts.wildcard:
                 ts.known.pop(name, None)
-        ts.dirty = True
+        # An ACK, NACK or stale nonce without subscription changes asks for nothing: what
+        # changed since is already marked (`set_snapshot`), so the type is not diffed again
+        # (every push would otherwise cost a second diff per stream, on its ACK).
         return info
 
     def pending(self) -> list[Outgoing]:
@@ -382,19 +387,24 @@ class DeltaSession(_Session[_DeltaType]):
     ) -> tuple[Outgoing | None, list[VersionedResource]]:
         assert self._snapshot is not None
         available = self._snapshot.of_type(type_url)
+        known, force = ts.known, ts.force
+        held: Set[str]  # the names the stream should hold
         if ts.wildcard:
-            desired: Mapping[str, VersionedResource] = available
+            held = available.keys()
+            changed = [n for n, r in available.items() if known.get(n) != r.version]
         else:
-            desired = {n: available[n] for n in ts.names if n in available}
-        updates = [
-            desired[n]
-            for n in sorted(desired)
-            if ts.known.get(n) != desired[n].version or n in ts.force
-        ]
-        ts.force.clear()
-        removed = sorted(n for n, v in ts.known.items() if n not in desired and v != _ABSENT)
+            held = ts.names & available.keys()
+            changed = [n for n in held if known.get(n) != available[n].version]
+        # Only what changed is sorted, not every name the stream holds: a push usually
+        # carries a few resources of a hundred.
+        if force:
+            changed.extend(n for n in force if n in held)
+            changed = list(set(changed))
+        updates = [available[n] for n in sorted(changed)]
+        force.clear()
+        removed = sorted(n for n in known.keys() - held if known[n] != _ABSENT)
         # Named but not existing, and not said so yet: tell the client not to wait for it.
-        removed += sorted(n for n in ts.names if n not in desired and n not in ts.known)
+        removed += sorted(ts.names - held - known.keys())
         if not updates and not removed and (ts.responded or not ts.wildcard):
             return None, []
         if len(ts.inflight) >= self._max_unacked:

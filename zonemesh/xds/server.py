@@ -247,7 +247,9 @@ class AdsService:
                 return
             for out in responses:
                 try:
-                    await asyncio.wait_for(context.write(out.payload), self.send_timeout_s)
+                    # A timeout scope, not `wait_for`: no extra task per response written.
+                    async with asyncio.timeout(self.send_timeout_s):
+                        await context.write(out.payload)
                 except TimeoutError:
                     message = (
                         f"a response was not taken within {self.send_timeout_s:g}s; "

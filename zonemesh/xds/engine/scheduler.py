@@ -236,7 +236,10 @@ class GenerationScheduler:
                 await self._regenerate_all(state, keys)
                 self.full_passes += 1
             else:
-                direct = {k for k in keys if k in changes.proxies or not self._in_a_group(k)}
+                # Not every proxy whose health changed: its own output does not read health
+                # (`own_output_is_local`), and its group's refresh brings its shared parts.
+                # In a connect storm this is every new proxy, generated once on connect.
+                direct = {k for k in keys if k in changes.resources or not self._in_a_group(k)}
                 direct.update(k for k in keys if k.type != DATAPLANE.name)  # ingress, egress
                 await self._regenerate_all(state, sorted(direct))
                 await self._refresh_groups(state, direct)

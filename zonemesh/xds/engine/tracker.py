@@ -77,6 +77,10 @@ class Changes:
     """What changed since the scheduler last looked."""
 
     proxies: set[ResourceKey] = field(default_factory=set)  # resource or health changed
+    # Of those, the proxies whose own resource changed: their own output may differ. A
+    # proxy whose health alone changed generates the same own resources (health is read
+    # only by shared parts), so the scheduler refreshes it through its group.
+    resources: set[ResourceKey] = field(default_factory=set)
     structural: bool = False  # a type outside `PART_ONLY_TYPES` changed
 
     def __bool__(self) -> bool:
@@ -112,7 +116,7 @@ class MeshStateTracker:
         self.changes.structural = True
 
     def apply(self, event: ResourceEvent) -> bool:
-        """Apply one store event; False when the generators do not read its type."""
+        """Apply one store event; False when it changed nothing the generators read."""
         resource = event.resource
         items = self._items.get(resource.type)
         if items is None:
@@ -128,9 +132,13 @@ class MeshStateTracker:
             return False  # a Secret no gateway serves (a CA, token revocations): not read
         self._dirty = True
         if event.kind is EventKind.UPDATED and only_counts_changed(previous, resource):
-            return True  # nothing a generator reads (the instance counts of the status)
+            # Nothing a generator reads (the instance counts of the status): the next state
+            # carries them, but they call for no generation round of their own (each new
+            # or removed instance would otherwise cost a second round after its own).
+            return False
         if resource.type in PROXY_TYPES:
             self.changes.proxies.add(resource.key)
+            self.changes.resources.add(resource.key)
             if self._since_state is not None:
                 self._since_state.add(resource.key)
         if resource.type not in PART_ONLY_TYPES:
