@@ -54,6 +54,7 @@ MAX_QUERY = 4096  # bytes; a bigger query is not a real one
 MAX_FORWARDS = 256  # queries waiting on an upstream server at once
 MAX_TCP_CLIENTS = 64
 TCP_IDLE_S = 10.0
+PORT_PICKS = 16  # with port 0: UDP ports tried until TCP binds the same one
 UPSTREAM_TIMEOUT_S = 2.0  # per server; the app's resolver itself waits 5 s
 DNS_PORT = 53
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -135,14 +136,24 @@ class DnsResolver:
     # --- lifecycle ---
 
     async def start(self) -> None:
+        """Bind UDP and TCP on one port. With port 0 the kernel picks the UDP port, which a
+        TCP socket may already hold: another pick is tried then (a few times)."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(self.address, self.port)
-        )
-        self._udp = transport
-        if self.port == 0:
-            self.port = transport.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._serve_tcp, self.address, self.port)
+        any_port = self.port == 0
+        for attempt in range(PORT_PICKS if any_port else 1):
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(self.address, 0 if any_port else self.port)
+            )
+            port = transport.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._serve_tcp, self.address, port)
+            except OSError:
+                transport.close()
+                if not any_port or attempt == PORT_PICKS - 1:
+                    raise
+                continue
+            self._udp, self.port = transport, port
+            break
         log.info(
             "DNS resolver on %s:%d (udp, tcp); other names go to %s",
             self.address,
