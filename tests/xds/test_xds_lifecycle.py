@@ -18,7 +18,7 @@ from test_xds_harness import (
     token_metadata,
 )
 
-from zonemesh.envoy_types import CLUSTER
+from zonemesh.envoy_types import CLUSTER, LISTENER
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.types.dataplane import DataplaneSpec
 from zonemesh.resources.types.insight import ProxyInsightSpec
@@ -192,6 +192,25 @@ async def test_the_zone_cp_writes_each_proxys_insight_for_global() -> None:
         await c.close()
         await wait_store(h, lambda: _offline(h, INSIGHT1), "offline in the insight")
         assert (await h.store.get(INSIGHT1)).spec.last_disconnected  # type: ignore[attr-defined]
+
+
+async def test_a_nack_reaches_the_insight_without_waiting_for_the_counter_flush() -> None:
+    async with running_xds() as h:
+        c, _ = await h.connect_sotw("dp-1")
+        c.send(sotw(LISTENER))
+        lds = await c.recv_type(LISTENER)
+
+        async def last_nack(expected: str | None) -> bool:
+            found = await h.store.find(INSIGHT1)
+            spec = found.spec if found is not None else None
+            return isinstance(spec, ProxyInsightSpec) and spec.online and (
+                spec.last_nack == expected
+            )
+
+        await wait_store(h, lambda: last_nack(None), "online in the insight")
+        c.send(sotw(LISTENER, nonce=lds.nonce, version="", error="port 20080 in use"))
+        # Half the counter flush (10 s): the NACK is proxy state, written after its burst.
+        await wait_store(h, lambda: last_nack("port 20080 in use"), "the NACK", deadline_s=5)
 
 
 async def test_a_restarted_cp_marks_what_a_crashed_predecessor_left_online_offline() -> None:

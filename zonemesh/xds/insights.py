@@ -38,7 +38,7 @@ from zonemesh.store.base import AlreadyExistsError, ConflictError, EventKind, No
 if TYPE_CHECKING:
     from zonemesh.runtime.kernel import Runtime
     from zonemesh.store.base import Subscription
-    from zonemesh.xds.registry import ProxyEvent, ProxyRegistry
+    from zonemesh.xds.registry import ProxyRegistry
 
 log = logging.getLogger("zonemesh.xds")
 
@@ -151,16 +151,14 @@ class InsightWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._health: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
         self._unsubscribe: Any = None
 
     async def start(self) -> None:
         await self._mark_stale_offline()
-        self._unsubscribe = self.registry.subscribe(self._on_proxy_event)
+        self._unsubscribe = self.registry.on_change(self._wake.set)
         self._subscription = self.runtime.store.subscribe()
         self._watcher = asyncio.create_task(self._watch(self._subscription), name=self.name)
-        self._health = asyncio.create_task(self._watch_health(), name=f"{self.name}-health")
         self._task = asyncio.create_task(self._loop(), name=f"{self.name}-flush")
 
     async def stop(self) -> None:
@@ -168,36 +166,34 @@ class InsightWriter:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        for task in (self._task, self._watcher, self._health):
+        for task in (self._task, self._watcher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._watcher = self._health = None
+        self._task = self._watcher = None
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
         with contextlib.suppress(Exception):
             await self.flush(force_counters=True)
 
-    def _on_proxy_event(self, event: ProxyEvent) -> None:
-        self._wake.set()
-
-    async def _watch_health(self) -> None:
-        """Readiness reports change `runtime.health`: write soon."""
-        seen = self.runtime.health.version
-        while True:
-            seen = await self.runtime.health.wait_newer(seen)
-            self._wake.set()
-
     async def _loop(self) -> None:
+        """After a burst, the proxies whose state changed; every `counter_flush_s`, all of
+        them (their counters). A burst visits only its own proxies, so a connect storm
+        costs each flush what the storm brought, not the size of the zone."""
+        last_full = time.monotonic()
         while True:
+            wait = max(0.0, self.counter_flush_s - (time.monotonic() - last_full))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.counter_flush_s)
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
             await asyncio.sleep(self.quiet_s)
+            full = time.monotonic() - last_full >= self.counter_flush_s
+            if full:
+                last_full = time.monotonic()
             try:
-                await self.flush()
+                await self.flush(only_changed=not full)
             except Exception:
                 log.exception("writing proxy insights failed; retrying on the next change")
 
@@ -208,11 +204,15 @@ class InsightWriter:
                 self._written.pop(event.key, None)
                 await self._delete(insight_key(event.key))
 
-    async def flush(self, *, force_counters: bool = False) -> int:
-        """Write what changed; returns how many insights were written."""
+    async def flush(self, *, force_counters: bool = False, only_changed: bool = False) -> int:
+        """Write what changed (of the proxies the registry reports changed, with
+        `only_changed`); returns how many insights were written."""
         now = time.monotonic()
         written = 0
-        for insight in self.registry.insights(ordered=False):
+        changed = self.registry.take_changed()
+        for insight in self.registry.insights(
+            ordered=False, keys=changed if only_changed else None
+        ):
             # Compared as plain tuples of the insight's fields (the spec is a function of
             # them): a flush runs after every burst of connects, over every proxy, and
             # building and comparing a spec model for each would make a connect storm

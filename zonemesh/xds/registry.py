@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -212,6 +212,10 @@ class ProxyRegistry:
         self._records: dict[ResourceKey, ProxyRecord] = {}
         self._listeners: list[ProxyListener] = []
         self.outbounds = outbounds or SharedOutbounds()
+        # Proxies whose insight state (not counters) changed since `take_changed`: a writer
+        # after a burst of connects visits these, not every proxy (that was quadratic).
+        self._changed: set[ResourceKey] = set()
+        self._change_listeners: list[Callable[[], None]] = []
 
     # --- events -------------------------------------------------------------------------
 
@@ -269,6 +273,7 @@ class ProxyRegistry:
             log.info("proxy %s: a new stream replaces the previous one", key)
             previous.close(grpc.StatusCode.ABORTED, "replaced by a newer stream of the same proxy")
         self._runtime.health.set_connected(key, True)
+        self._mark_changed(key)
         log.info("proxy %s (%s) connected", key, identity.proxy_type.value)
         self._emit(ProxyEventKind.CONNECTED, conn)
         return conn
@@ -313,6 +318,7 @@ class ProxyRegistry:
         del self._connections[conn.key]
         conn.record.online, conn.record.last_disconnected = False, datetime.now(UTC)
         self._runtime.health.set_connected(conn.key, False)
+        self._mark_changed(conn.key)
         log.info("proxy %s disconnected", conn.key)
         self._emit(ProxyEventKind.DISCONNECTED, conn)
 
@@ -337,10 +343,34 @@ class ProxyRegistry:
         """Readiness reported by the data plane: the inbound ports whose app is down, and
         whether it is stopping gracefully (then its stream's end deregisters it)."""
         self._runtime.health.set_readiness(key, tuple(sorted(set(not_ready_inbound_ports))))
+        self._mark_changed(key)
         conn = self._connections.get(key)
         if stopping and conn is not None and not conn.stopping:
             conn.stopping = True
             log.info("proxy %s is stopping", key)
+
+    def record_nack(self, conn: Connection, error: str) -> None:
+        conn.record.nacks += 1
+        conn.record.last_nack = error
+        self._mark_changed(conn.key)
+
+    # --- what changed, for the insight writer -------------------------------------------
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when a proxy's state changes (connect, disconnect, readiness,
+        NACK); `take_changed` says which. Returns the unsubscribe."""
+        self._change_listeners.append(listener)
+        return lambda: self._change_listeners.remove(listener)
+
+    def take_changed(self) -> set[ResourceKey]:
+        """The proxies whose state changed since the last call (see `__init__`)."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def _mark_changed(self, key: ResourceKey) -> None:
+        self._changed.add(key)
+        for listener in self._change_listeners:
+            listener()
 
     # --- queries ------------------------------------------------------------------------
 
@@ -353,14 +383,22 @@ class ProxyRegistry:
     def record(self, key: ResourceKey) -> ProxyRecord | None:
         return self._records.get(key)
 
-    def insights(self, *, ordered: bool = True) -> list[ProxyInsight]:
-        """Every proxy seen; by key when `ordered` (for people). The insight writer reads
-        them after every burst of connects and needs no order: sorting keys compares them
-        in Python, which at a thousand proxies costs more than the rest of its check."""
+    def insights(
+        self, *, ordered: bool = True, keys: Iterable[ResourceKey] | None = None
+    ) -> list[ProxyInsight]:
+        """Every proxy seen (or those of `keys` that were); by key when `ordered` (for
+        people). The insight writer needs no order: sorting keys compares them in Python,
+        which at a thousand proxies costs more than the rest of its check."""
         health = self._runtime.health
         out = []
-        for key in sorted(self._records) if ordered else list(self._records):
-            r = self._records[key]
+        if keys is None:
+            keys = sorted(self._records) if ordered else list(self._records)
+        elif ordered:
+            keys = sorted(keys)
+        for key in keys:
+            r = self._records.get(key)
+            if r is None:
+                continue
             h = health.get(key)
             out.append(
                 ProxyInsight(

@@ -291,8 +291,7 @@ class AdsService:
         self.metrics.requests_received.labels(info.type_url, "NACK" if nack else "ACK").inc()
         record = conn.record
         if nack:
-            record.nacks += 1
-            record.last_nack = info.error
+            self.registry.record_nack(conn, info.error)
             log.warning(
                 "proxy %s rejected %s version %s: %s",
                 conn.key,
