@@ -203,8 +203,8 @@ async def test_a_nack_reaches_the_insight_without_waiting_for_the_counter_flush(
         async def last_nack(expected: str | None) -> bool:
             found = await h.store.find(INSIGHT1)
             spec = found.spec if found is not None else None
-            return isinstance(spec, ProxyInsightSpec) and spec.online and (
-                spec.last_nack == expected
+            return (
+                isinstance(spec, ProxyInsightSpec) and spec.online and (spec.last_nack == expected)
             )
 
         await wait_store(h, lambda: last_nack(None), "online in the insight")
