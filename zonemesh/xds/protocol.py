@@ -153,6 +153,13 @@ class _Session(Generic[_TypeState]):
     def subscribed_types(self) -> list[str]:
         return list(self._types)
 
+    def has_pending(self) -> bool:
+        """Whether `pending` may have something to send: a plain ACK leaves nothing to do,
+        and the writer need not wake for it (one per proxy and push)."""
+        return self._snapshot is not None and any(
+            ts.dirty or ts.force for ts in self._types.values()
+        )
+
 
 class SotwSession(_Session[_SotwType]):
     """State-of-the-world ADS over one stream."""

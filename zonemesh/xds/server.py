@@ -216,7 +216,8 @@ class AdsService:
                         f"malformed discovery request: {request.error}",
                     )
                 self._account(conn, session.on_request(request))
-                control.wake.set()
+                if session.has_pending():
+                    control.wake.set()
                 try:
                     request = await anext(iterator)
                 except StopAsyncIteration:
