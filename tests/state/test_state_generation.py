@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from state_helpers import (
     dataplane,
     dp_key,
@@ -239,3 +241,25 @@ async def test_scales_to_a_thousand_dataplanes(start_state):
     assert len({s.status.vips[0].ip for s in services}) == 1000
     # Bursts coalesce: far fewer passes than writes.
     assert state.passes < 100
+
+
+async def test_a_dataplane_moving_to_another_address_costs_no_pass(start_state):
+    rt = make_runtime(zone="z1")
+    state = await start_state(rt)
+    await put(rt, dataplane("echo-z1-a"))
+    await eventually(lambda: _exists(rt, ms_key("echo")))
+    await asyncio.sleep(10 * state.quiet_s)  # the passes of its creation are over
+    await asyncio.sleep(10 * state.quiet_s)
+    settled = state.passes
+    # Only the address differs from what the pass last saw: nothing it computes can change.
+    await put(rt, dataplane("echo-z1-a", address="127.0.1.98"))
+    await asyncio.sleep(10 * state.quiet_s)
+    assert state.passes == settled
+    # Its inbound's service changes: that is an input (a new MeshService follows).
+    await put(rt, dataplane("echo-z1-a", "echo-renamed", address="127.0.1.98"))
+    await eventually(lambda: _exists(rt, ms_key("echo-renamed")))
+    assert state.passes > settled
+
+
+async def _exists(rt, key) -> None:  # type: ignore[no-untyped-def]
+    assert await rt.store.find(key) is not None

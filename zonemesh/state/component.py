@@ -14,11 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
+from zonemesh.resources.base import ResourceKey
+from zonemesh.resources.registry import DATAPLANE
 from zonemesh.runtime.debounce import DebouncedSignal
 from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.ca import MeshCaManager
 from zonemesh.state.defaults import ensure_defaults
+from zonemesh.state.meshservices import index_inputs
 from zonemesh.state.reconcile import INPUT_TYPES, PassResult, Reconciler, WriteRecord
 from zonemesh.store.base import EventKind, ResourceEvent, Subscription
 
@@ -43,6 +47,8 @@ class ComputedState:
         self.passes = 0
         self.last_result: PassResult | None = None
         self._own_writes: set[WriteRecord] = set()
+        # What the last event of each Dataplane carried of the pass's inputs (`_is_input`).
+        self._dataplane_inputs: dict[ResourceKey, tuple[Any, ...]] = {}
         self._reconciler = Reconciler(runtime, self._own_writes.add)
         self._subscription: Subscription | None = None
         self._signal = DebouncedSignal(quiet_s, max_delay_s)  # the xDS server's rule too
@@ -137,4 +143,20 @@ class ComputedState:
         if record in self._own_writes:
             self._own_writes.discard(record)
             return False
+        if event.resource.type == DATAPLANE.name:
+            return self._dataplane_inputs_changed(event)
+        return True
+
+    def _dataplane_inputs_changed(self, event: ResourceEvent) -> bool:
+        """A Dataplane that moved to another address (or changed its outbounds) changes no
+        MeshService, status or VIP: no pass over the zone for it. The pass reads the store
+        itself, so skipping an event never loses a change of what it does read."""
+        key = event.key
+        if event.kind is EventKind.DELETED:
+            self._dataplane_inputs.pop(key, None)
+            return True
+        inputs = index_inputs(event.resource)
+        if self._dataplane_inputs.get(key) == inputs:
+            return False
+        self._dataplane_inputs[key] = inputs
         return True

@@ -11,7 +11,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
@@ -63,6 +63,14 @@ class _ServiceGroup:
         if self.cached_counts is None:
             self.cached_counts = _count(self.inbounds)
         return self.cached_counts
+
+
+def index_inputs(dp: Resource) -> tuple[Any, ...]:
+    """What `DataplaneIndex` reads of a Dataplane (its labels and inbounds): a change
+    elsewhere (its address, outbounds, admin port) cannot change the computed state."""
+    spec = dp.spec
+    inbounds = spec.networking.inbound if isinstance(spec, DataplaneSpec) else None
+    return (dict(dp.labels), inbounds)
 
 
 class DataplaneIndex:
