@@ -9,7 +9,7 @@ All N proxies list the same outbounds, as sidecars started from one template do,
 registry's memo of validated outbound lists (`OutboundListMemo`) validates that list once:
 
 - `memo on`: the registry's own memo (the default);
-- `memo off`: `OutboundListMemo(max_lists=0)`, every document validated in full;
+- `memo off`: `ProxyRegistry(memo_lists=0)`, every document validated in full;
 - `cold`: memo on, but every proxy lists other outbounds (its own ports), so every lookup
   misses: what a miss costs on top of a full validation.
 
@@ -38,7 +38,7 @@ import fanout_topology as topo
 from zonemesh.config import load_config
 from zonemesh.dp.bootstrap import render_bootstrap
 from zonemesh.resources.codec import resource_from_wire
-from zonemesh.resources.types.dataplane import OutboundListMemo
+from zonemesh.resources.types.dataplane import MEMO_MAX_LISTS
 from zonemesh.runtime.kernel import Runtime
 from zonemesh.store.memory import MemoryStore
 from zonemesh.xds.engine import gc_policy
@@ -66,7 +66,7 @@ def runtime() -> Runtime:
 
 
 def registry(rt: Runtime, memo_on: bool) -> ProxyRegistry:
-    return ProxyRegistry(rt, outbound_lists=None if memo_on else OutboundListMemo(max_lists=0))
+    return ProxyRegistry(rt, memo_lists=MEMO_MAX_LISTS if memo_on else 0)
 
 
 def best_us(passes: int, count: int, one_pass: Callable[[], float]) -> float:

@@ -57,6 +57,18 @@ async def test_second_proxy_with_the_same_outbounds_reuses_the_validated_list() 
         )  # one validated list behind both
 
 
+async def test_equal_outbounds_of_different_lists_stay_shared_on_a_memo_hit() -> None:
+    async with running_xds() as h:
+        await h.connect_sotw("a-1", with_outbounds("a-1", OUTBOUNDS[:3]))
+        await h.connect_sotw("b-1", with_outbounds("b-1", OUTBOUNDS[2:]))  # another list
+        await h.connect_sotw("b-2", with_outbounds("b-2", OUTBOUNDS[2:]))  # a hit
+        assert h.server.registry.outbound_lists.hits == 1
+        a1, b1, b2 = [
+            (await h.store.get(dp(n))).spec.networking.outbound for n in ("a-1", "b-1", "b-2")
+        ]
+        assert a1[2] is b1[0] is b2[0]  # svc-2, listed by both services: one model
+
+
 async def test_bad_outbound_list_is_refused_alike_for_every_proxy() -> None:
     bad = copy.deepcopy(OUTBOUNDS)
     bad[3]["backendRef"]["kind"] = "Service"

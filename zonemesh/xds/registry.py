@@ -40,7 +40,14 @@ from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.proxy_types import RESOURCE_TYPE, ProxyType
 from zonemesh.resources.registry import MESH
-from zonemesh.resources.types.dataplane import OutboundListMemo
+from zonemesh.resources.types.dataplane import (
+    MEMO_MAX_LISTS,
+    CheckedOutbounds,
+    DataplaneNetworking,
+    DataplaneSpec,
+    Outbound,
+    OutboundListMemo,
+)
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
 from zonemesh.runtime.insights import ProxyInsight
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError
@@ -230,11 +237,11 @@ class ProxyRegistry:
         runtime: Runtime,
         auth: DpAuthenticator | None = None,
         outbounds: SharedOutbounds | None = None,
-        outbound_lists: OutboundListMemo | None = None,
+        memo_lists: int = MEMO_MAX_LISTS,
     ) -> None:
         """`outbounds`: the generation engine's sharing of equal outbounds (else our own);
-        `outbound_lists`: the memo of validated outbound lists registration uses (else our
-        own; `OutboundListMemo(max_lists=0)` validates every list in full)."""
+        `memo_lists`: how many validated outbound lists registration keeps (0: none, every
+        document is validated in full)."""
         self._runtime = runtime
         self.auth = auth or DpAuthenticator(runtime)
         self._connections: dict[ResourceKey, Connection] = {}
@@ -242,7 +249,8 @@ class ProxyRegistry:
         self._listeners: list[ProxyListener] = []
         self.outbounds = outbounds if outbounds is not None else SharedOutbounds()  # len 0 is falsy
         # Proxies of one service bring the same outbound list: validated once (types.dataplane).
-        self.outbound_lists = outbound_lists if outbound_lists is not None else OutboundListMemo()
+        # Its lists are shared already (`_share_outbounds`): a hit skips the sharing too.
+        self.outbound_lists = OutboundListMemo(memo_lists, intern=self._share_outbounds)
 
     # --- events -------------------------------------------------------------------------
 
@@ -492,10 +500,26 @@ class ProxyRegistry:
         zone = self._runtime.zone
         if identity.proxy_type is not ProxyType.DATAPLANE:
             resource = resource.with_(spec=resource.spec.model_copy(update={"zone": zone}))
-        else:
+        elif not _from_memo(resource):  # what the memo returns is shared already
             resource = self.outbounds.share(resource)
         marked = {**resource.labels, REGISTERED_LABEL: REGISTERED_FROM_METADATA}
         return stamp_origin(resource.with_(labels=marked), is_global=False, zone=zone)
+
+    def _share_outbounds(self, outbounds: list[Outbound]) -> list[Outbound]:
+        """`outbounds` replaced by the shared equal ones. `SharedOutbounds` shares what a
+        Dataplane lists: it is handed a bare one that lists only these."""
+        networking = DataplaneNetworking.model_construct(address="", outbound=outbounds)
+        spec = DataplaneSpec.model_construct(networking=networking)
+        shared = self.outbounds.share(Resource("Dataplane", "", "", spec)).spec
+        assert isinstance(shared, DataplaneSpec)
+        return shared.networking.outbound
+
+
+def _from_memo(resource: Resource) -> bool:
+    spec = resource.spec
+    return isinstance(spec, DataplaneSpec) and isinstance(
+        spec.networking.outbound, CheckedOutbounds
+    )
 
 
 def is_registered_from_metadata(resource: Resource) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -351,13 +351,20 @@ class OutboundListMemo:
     lists, strings, numbers), which tells `1`, `1.0`, `True` and `"1"` apart. Bounded: the least
     recently used lists go first beyond `max_lists` lists or `max_outbounds` outbounds in all;
     `max_lists=0` turns it off. Owned by its user (the proxy registry), never shared globally.
+
+    `intern`, if given, replaces a good list's models before it is returned and kept (the
+    registry shares equal outbounds between Dataplanes with it), so a hit needs no more of it.
     """
 
     def __init__(
-        self, max_lists: int = MEMO_MAX_LISTS, max_outbounds: int = MEMO_MAX_OUTBOUNDS
+        self,
+        max_lists: int = MEMO_MAX_LISTS,
+        max_outbounds: int = MEMO_MAX_OUTBOUNDS,
+        intern: Callable[[list[Outbound]], list[Outbound]] | None = None,
     ) -> None:
         self.max_lists = max_lists
         self.max_outbounds = max_outbounds
+        self._intern = intern
         self._lists: OrderedDict[str, CheckedOutbounds] = OrderedDict()
         self._outbounds = 0
         self.hits = 0
@@ -386,10 +393,10 @@ class OutboundListMemo:
         validate_outbounds(outbounds, "networking", scratch)
         if scratch.items:
             return outbounds  # the semantic pass reports them, as without a memo
-        checked = CheckedOutbounds(outbounds)
+        checked = CheckedOutbounds(self._intern(outbounds) if self._intern else outbounds)
         if len(checked) <= self.max_outbounds:
             self._keep(key, checked)
-        return checked
+        return CheckedOutbounds(checked)  # the caller's own list, as on a hit
 
     def _keep(self, key: str, checked: CheckedOutbounds) -> None:
         self._lists[key] = checked
