@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from enum import StrEnum
@@ -347,8 +348,11 @@ class OutboundListMemo:
     that passed both the model validation and `validate_outbounds` is kept, so a bad list is
     validated (and refused, with the same words) every time; the checks that involve other
     parts of the Dataplane (redirect ports, builtin gateways, inbounds) run for every
-    document. The key is the `repr` of the list as parsed (JSON-shaped data: plain dicts,
-    lists, strings, numbers), which tells `1`, `1.0`, `True` and `"1"` apart. Bounded: the least
+    document. The key is the list as `marshal` writes it: bytes that read back as exactly
+    that list (`1`, `1.0`, `True` and `"1"`, a tuple and a list, all told apart; a key seen
+    twice in one map kept), so equal keys mean equal input. Only plain JSON-shaped data (what
+    the parsers and `MessageToDict` give) is written; anything else is validated in full.
+    It is several times cheaper than `repr` or `json.dumps`. Bounded: the least
     recently used lists go first beyond `max_lists` lists or `max_outbounds` outbounds in all;
     `max_lists=0` turns it off. Owned by its user (the proxy registry), never shared globally.
 
@@ -365,7 +369,7 @@ class OutboundListMemo:
         self.max_lists = max_lists
         self.max_outbounds = max_outbounds
         self._intern = intern
-        self._lists: OrderedDict[str, CheckedOutbounds] = OrderedDict()
+        self._lists: OrderedDict[bytes, CheckedOutbounds] = OrderedDict()
         self._outbounds = 0
         self.hits = 0
         self.misses = 0
@@ -381,7 +385,10 @@ class OutboundListMemo:
         """`raw` validated by `handler` (the field's own validation), or the list kept for it."""
         if self.max_lists <= 0 or type(raw) is not list or not raw:
             return handler(raw)
-        key = repr(raw)
+        try:
+            key = marshal.dumps(raw)
+        except ValueError:  # not plain data (a subclass, an object): no key for it
+            return handler(raw)
         found = self._lists.get(key)
         if found is not None:
             self._lists.move_to_end(key)
@@ -398,7 +405,7 @@ class OutboundListMemo:
             self._keep(key, checked)
         return CheckedOutbounds(checked)  # the caller's own list, as on a hit
 
-    def _keep(self, key: str, checked: CheckedOutbounds) -> None:
+    def _keep(self, key: bytes, checked: CheckedOutbounds) -> None:
         self._lists[key] = checked
         self._outbounds += len(checked)
         while len(self._lists) > self.max_lists or self._outbounds > self.max_outbounds:
