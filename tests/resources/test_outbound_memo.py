@@ -55,6 +55,16 @@ def test_a_second_dataplane_with_the_same_list_gets_the_validated_outbounds() ->
     assert second.spec == resource_from_wire(sidecar("dp-2", outbounds())).spec
 
 
+def test_equal_content_hits_however_its_objects_are_shared() -> None:
+    memo = OutboundListMemo()
+    doc = sidecar("dp-1", outbounds())
+    resource_from_wire(doc, context=memo.context())
+    # Its strings are now held by the models too, and a copy shares them: still a hit.
+    resource_from_wire(doc, context=memo.context())
+    resource_from_wire(copy.deepcopy(doc), context=memo.context())
+    assert (memo.misses, memo.hits) == (1, 2)
+
+
 BAD_LISTS = [
     (  # a type error (pydantic)
         [{"port": "20000", "backendRef": {"kind": "MeshService", "name": "a", "port": 80}}],

@@ -337,6 +337,7 @@ class CheckedOutbounds(list[Outbound]):
 OUTBOUND_MEMO = "zonemesh.outbound_memo"
 MEMO_MAX_LISTS = 256
 MEMO_MAX_OUTBOUNDS = 65_536
+_KEY_FORMAT = 2  # marshal's last format without references (see OutboundListMemo)
 
 
 class OutboundListMemo:
@@ -348,11 +349,12 @@ class OutboundListMemo:
     that passed both the model validation and `validate_outbounds` is kept, so a bad list is
     validated (and refused, with the same words) every time; the checks that involve other
     parts of the Dataplane (redirect ports, builtin gateways, inbounds) run for every
-    document. The key is the list as `marshal` writes it: bytes that read back as exactly
-    that list (`1`, `1.0`, `True` and `"1"`, a tuple and a list, all told apart; a key seen
-    twice in one map kept), so equal keys mean equal input. Only plain JSON-shaped data (what
-    the parsers and `MessageToDict` give) is written; anything else is validated in full.
-    It is several times cheaper than `repr` or `json.dumps`. Bounded: the least
+    document. The key is the list as `marshal` (format 2) writes it: bytes that read back as
+    exactly that list, types and order included (`1`, `1.0`, `True` and `"1"`, a tuple and a
+    list, all told apart), so equal keys mean equal input. Format 2 writes values only (later
+    formats mark objects by their reference count, which differs between equal lists). Only
+    plain JSON-shaped data (what the parsers and `MessageToDict` give) can be written; anything
+    else is validated in full. Twice as cheap as `repr` or `json.dumps`. Bounded: the least
     recently used lists go first beyond `max_lists` lists or `max_outbounds` outbounds in all;
     `max_lists=0` turns it off. Owned by its user (the proxy registry), never shared globally.
 
@@ -386,7 +388,7 @@ class OutboundListMemo:
         if self.max_lists <= 0 or type(raw) is not list or not raw:
             return handler(raw)
         try:
-            key = marshal.dumps(raw)
+            key = marshal.dumps(raw, _KEY_FORMAT)
         except ValueError:  # not plain data (a subclass, an object): no key for it
             return handler(raw)
         found = self._lists.get(key)
