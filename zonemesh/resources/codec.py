@@ -63,8 +63,14 @@ def parse_documents(text: str, source: str = "input") -> list[dict[str, Any]]:
     return docs
 
 
-def resource_from_wire(doc: dict[str, Any], *, keep_status: bool = False) -> Resource:
-    """Validate one wire document into a typed `Resource`; raises `ValidationError`."""
+def resource_from_wire(
+    doc: dict[str, Any], *, keep_status: bool = False, context: dict[str, Any] | None = None
+) -> Resource:
+    """Validate one wire document into a typed `Resource`; raises `ValidationError`.
+
+    `context` is the pydantic validation context of the spec: what a type's validators may use
+    beyond the document, such as an `OutboundListMemo` (`types.dataplane`). It never changes the
+    outcome, only its cost."""
     kind = doc.get("type")
     if not isinstance(kind, str) or not kind:
         raise ValidationError([Violation("type", "must be defined")])
@@ -103,7 +109,7 @@ def resource_from_wire(doc: dict[str, Any], *, keep_status: bool = False) -> Res
             errors.add("spec", "must be an object")
             spec_doc = {}
 
-    spec = _validate_model(rtype.spec_model, spec_doc, spec_path, errors)
+    spec = _validate_model(rtype.spec_model, spec_doc, spec_path, errors, context)
     if spec is not None:
         spec.validate_semantics(spec_path, errors)
 
@@ -150,9 +156,15 @@ def is_valid_hostname(value: str) -> bool:
     return is_dns_name(value)
 
 
-def _validate_model(model: type[Model], data: Any, path: str, errors: Violations) -> Model | None:
+def _validate_model(
+    model: type[Model],
+    data: Any,
+    path: str,
+    errors: Violations,
+    context: dict[str, Any] | None = None,
+) -> Model | None:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except pydantic.ValidationError as e:
         seen: set[str] = set()
         for err in e.errors():

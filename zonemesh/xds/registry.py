@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import parse_documents, resource_from_wire
@@ -40,6 +40,14 @@ from zonemesh.resources.errors import ValidationError
 from zonemesh.resources.origin import stamp_origin
 from zonemesh.resources.proxy_types import RESOURCE_TYPE, ProxyType
 from zonemesh.resources.registry import MESH
+from zonemesh.resources.types.dataplane import (
+    MEMO_MAX_LISTS,
+    CheckedOutbounds,
+    DataplaneNetworking,
+    DataplaneSpec,
+    Outbound,
+    OutboundListMemo,
+)
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
 from zonemesh.runtime.insights import ProxyInsight
 from zonemesh.store.base import AlreadyExistsError, ConflictError, NotFoundError
@@ -78,13 +86,38 @@ class NodeIdentity:
     envoy_version: str = ""
 
 
+_NESTED = "dataplane"
+_READ_KEYS = (META_PROXY_TYPE, META_RESOURCE)  # what `parse_node` reads of the metadata
+
+
 def _metadata(node: base_pb2.Node) -> dict[str, Any]:
-    meta = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
-    nested = meta.get("dataplane")
-    if isinstance(nested, dict):  # accept {"dataplane": {"proxyType": ...}} too
-        for k, v in nested.items():
-            meta.setdefault(f"dataplane.{k}", v)
+    """The metadata keys `parse_node` reads, as `MessageToDict` gives them, also when nested
+    (`{"dataplane": {"proxyType": ...}}`; the flat key wins). Only these are converted: the
+    rest of the Struct (admin address, versions...) is not registration's business."""
+    if not node.HasField("metadata"):
+        return {}
+    fields = node.metadata.fields  # `get`, never `[]`: indexing a missing key would add it
+    nested = fields.get(_NESTED)
+    nested_fields = (
+        nested.struct_value.fields
+        if nested is not None and nested.WhichOneof("kind") == "struct_value"
+        else None
+    )
+    meta: dict[str, Any] = {}
+    for key in _READ_KEYS:
+        value = fields.get(key)
+        if value is None and nested_fields is not None:
+            value = nested_fields.get(key[len(_NESTED) + 1 :])
+        if value is not None:
+            meta[key] = _value(value)
     return meta
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    """One Struct value as `MessageToDict` converts it (a string, the usual case, directly)."""
+    if value.WhichOneof("kind") == "string_value":
+        return value.string_value
+    return json_format.MessageToDict(value)
 
 
 def parse_node(node: base_pb2.Node | None) -> NodeIdentity:
@@ -204,14 +237,20 @@ class ProxyRegistry:
         runtime: Runtime,
         auth: DpAuthenticator | None = None,
         outbounds: SharedOutbounds | None = None,
+        memo_lists: int = MEMO_MAX_LISTS,
     ) -> None:
-        """`outbounds`: the generation engine's sharing of equal outbounds (else our own)."""
+        """`outbounds`: the generation engine's sharing of equal outbounds (else our own);
+        `memo_lists`: how many validated outbound lists registration keeps (0: none, every
+        document is validated in full)."""
         self._runtime = runtime
         self.auth = auth or DpAuthenticator(runtime)
         self._connections: dict[ResourceKey, Connection] = {}
         self._records: dict[ResourceKey, ProxyRecord] = {}
         self._listeners: list[ProxyListener] = []
-        self.outbounds = outbounds or SharedOutbounds()
+        self.outbounds = outbounds if outbounds is not None else SharedOutbounds()  # len 0 is falsy
+        # Proxies of one service bring the same outbound list: validated once (types.dataplane).
+        # Its lists are shared already (`_share_outbounds`): a hit skips the sharing too.
+        self.outbound_lists = OutboundListMemo(memo_lists, intern=self._share_outbounds)
         # Proxies whose insight state (not counters) changed since `take_changed`: a writer
         # after a burst of connects visits these, not every proxy (that was quadratic).
         self._changed: set[ResourceKey] = set()
@@ -491,7 +530,7 @@ class ProxyRegistry:
         if bad:
             raise RegistrationError(grpc.StatusCode.INVALID_ARGUMENT, f"{META_RESOURCE}: {bad}")
         try:
-            resource = resource_from_wire(doc)
+            resource = resource_from_wire(doc, context=self.outbound_lists.context())
         except ValidationError as e:
             raise RegistrationError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"{META_RESOURCE}: {e}"
@@ -499,10 +538,26 @@ class ProxyRegistry:
         zone = self._runtime.zone
         if identity.proxy_type is not ProxyType.DATAPLANE:
             resource = resource.with_(spec=resource.spec.model_copy(update={"zone": zone}))
-        else:
+        elif not _from_memo(resource):  # what the memo returns is shared already
             resource = self.outbounds.share(resource)
         marked = {**resource.labels, REGISTERED_LABEL: REGISTERED_FROM_METADATA}
         return stamp_origin(resource.with_(labels=marked), is_global=False, zone=zone)
+
+    def _share_outbounds(self, outbounds: list[Outbound]) -> list[Outbound]:
+        """`outbounds` replaced by the shared equal ones. `SharedOutbounds` shares what a
+        Dataplane lists: it is handed a bare one that lists only these."""
+        networking = DataplaneNetworking.model_construct(address="", outbound=outbounds)
+        spec = DataplaneSpec.model_construct(networking=networking)
+        shared = self.outbounds.share(Resource("Dataplane", "", "", spec)).spec
+        assert isinstance(shared, DataplaneSpec)
+        return shared.networking.outbound
+
+
+def _from_memo(resource: Resource) -> bool:
+    spec = resource.spec
+    return isinstance(spec, DataplaneSpec) and isinstance(
+        spec.networking.outbound, CheckedOutbounds
+    )
 
 
 def is_registered_from_metadata(resource: Resource) -> bool:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import marshal
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any, Literal
+
+from pydantic import ValidationInfo, ValidatorFunctionWrapHandler, field_validator
 
 from zonemesh.resources import identifiers, labels
 from zonemesh.resources.base import Model
@@ -255,21 +260,26 @@ class DataplaneNetworking(Model):
             if key in seen:
                 errors.add(f"{path}.inbound[{i}].port", f"port collides with inbound[{seen[key]}]")
             seen[key] = i
-        listen: dict[tuple[str, int], int] = {}
-        for i, outbound in enumerate(self.outbound):
-            outbound.validate_semantics(f"{path}.outbound[{i}]", errors)
-            key = (outbound.address, outbound.port)
-            if key in listen:
-                errors.add(
-                    f"{path}.outbound[{i}].port", f"port collides with outbound[{listen[key]}]"
-                )
-            listen[key] = i
+        if not isinstance(self.outbound, CheckedOutbounds):  # else checked when memoized
+            validate_outbounds(self.outbound, path, errors)
         if self.admin is not None:
             self.admin.validate_semantics(f"{path}.admin", errors)
         if self.transparent_proxying is not None:
             tp_path = f"{path}.transparentProxying"
             self.transparent_proxying.validate_semantics(tp_path, errors)
             self._validate_redirect_ports(tp_path, errors)
+
+    @field_validator("outbound", mode="wrap")
+    @classmethod
+    def _memoized_outbounds(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> list[Outbound]:
+        """With an `OutboundListMemo` in the validation context, a list it holds is not
+        validated again (`resource_from_wire(..., context=memo.context())`)."""
+        memo = info.context.get(OUTBOUND_MEMO) if isinstance(info.context, dict) else None
+        if not isinstance(memo, OutboundListMemo):
+            return handler(value)
+        return memo.validated(value, handler)
 
     @property
     def gateway_type(self) -> str | None:
@@ -304,6 +314,105 @@ class DataplaneNetworking(Model):
                     f"{path}.{field}",
                     f"port {port} collides with the admin port (networking.admin.port)",
                 )
+
+
+def validate_outbounds(outbounds: Sequence[Outbound], path: str, errors: Violations) -> None:
+    """The checks an outbound list passes on its own, whatever else the Dataplane holds: each
+    outbound's, and no two listening on one address and port. `path` is the networking's."""
+    listen: dict[tuple[str, int], int] = {}
+    for i, outbound in enumerate(outbounds):
+        outbound.validate_semantics(f"{path}.outbound[{i}]", errors)
+        key = (outbound.address, outbound.port)
+        if key in listen:
+            errors.add(f"{path}.outbound[{i}].port", f"port collides with outbound[{listen[key]}]")
+        listen[key] = i
+
+
+class CheckedOutbounds(list[Outbound]):
+    """Validated outbounds known to pass `validate_outbounds`: the semantic pass skips that
+    part for them. Only `OutboundListMemo` makes one, after running the checks."""
+
+
+# The key of an `OutboundListMemo` in a pydantic validation context.
+OUTBOUND_MEMO = "zonemesh.outbound_memo"
+MEMO_MAX_LISTS = 256
+MEMO_MAX_OUTBOUNDS = 65_536
+_KEY_FORMAT = 2  # marshal's last format without references (see OutboundListMemo)
+
+
+class OutboundListMemo:
+    """Outbound lists already validated, by their wire content.
+
+    Sidecars of one service are started from one Dataplane template, so a registry sees the
+    same outbound list (often a hundred entries) from every proxy of that service: validating
+    it once, instead of once per proxy, is most of what registering a proxy costs. Only a list
+    that passed both the model validation and `validate_outbounds` is kept, so a bad list is
+    validated (and refused, with the same words) every time; the checks that involve other
+    parts of the Dataplane (redirect ports, builtin gateways, inbounds) run for every
+    document. The key is the list as `marshal` (format 2) writes it: bytes that read back as
+    exactly that list, types and order included (`1`, `1.0`, `True` and `"1"`, a tuple and a
+    list, all told apart), so equal keys mean equal input. Format 2 writes values only (later
+    formats mark objects by their reference count, which differs between equal lists). Only
+    plain JSON-shaped data (what the parsers and `MessageToDict` give) can be written; anything
+    else is validated in full. Twice as cheap as `repr` or `json.dumps`. Bounded: the least
+    recently used lists go first beyond `max_lists` lists or `max_outbounds` outbounds in all;
+    `max_lists=0` turns it off. Owned by its user (the proxy registry), never shared globally.
+
+    `intern`, if given, replaces a good list's models before it is returned and kept (the
+    registry shares equal outbounds between Dataplanes with it), so a hit needs no more of it.
+    """
+
+    def __init__(
+        self,
+        max_lists: int = MEMO_MAX_LISTS,
+        max_outbounds: int = MEMO_MAX_OUTBOUNDS,
+        intern: Callable[[list[Outbound]], list[Outbound]] | None = None,
+    ) -> None:
+        self.max_lists = max_lists
+        self.max_outbounds = max_outbounds
+        self._intern = intern
+        self._lists: OrderedDict[bytes, CheckedOutbounds] = OrderedDict()
+        self._outbounds = 0
+        self.hits = 0
+        self.misses = 0
+
+    def context(self) -> dict[str, Any]:
+        """The pydantic validation context that makes a Dataplane validation use this memo."""
+        return {OUTBOUND_MEMO: self}
+
+    def __len__(self) -> int:
+        return len(self._lists)
+
+    def validated(self, raw: Any, handler: ValidatorFunctionWrapHandler) -> list[Outbound]:
+        """`raw` validated by `handler` (the field's own validation), or the list kept for it."""
+        if self.max_lists <= 0 or type(raw) is not list or not raw:
+            return handler(raw)
+        try:
+            key = marshal.dumps(raw, _KEY_FORMAT)
+        except ValueError:  # not plain data (a subclass, an object): no key for it
+            return handler(raw)
+        found = self._lists.get(key)
+        if found is not None:
+            self._lists.move_to_end(key)
+            self.hits += 1
+            return CheckedOutbounds(found)  # a list of its own: the models are shared
+        self.misses += 1
+        outbounds = handler(raw)  # raises for a malformed list: nothing is kept
+        scratch = Violations()
+        validate_outbounds(outbounds, "networking", scratch)
+        if scratch.items:
+            return outbounds  # the semantic pass reports them, as without a memo
+        checked = CheckedOutbounds(self._intern(outbounds) if self._intern else outbounds)
+        if len(checked) <= self.max_outbounds:
+            self._keep(key, checked)
+        return CheckedOutbounds(checked)  # the caller's own list, as on a hit
+
+    def _keep(self, key: bytes, checked: CheckedOutbounds) -> None:
+        self._lists[key] = checked
+        self._outbounds += len(checked)
+        while len(self._lists) > self.max_lists or self._outbounds > self.max_outbounds:
+            _, evicted = self._lists.popitem(last=False)
+            self._outbounds -= len(evicted)
 
 
 GATEWAY_TYPES = ("BUILTIN", "DELEGATED")
