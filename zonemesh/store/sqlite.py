@@ -28,6 +28,7 @@ from pathlib import Path
 
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire, resource_to_wire
+from zonemesh.resources.types.dataplane import OutboundListMemo
 from zonemesh.store.base import StoreError
 from zonemesh.store.memory import IndexedStore
 
@@ -134,10 +135,12 @@ class SqliteStore(IndexedStore):
             "FROM resources"
         )
         loaded = skipped = 0
+        # The Dataplanes of one service list the same outbounds: each list validated once.
+        outbound_lists = OutboundListMemo()
         for type_name, mesh, name, version, document, created, modified in rows:
             key = ResourceKey(type_name, mesh, name)
             try:
-                resource = _decode(key, version, document, created, modified)
+                resource = _decode(key, version, document, created, modified, outbound_lists)
             except Exception as e:  # one unreadable row must not keep the control plane down
                 skipped += 1
                 log.warning(
@@ -229,8 +232,16 @@ class SqliteStore(IndexedStore):
             os.close(fd)
 
 
-def _decode(key: ResourceKey, version: int, document: str, created: str, modified: str) -> Resource:
-    resource = resource_from_wire(json.loads(document), keep_status=True)
+def _decode(
+    key: ResourceKey,
+    version: int,
+    document: str,
+    created: str,
+    modified: str,
+    outbound_lists: OutboundListMemo | None = None,
+) -> Resource:
+    context = outbound_lists.context() if outbound_lists is not None else None
+    resource = resource_from_wire(json.loads(document), keep_status=True, context=context)
     if resource.key != key:
         raise ValueError(f"the document describes {resource.key}")
     return resource.with_(
