@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from zonemesh.mtls.ca import CA_SECRET_NAME
 from zonemesh.resources import labels
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_to_wire
+from zonemesh.resources.documents import dump_json
 from zonemesh.resources.registry import (
     GLOBAL_SECRET,
     SECRET,
@@ -79,7 +79,7 @@ def canonical_wire(resource: Resource) -> dict[str, Any]:
 
 
 def encode(wire: dict[str, Any]) -> bytes:
-    return json.dumps(wire, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return dump_json(wire, sort_keys=True)
 
 
 def content_hash(data: bytes) -> str:

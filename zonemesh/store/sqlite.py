@@ -28,6 +28,7 @@ from pathlib import Path
 
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.codec import resource_from_wire, resource_to_wire
+from zonemesh.resources.documents import dump_json
 from zonemesh.resources.types.dataplane import OutboundListMemo
 from zonemesh.store.base import StoreError
 from zonemesh.store.memory import IndexedStore
@@ -164,7 +165,7 @@ class SqliteStore(IndexedStore):
 
     def _persist_put(self, resource: Resource, revision: int) -> None:
         assert resource.creation_time is not None and resource.modification_time is not None
-        document = json.dumps(resource_to_wire(resource), separators=(",", ":"))
+        document = dump_json(resource_to_wire(resource)).decode()
         with self._transaction(str(resource.key)) as conn:
             conn.execute(
                 _UPSERT_RESOURCE,
