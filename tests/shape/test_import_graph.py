@@ -187,12 +187,8 @@ def test_translation_does_not_import_the_xds_layer() -> None:
     assert graph["translate"].get("xds", []) == []
 
 
-# `build_mesh_state` reads the store; the engine rewrite (issue 11 items 1-3) feeds the state
-# from store events instead. Named so that no other translation module starts doing I/O.
-STORE_READERS_IN_TRANSLATE = {"zonemesh.translate.state"}
-
-
 def test_translation_does_no_store_io() -> None:
+    """The engine's tracker feeds the state from store events; translation reads no store."""
     graph = package_graph()
     readers = {imp.split(" imports ")[0] for imp in graph["translate"].get("store", [])}
-    assert readers <= STORE_READERS_IN_TRANSLATE, sorted(readers - STORE_READERS_IN_TRANSLATE)
+    assert readers == set(), sorted(readers)

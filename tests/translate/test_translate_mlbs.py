@@ -361,10 +361,10 @@ def test_with_zone_egress_the_policy_decides_whether_and_where_the_egress_is() -
 
 
 async def test_a_stored_policy_reaches_the_generated_configuration() -> None:
-    """The control plane's path: store -> `build_mesh_state` -> generators."""
+    """The control plane's path: store -> the engine's state tracker -> generators."""
     from zonemesh.runtime.health import InstanceHealth
     from zonemesh.store.memory import MemoryStore
-    from zonemesh.translate.state import build_mesh_state
+    from zonemesh.xds.engine.tracker import MeshStateTracker
 
     topology = three_zones()
     store = MemoryStore()
@@ -372,7 +372,9 @@ async def test_a_stored_policy_reaches_the_generated_configuration() -> None:
         await store.create(resource)
 
     async def client_priorities() -> dict[str, int]:
-        state = await build_mesh_state(store, InstanceHealth(), version=1, zone=LOCAL_ZONE)
+        tracker = MeshStateTracker(store, InstanceHealth(), LOCAL_ZONE)
+        await tracker.load()
+        state = tracker.state()
         client = state.dataplanes[topology.proxies["client"]]
         proxy = topology.proxy("client", state)
         assert proxy.resource is client

@@ -13,7 +13,7 @@ from zonemesh.translate.generator import (
     Proxy,
     ProxyResources,
 )
-from zonemesh.translate.state import HealthSnapshot, MeshState, build_mesh_state
+from zonemesh.translate.state import HealthSnapshot, MeshState
 
 __all__ = [
     "CompositeGenerator",
@@ -23,5 +23,4 @@ __all__ = [
     "MeshState",
     "Proxy",
     "ProxyResources",
-    "build_mesh_state",
 ]

@@ -16,20 +16,12 @@ from typing import Any, TypeVar
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.registry import (
     DATAPLANE,
-    MESH,
-    MESH_GATEWAY,
-    MESH_HTTP_ROUTE,
-    MESH_LOAD_BALANCING_STRATEGY,
-    MESH_MULTI_ZONE_SERVICE,
-    MESH_SERVICE,
     SECRET,
     ZONE_EGRESS,
     ZONE_INGRESS,
 )
 from zonemesh.resources.types.meshgateway import MeshGatewaySpec
-from zonemesh.runtime.health import InstanceHealth
 from zonemesh.runtime.health import is_healthy as health_rule
-from zonemesh.store.base import Store
 from zonemesh.translate.caches import TranslationCaches
 
 T = TypeVar("T")
@@ -119,41 +111,6 @@ def content_memo(state: MeshState, key: Any, build: Callable[[], T]) -> T:
     return state.caches.content.get(key, build)
 
 
-async def build_mesh_state(
-    store: Store, health: InstanceHealth, *, version: int, zone: str
-) -> MeshState:
-    """Read the store once and freeze health for every proxy resource found."""
-
-    async def by_key(type_name: str) -> dict[ResourceKey, Resource]:
-        return {r.key: r for r in await store.list(type_name)}
-
-    meshes = {r.name: r for r in await store.list(MESH.name)}
-    dataplanes = await by_key(DATAPLANE.name)
-    ingresses = await by_key(ZONE_INGRESS.name)
-    egresses = await by_key(ZONE_EGRESS.name)
-    frozen: dict[ResourceKey, HealthSnapshot] = {}
-    for key in (*dataplanes, *ingresses, *egresses):
-        h = health.get(key)
-        if h is not None:
-            frozen[key] = HealthSnapshot(h.connected, h.ready, tuple(h.not_ready_inbounds))
-    gateways = await by_key(MESH_GATEWAY.name)
-    return MeshState(
-        version=version,
-        zone=zone,
-        meshes=meshes,
-        dataplanes=dataplanes,
-        mesh_services=await by_key(MESH_SERVICE.name),
-        mesh_multi_zone_services=await by_key(MESH_MULTI_ZONE_SERVICE.name),
-        zone_ingresses=ingresses,
-        zone_egresses=egresses,
-        mesh_load_balancing_strategies=await by_key(MESH_LOAD_BALANCING_STRATEGY.name),
-        health=frozen,
-        mesh_gateways=gateways,
-        gateway_secrets=await _gateway_secrets(store, gateways.values()),
-        mesh_http_routes=await by_key(MESH_HTTP_ROUTE.name),
-    )
-
-
 def gateway_secret_keys(gateways: Iterable[Resource]) -> set[ResourceKey]:
     """The Secrets MeshGateways name as listener certificates: the only key material a
     state holds (never the mesh CA's)."""
@@ -163,15 +120,3 @@ def gateway_secret_keys(gateways: Iterable[Resource]) -> set[ResourceKey]:
         assert isinstance(spec, MeshGatewaySpec)
         wanted.update(ResourceKey(SECRET.name, gateway.mesh, n) for n in spec.secret_names())
     return wanted
-
-
-async def _gateway_secrets(
-    store: Store, gateways: Iterable[Resource]
-) -> dict[ResourceKey, Resource]:
-    """The Secrets gateways name, read one by one."""
-    found = {}
-    for key in sorted(gateway_secret_keys(gateways)):
-        secret = await store.find(key)
-        if secret is not None:
-            found[key] = secret
-    return found
