@@ -43,9 +43,7 @@ from zonemesh.resources.registry import MESH
 from zonemesh.resources.types.dataplane import (
     MEMO_MAX_LISTS,
     CheckedOutbounds,
-    DataplaneNetworking,
     DataplaneSpec,
-    Outbound,
     OutboundListMemo,
 )
 from zonemesh.resources.types.zone_proxies import ZoneIngressSpec
@@ -249,8 +247,8 @@ class ProxyRegistry:
         self._listeners: list[ProxyListener] = []
         self.outbounds = outbounds if outbounds is not None else SharedOutbounds()  # len 0 is falsy
         # Proxies of one service bring the same outbound list: validated once (types.dataplane).
-        # Its lists are shared already (`_share_outbounds`): a hit skips the sharing too.
-        self.outbound_lists = OutboundListMemo(memo_lists, intern=self._share_outbounds)
+        # Its lists are shared already (`SharedOutbounds`): a hit skips the sharing too.
+        self.outbound_lists = OutboundListMemo(memo_lists, intern=self.outbounds.share_list)
         # Proxies whose insight state (not counters) changed since `take_changed`: a writer
         # after a burst of connects visits these, not every proxy (that was quadratic).
         self._changed: set[ResourceKey] = set()
@@ -542,15 +540,6 @@ class ProxyRegistry:
             resource = self.outbounds.share(resource)
         marked = {**resource.labels, REGISTERED_LABEL: REGISTERED_FROM_METADATA}
         return stamp_origin(resource.with_(labels=marked), is_global=False, zone=zone)
-
-    def _share_outbounds(self, outbounds: list[Outbound]) -> list[Outbound]:
-        """`outbounds` replaced by the shared equal ones. `SharedOutbounds` shares what a
-        Dataplane lists: it is handed a bare one that lists only these."""
-        networking = DataplaneNetworking.model_construct(address="", outbound=outbounds)
-        spec = DataplaneSpec.model_construct(networking=networking)
-        shared = self.outbounds.share(Resource("Dataplane", "", "", spec)).spec
-        assert isinstance(shared, DataplaneSpec)
-        return shared.networking.outbound
 
 
 def _from_memo(resource: Resource) -> bool:

@@ -26,15 +26,20 @@ class SharedOutbounds:
         spec = resource.spec
         if not isinstance(spec, DataplaneSpec) or not spec.networking.outbound:
             return resource
+        shared = self.share_list(spec.networking.outbound)
+        networking = spec.networking.model_copy(update={"outbound": shared})
+        return resource.with_(spec=spec.model_copy(update={"networking": networking}))
+
+    def share_list(self, outbounds: list[Outbound]) -> list[Outbound]:
+        """`outbounds`, each replaced by the shared equal one."""
         shared = []
-        for outbound in spec.networking.outbound:
+        for outbound in outbounds:
             key = _outbound_key(outbound)
             found = self._by_content.get(key)
             if found is None:
                 self._by_content[key] = found = outbound
             shared.append(found)
-        networking = spec.networking.model_copy(update={"outbound": shared})
-        return resource.with_(spec=spec.model_copy(update={"networking": networking}))
+        return shared
 
     def __len__(self) -> int:
         return len(self._by_content)
