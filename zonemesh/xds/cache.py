@@ -239,8 +239,8 @@ def compose(
 
     With `base` and `types`: only those types are composed, the others are `base`'s (their
     dicts and versions shared, not rebuilt): an endpoint change recomposes endpoints only.
-    With `base` and `delta` (from `changed_names`: per type, the only names that may differ
-    from `base`), the new snapshot records both (`parent`, `delta`)."""
+    `delta` (from `changed_names`) then says which names of those types differ from
+    `base`: the new snapshot records both (`parent`, `delta`)."""
     by_type: dict[str, dict[str, VersionedResource]] = {}
     totals: dict[str, int] = {}
     copied: set[str] = set()  # types whose dict is this snapshot's own
@@ -262,15 +262,14 @@ def compose(
         for type_url, (interned, total) in piece.items():
             add(type_url, interned, total)
     versions = {t: _format_version(totals[t]) for t in by_type}
-    parent = weakref.ref(base) if base is not None and delta is not None else None
     if base is None or types is None:
-        return Snapshot(resources=by_type, versions=versions, parent=parent, delta=delta)
+        return Snapshot(resources=by_type, versions=versions)
     resources = {t: r for t, r in base.resources.items() if t not in types}
     kept = {t: v for t, v in base.versions.items() if t not in types}
     return Snapshot(
         resources={**resources, **by_type},
         versions={**kept, **versions},
-        parent=parent,
+        parent=weakref.ref(base) if delta is not None else None,
         delta=delta,
     )
 
