@@ -50,7 +50,6 @@ from zonemesh.xds.cache import (
     ResourceInterner,
     Snapshot,
     SnapshotCache,
-    changed_names,
     changed_types,
     compose,
 )
@@ -290,11 +289,6 @@ class GenerationScheduler:
             types = changed_types(old_interned, new_group.interned)
             if types is not None and not types:
                 continue  # same content: no member's snapshot changes
-            delta = (
-                changed_names(old_interned, new_group.interned, types)
-                if types is not None
-                else None
-            )
             done = 0
             for key in list(new_group.members):
                 if key in regenerated or key == representative:
@@ -308,7 +302,6 @@ class GenerationScheduler:
                     mine.group.interned,
                     base=base,
                     types=types if base is not None else None,
-                    delta=delta if base is not None else None,
                 )
                 self.cache.set(key, snapshot)
                 self.recomposed += 1
