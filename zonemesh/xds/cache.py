@@ -204,19 +204,43 @@ def changed_types(a: Sequence[Interned], b: Sequence[Interned]) -> frozenset[str
     return frozenset(changed)
 
 
+def changed_names(
+    a: Sequence[Interned], b: Sequence[Interned], types: Iterable[str]
+) -> dict[str, frozenset[str]]:
+    """Per type of `types`, the names whose resource differs between two lists of pieces
+    (added, changed or gone): computed once per group of proxies, so that each member's
+    Delta stream looks only at those (`Snapshot.delta`)."""
+    out: dict[str, frozenset[str]] = {}
+    for type_url in types:
+        old: dict[str, VersionedResource] = {}
+        new: dict[str, VersionedResource] = {}
+        for pieces, merged in ((a, old), (b, new)):
+            for piece in pieces:
+                entry = piece.get(type_url)
+                if entry is not None:
+                    merged.update(entry[0])
+        out[type_url] = frozenset(
+            n for n in old.keys() | new.keys() if old.get(n) is not new.get(n)
+        )
+    return out
+
+
 def compose(
     own: Interned,
     parts: Iterable[Interned],
     *,
     base: Snapshot | None = None,
     types: frozenset[str] | None = None,
+    delta: Mapping[str, frozenset[str]] | None = None,
 ) -> Snapshot:
     """A proxy's snapshot from interned pieces. A type that comes from one piece alone is
     that piece's dict itself, shared by every snapshot with that piece (read-only); only a
     type several pieces contribute to gets a dict of this snapshot's own.
 
     With `base` and `types`: only those types are composed, the others are `base`'s (their
-    dicts and versions shared, not rebuilt): an endpoint change recomposes endpoints only."""
+    dicts and versions shared, not rebuilt): an endpoint change recomposes endpoints only.
+    With `base` and `delta` (from `changed_names`: per type, the only names that may differ
+    from `base`), the new snapshot records both (`parent`, `delta`)."""
     by_type: dict[str, dict[str, VersionedResource]] = {}
     totals: dict[str, int] = {}
     copied: set[str] = set()  # types whose dict is this snapshot's own
@@ -238,11 +262,17 @@ def compose(
         for type_url, (interned, total) in piece.items():
             add(type_url, interned, total)
     versions = {t: _format_version(totals[t]) for t in by_type}
+    parent = weakref.ref(base) if base is not None and delta is not None else None
     if base is None or types is None:
-        return Snapshot(resources=by_type, versions=versions)
+        return Snapshot(resources=by_type, versions=versions, parent=parent, delta=delta)
     resources = {t: r for t, r in base.resources.items() if t not in types}
     kept = {t: v for t, v in base.versions.items() if t not in types}
-    return Snapshot(resources={**resources, **by_type}, versions={**kept, **versions})
+    return Snapshot(
+        resources={**resources, **by_type},
+        versions={**kept, **versions},
+        parent=parent,
+        delta=delta,
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -252,6 +282,15 @@ class Snapshot:
     resources: Mapping[str, Mapping[str, VersionedResource]]
     versions: Mapping[str, str]
     created_at: float = field(default_factory=time.monotonic)
+    # When known: the snapshot this one was derived from, and per type the only names that
+    # may differ from it (any type not in `delta` is the same). A Delta stream in step with
+    # the parent diffs those names alone. Weak, so that snapshots never form a chain: a
+    # stream in step holds its parent itself.
+    parent: weakref.ReferenceType[Snapshot] | None = field(default=None, repr=False)
+    delta: Mapping[str, frozenset[str]] | None = field(default=None, repr=False)
+
+    def derives_from(self, other: Snapshot | None) -> bool:
+        return other is not None and self.parent is not None and self.parent() is other
 
     @classmethod
     def of(cls, resources: Mapping[str, Mapping[str, VersionedResource]]) -> Snapshot:

@@ -125,6 +125,10 @@ class _DeltaType:
     responded: bool = False
     dirty: bool = True
     force: set[str] = field(default_factory=set)
+    # The snapshot `known` was last brought in step with, and whether a request changed
+    # what the stream wants since (then every name is compared again).
+    synced: Snapshot | None = None
+    requested: bool = True
 
 
 _TypeState = TypeVar("_TypeState", _SotwType, _DeltaType)
@@ -348,7 +352,7 @@ class DeltaSession(_Session[_DeltaType]):
         # Subscription changes count even with a stale nonce.
         subscription = bool(req.resource_names_subscribe or req.resource_names_unsubscribe)
         if first or not req.response_nonce or subscription:
-            ts.dirty = True
+            ts.dirty = ts.requested = True
         for name in req.resource_names_subscribe:
             if name == WILDCARD:
                 ts.wildcard = True
@@ -392,26 +396,32 @@ class DeltaSession(_Session[_DeltaType]):
     def _diff(
         self, type_url: str, ts: _DeltaType
     ) -> tuple[Outgoing | None, list[VersionedResource]]:
-        assert self._snapshot is not None
-        available = self._snapshot.of_type(type_url)
+        snapshot = self._snapshot
+        assert snapshot is not None
+        available = snapshot.of_type(type_url)
         known, force = ts.known, ts.force
-        held: Set[str]  # the names the stream should hold
-        if ts.wildcard:
+        delta = snapshot.delta.get(type_url) if snapshot.delta is not None else None
+        if not ts.requested and delta is not None and snapshot.derives_from(ts.synced):
+            # In step with the snapshot this one derives from: only its changed names can
+            # differ from what the client has (a push costs what it carries).
+            candidates: Set[str] = delta | force
+            held = {n for n in candidates if n in available and (ts.wildcard or n in ts.names)}
+        elif ts.wildcard:
             held = available.keys()
-            changed = [n for n, r in available.items() if known.get(n) != r.version]
+            candidates = held | known.keys() | ts.names
         else:
             held = ts.names & available.keys()
-            changed = [n for n in held if known.get(n) != available[n].version]
+            candidates = ts.names | known.keys()
+        ts.synced, ts.requested = snapshot, False
+        changed = [n for n in held if n in force or known.get(n) != available[n].version]
         # Only what changed is sorted, not every name the stream holds: a push usually
         # carries a few resources of a hundred.
-        if force:
-            changed.extend(n for n in force if n in held)
-            changed = list(set(changed))
         updates = [available[n] for n in sorted(changed)]
         force.clear()
-        removed = sorted(n for n in known.keys() - held if known[n] != _ABSENT)
+        gone = [n for n in candidates if n not in held]
+        removed = sorted(n for n in gone if n in known and known[n] != _ABSENT)
         # Named but not existing, and not said so yet: tell the client not to wait for it.
-        removed += sorted(ts.names - held - known.keys())
+        removed += sorted(n for n in gone if n in ts.names and n not in known)
         if not updates and not removed and (ts.responded or not ts.wildcard):
             return None, []
         if len(ts.inflight) >= self._max_unacked:

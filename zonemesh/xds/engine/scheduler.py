@@ -50,6 +50,7 @@ from zonemesh.xds.cache import (
     ResourceInterner,
     Snapshot,
     SnapshotCache,
+    changed_names,
     changed_types,
     compose,
 )
@@ -81,10 +82,12 @@ class _Group:
 
 @dataclass(eq=False, slots=True)
 class _Held:
-    """What is really per proxy: its own resources, interned, and the group of its parts."""
+    """What is really per proxy: its own resources, interned, and the group of its parts;
+    `snapshot` is what they were last composed into (a new one derives from it)."""
 
     own: Interned
     group: _Group
+    snapshot: Snapshot | None = None
 
 
 ConnectedCheck = Callable[[ResourceKey], str | None]  # node id when connected, else None
@@ -124,6 +127,8 @@ class GenerationScheduler:
         self._new_keys: set[ResourceKey] = set()
         self._interned_version = -1
         self._new_served_at = -1e9
+        # Per round: the names that differ between the parts of two groups (`_derived`).
+        self._group_deltas: dict[tuple[_Group, _Group], dict[str, frozenset[str]]] = {}
         self.generations = 0  # debounced rounds done (tests, benchmarks)
         self.full_passes = 0
         self.generated = 0  # generator runs (tests, benchmarks)
@@ -214,6 +219,7 @@ class GenerationScheduler:
         if state.version != self._interned_version:
             self._interned_version = state.version
             self.interner.new_round()
+        self._group_deltas = {}
         return state
 
     async def _serve_new_proxies(self) -> None:
@@ -289,6 +295,11 @@ class GenerationScheduler:
             types = changed_types(old_interned, new_group.interned)
             if types is not None and not types:
                 continue  # same content: no member's snapshot changes
+            delta = (
+                changed_names(old_interned, new_group.interned, types)
+                if types is not None
+                else None
+            )
             done = 0
             for key in list(new_group.members):
                 if key in regenerated or key == representative:
@@ -302,7 +313,9 @@ class GenerationScheduler:
                     mine.group.interned,
                     base=base,
                     types=types if base is not None else None,
+                    delta=delta if base is not None else None,
                 )
+                mine.snapshot = snapshot
                 self.cache.set(key, snapshot)
                 self.recomposed += 1
                 done += 1
@@ -327,12 +340,36 @@ class GenerationScheduler:
         group = self._group_of(parts, interned)
         held = self._held.get(key)
         if held is None:
-            self._held[key] = _Held(own, group)
+            held = self._held[key] = _Held(own, group)
             group.members.add(key)
+            snapshot = compose(own, group.interned)
         else:
+            snapshot = self._derived(key, held, own, group)
             held.own = own
             self._move(key, held, group)
-        self.cache.set(key, compose(own, group.interned))
+        held.snapshot = snapshot
+        self.cache.set(key, snapshot)
+
+    def _derived(self, key: ResourceKey, held: _Held, own: Interned, group: _Group) -> Snapshot:
+        """The proxy's new snapshot, linked to the one it replaces when that one is in the
+        cache: its Delta stream then compares only the names that differ, which within a
+        group were found once (a full pass costs each stream what changed for it)."""
+        previous = held.snapshot
+        if previous is None or self.cache.get(key) is not previous:
+            return compose(own, group.interned)
+        pair = (held.group, group)
+        shared = self._group_deltas.get(pair)
+        if shared is None:
+            types = {
+                t for pieces in (held.group.interned, group.interned) for p in pieces for t in p
+            }
+            shared = self._group_deltas[pair] = changed_names(
+                held.group.interned, group.interned, types
+            )
+        mine = changed_names([held.own], [own], held.own.keys() | own.keys())
+        types = previous.resources.keys() | shared.keys() | mine.keys()
+        delta = {t: shared.get(t, frozenset()) | mine.get(t, frozenset()) for t in types}
+        return compose(own, group.interned, base=previous, types=None, delta=delta)
 
     def _generate(
         self, state: MeshState, proxy: Proxy
