@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from gateway.gateway_topologies import gateway_dataplane, gateway_route, mesh_gateway, path_rule
 from test_xds_harness import (
     AdsClient,
     Harness,
@@ -166,3 +167,24 @@ async def test_every_proxy_of_a_reconnect_storm_is_configured() -> None:
         await asyncio.gather(*(configured(c) for c in clients))
         assert len(h.server.registry.connections()) == proxies
         assert h.metric("xds_streams_active") == proxies
+
+
+async def test_a_builtin_gateway_gets_every_change_to_its_backends() -> None:
+    """A gateway's clusters and endpoints are all its own (no shared parts), like those of
+    sidecars without outbounds: whichever proxy of that kind the engine looks at first, a
+    new backend instance must reach the gateway."""
+    async with running_xds(default_generator()) as h:
+        await h.apply(mesh_service_doc("svc-a"))
+        await h.apply(instance("svc-a", 0))
+        await h.apply(mesh_gateway())
+        backend = {"kind": "MeshService", "name": "svc-a", "port": SERVICE_PORT}
+        await h.apply(gateway_route("edge", [path_rule("/", backend)]))
+        for i in range(8):  # instances of another service: no outbounds, no shared parts
+            await h.connect_sotw(f"svc-b-{i}", instance("svc-b", i))
+        gateway, eds_names = await configure(h, "edge-gateway-1", gateway_dataplane())
+        assert any("svc-a" in n for n in eds_names), eds_names
+        await quiet(h)
+
+        await h.apply(instance("svc-a", 1))
+        update = await gateway.recv_type(ENDPOINT)
+        assert "127.0.3.11" in addresses(update), addresses(update)

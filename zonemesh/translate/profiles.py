@@ -56,9 +56,13 @@ class ProfileGenerator:
         }
         # The promise of `generator.own_output_is_local` is about proxies that hold shared
         # parts, which only sidecars do: a gateway's or zone proxy's output is all its own,
-        # so the engine regenerates those on every change anyway.
+        # and the engine regenerates those on every change (`refreshed_through_parts`).
         sidecar = self.profiles.get(Profile.SIDECAR)
         self.OWN_OUTPUT_IS_LOCAL = sidecar is not None and own_output_is_local(sidecar)
+
+    def refreshed_through_parts(self, proxy: Proxy) -> bool:
+        """See `generator.refreshed_through_parts`: sidecars only."""
+        return self.OWN_OUTPUT_IS_LOCAL and profile_of(proxy) is Profile.SIDECAR
 
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         composite = self.profiles.get(profile_of(proxy))

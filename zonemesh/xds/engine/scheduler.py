@@ -11,7 +11,9 @@ Inputs: store events and health changes (through `MeshStateTracker`) and proxy c
     resources) regenerates every proxy, as a full pass; so does any change when the
     generator does not promise `OWN_OUTPUT_IS_LOCAL` (`translate.generator`);
   - otherwise (Dataplanes, zone ingresses/egresses, health: inputs of the shared parts
-    only) the proxies whose own resource or health changed are regenerated, and every
+    only) the proxies whose own resource or health changed are regenerated, so are those
+    whose output is all their own (zone proxies, builtin gateways:
+    `translate.generator.refreshed_through_parts`), and every
     *group* of proxies holding the same shared parts is refreshed once: one member is
     regenerated, its new parts interned, and only when their content differs are the other
     members' snapshots recomposed from their unchanged own resources and the new parts — no
@@ -33,7 +35,6 @@ from dataclasses import dataclass, field
 
 from zonemesh.resources.base import Resource, ResourceKey
 from zonemesh.resources.proxy_types import PROXY_TYPE_OF
-from zonemesh.resources.registry import DATAPLANE
 from zonemesh.runtime.debounce import DebouncedSignal
 from zonemesh.runtime.health import InstanceHealth
 from zonemesh.store.base import ResourceEvent, Store, Subscription
@@ -43,6 +44,7 @@ from zonemesh.translate.generator import (
     Proxy,
     ProxyResources,
     own_output_is_local,
+    refreshed_through_parts,
 )
 from zonemesh.translate.state import MeshState
 from zonemesh.xds.cache import (
@@ -83,11 +85,15 @@ class _Group:
 @dataclass(eq=False, slots=True)
 class _Held:
     """What is really per proxy: its own resources, interned, and the group of its parts;
-    `snapshot` is what they were last composed into (a new one derives from it)."""
+    `snapshot` is what they were last composed into (a new one derives from it).
+    `via_parts`: a part-only change reaches it through its group's refresh (a sidecar);
+    else it is regenerated on every round (a builtin gateway, whose output is all its own,
+    shares the empty group with sidecars without outbounds but not their promise)."""
 
     own: Interned
     group: _Group
     snapshot: Snapshot | None = None
+    via_parts: bool = True
 
 
 ConnectedCheck = Callable[[ResourceKey], str | None]  # node id when connected, else None
@@ -245,8 +251,7 @@ class GenerationScheduler:
                 # Not every proxy whose health changed: its own output does not read health
                 # (`own_output_is_local`), and its group's refresh brings its shared parts.
                 # In a connect storm this is every new proxy, generated once on connect.
-                direct = {k for k in keys if k in changes.resources or not self._in_a_group(k)}
-                direct.update(k for k in keys if k.type != DATAPLANE.name)  # ingress, egress
+                direct = {k for k in keys if k in changes.resources or not self._via_group(k)}
                 await self._regenerate_all(state, sorted(direct))
                 await self._refresh_groups(state, direct)
         except BaseException:
@@ -255,9 +260,12 @@ class GenerationScheduler:
             raise
         self.generations += 1
 
-    def _in_a_group(self, key: ResourceKey) -> bool:
+    def _via_group(self, key: ResourceKey) -> bool:
+        """Whether a part-only change reaches `key` through its group's refresh."""
         held = self._held.get(key)
-        return held is not None and self._groups.get(held.group.key) is held.group
+        return (
+            held is not None and held.via_parts and self._groups.get(held.group.key) is held.group
+        )
 
     async def _regenerate_all(self, state: MeshState, keys: list[ResourceKey]) -> None:
         for i, key in enumerate(keys):
@@ -333,7 +341,8 @@ class GenerationScheduler:
             self._forget(key)
             self.cache.set(key, Snapshot.of({}))  # its resource was deleted: serve nothing
             return
-        generated = self._generate(state, proxy_of(key, resource, node_id))
+        proxy = proxy_of(key, resource, node_id)
+        generated = self._generate(state, proxy)
         if generated is None:
             return  # keeps its previous snapshot
         own, parts, interned = generated
@@ -348,6 +357,7 @@ class GenerationScheduler:
             held.own = own
             self._move(key, held, group)
         held.snapshot = snapshot
+        held.via_parts = refreshed_through_parts(self.generator, proxy)  # its kind may change
         self.cache.set(key, snapshot)
 
     def _derived(self, key: ResourceKey, held: _Held, own: Interned, group: _Group) -> Snapshot:
