@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
@@ -77,8 +77,11 @@ class ResourceType:
         return self.scope is Scope.MESH
 
 
-@dataclass(frozen=True, order=True)
-class ResourceKey:
+class ResourceKey(NamedTuple):
+    """Type, mesh, name. A named tuple, not a dataclass: keys are hashed, compared and
+    sorted on every hot path (registry, tracker, scheduler, cache), and a tuple does all
+    three in C (a dataclass's `__hash__`/`__eq__`/`__lt__` run Python code each time)."""
+
     type: str
     mesh: str  # "" for global-scoped types
     name: str

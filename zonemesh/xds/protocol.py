@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -60,9 +60,9 @@ class RequestKind(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
 
 
-@dataclass(frozen=True)
-class RequestInfo:
-    """What a request meant, for metrics, insights and logs."""
+class RequestInfo(NamedTuple):
+    """What a request meant, for metrics, insights and logs (one per request: a named
+    tuple, built in C, where a frozen dataclass sets each field through Python)."""
 
     kind: RequestKind
     type_url: str
@@ -72,9 +72,8 @@ class RequestInfo:
     sent_at: float | None = None  # monotonic time the answered response was sent
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """One encoded response, ready to write."""
+class Outgoing(NamedTuple):
+    """One encoded response, ready to write (one per response: a named tuple)."""
 
     type_url: str
     nonce: str

@@ -263,7 +263,7 @@ class AdsService:
                     log.debug("proxy %s: write failed: %s", conn.key, e)
                     return
                 conn.record.responses_sent += 1
-                self.metrics.responses_sent.labels(out.type_url).inc()
+                self.metrics.sent(out.type_url).inc()
                 log.debug(
                     "proxy %s: sent %s nonce=%s version=%s resources=%d removed=%d",
                     conn.key,
@@ -289,7 +289,7 @@ class AdsService:
             )
             return
         nack = kind is RequestKind.NACK
-        self.metrics.requests_received.labels(info.type_url, "NACK" if nack else "ACK").inc()
+        self.metrics.received(info.type_url, "NACK" if nack else "ACK").inc()
         record = conn.record
         if nack:
             self.registry.record_nack(conn, info.error)
