@@ -81,8 +81,7 @@ class DataplaneIndex:
         self.services: dict[tuple[str, str], _ServiceGroup] = defaultdict(_ServiceGroup)
         self._by_mesh: dict[str, list[_InboundRef]] = defaultdict(list)
         self._by_dataplane: dict[ResourceKey, list[_InboundRef]] = defaultdict(list)
-        # (mesh, name) as `Store.list` returns them: timsort passes over sorted input once,
-        # and comparing string tuples stays in C (a ResourceKey compares in Python).
+        # (mesh, name) as `Store.list` returns them: timsort passes over sorted input once.
         for dp in sorted(dataplanes, key=lambda r: (r.mesh, r.name)):
             if is_local(dp, zone):
                 self._add(dp, health)
