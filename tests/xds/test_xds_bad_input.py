@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import struct
+
 import grpc
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
 from test_xds_harness import (
     dataplane_doc,
     delta,
@@ -94,4 +101,41 @@ async def test_client_that_never_reads_is_closed_alone() -> None:
         await h.barrier(good)  # the lazy one now has 3 unacknowledged responses due
         code, details = await lazy.status()
         assert code is grpc.StatusCode.RESOURCE_EXHAUSTED and "not reading" in details
+        await h.barrier(good)  # the others are still served
+
+
+async def test_a_client_that_takes_no_bytes_is_dropped_after_the_send_timeout() -> None:
+    """A real HTTP/2 client that grants its stream no flow-control window: the first
+    response cannot be written, and the write watchdog ends that stream (gRPC sends its
+    status once the client reads again) and forgets the proxy, while the others are served."""
+    async with running_xds(send_timeout_s=0.4) as h:
+        await h.apply(mesh_service_doc("a"))
+        good, _ = await h.connect_sotw("dp-1")
+        _, writer = await asyncio.open_connection("127.0.0.1", h.server.port)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        request = sotw(CLUSTER, node_=node("default.dp-2", resource=dataplane_doc("dp-2")))
+        body = request.SerializeToString()
+        conn.send_headers(
+            1,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", f"/{SERVICE}/StreamAggregatedResources"),
+                (":authority", "127.0.0.1"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("authorization", h.tokens["dataplane"]),
+            ],
+        )
+        conn.send_data(1, b"\0" + struct.pack(">I", len(body)) + body)
+        writer.write(conn.data_to_send())
+        lazy = ResourceKey("Dataplane", "default", "dp-2")
+        await eventually(lambda: h.server.registry.connection(lazy), "the lazy client connected")
+        await eventually(
+            lambda: h.server.registry.connection(lazy) is None, "the lazy client dropped"
+        )
+        assert h.metric("xds_streams_active") == 1
+        writer.close()
         await h.barrier(good)  # the others are still served

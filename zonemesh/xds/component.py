@@ -169,6 +169,7 @@ class XdsServer:
             ),
             asyncio.create_task(self.scheduler.watch_health(), name="xds-health"),
             asyncio.create_task(self.scheduler.run(), name="xds-updater"),
+            asyncio.create_task(self.service.watch_writes(), name="xds-write-watchdog"),
         ]
         self.runtime.views["xds"] = self
         log.info(

@@ -6,7 +6,8 @@ a reader task feeds requests to the session, and the stream's own coroutine writ
 the session says is due whenever a request or a new snapshot wakes it. Responses are built
 when the stream can take them (never queued), so a slow proxy holds at most one pending
 response per type; a write that does not complete within `send_timeout_s` (a client that
-does not read), or too many unacknowledged Delta responses, closes that stream only.
+does not read: `watch_writes`), or too many unacknowledged Delta responses, closes that
+stream only.
 """
 
 from __future__ import annotations
@@ -66,12 +67,31 @@ def _as_is(payload: bytes) -> bytes:
 
 
 class _StreamControl:
-    """Wake-ups and the end reason of one stream, shared by its reader and writer."""
+    """Wake-ups and the end reason of one stream, shared by its reader and writer (and the
+    service's write watchdog, which reads `writing_since`)."""
 
     def __init__(self) -> None:
         self.wake = asyncio.Event()
         self.status: tuple[grpc.StatusCode, str] | None = None
         self.ended = False
+        self.writing_since = 0.0  # monotonic start of the write in progress; 0: none
+        self.stalled = False
+        self._task = asyncio.current_task()  # the stream's handler: it does the writes
+
+    def stall(self, message: str) -> None:
+        """The write in progress took too long: end the stream with `message`."""
+        self.stalled = True
+        self.close(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        if self._task is not None:
+            self._task.cancel()
+
+    def take_stall(self) -> bool:
+        """After a cancelled write: whether the watchdog did it (then the cancellation is
+        consumed, and the stream ends with the watchdog's status)."""
+        if not self.stalled or self._task is None:
+            return False
+        self._task.uncancel()
+        return True
 
     def close(self, code: grpc.StatusCode, message: str) -> None:
         if self.status is None:
@@ -106,6 +126,23 @@ class AdsService:
         self.max_unacked = max_unacked
         self.send_timeout_s = send_timeout_s
         self._unknown_types_logged: set[str] = set()
+        self._streams: set[_StreamControl] = set()
+
+    async def watch_writes(self) -> None:
+        """Ends the streams whose write has not completed within `send_timeout_s` (a client
+        that does not read). One pass over the streams every quarter of the timeout, rather
+        than a timer armed and cancelled around every response written: a stalled stream
+        ends between 1 and 1.25 timeouts after its write began."""
+        while True:
+            await asyncio.sleep(self.send_timeout_s / 4)
+            now = time.monotonic()
+            for control in list(self._streams):
+                since = control.writing_since
+                if since and now - since > self.send_timeout_s and not control.stalled:
+                    control.stall(
+                        f"a response was not taken within {self.send_timeout_s:g}s; "
+                        "the client is not reading"
+                    )
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -189,9 +226,11 @@ class AdsService:
             session.set_snapshot(existing)
         self.metrics.streams_active.inc()
         reader = asyncio.create_task(self._read(first, iterator, session, conn, control))
+        self._streams.add(control)
         try:
             await self._write(context, session, conn, control)
         finally:
+            self._streams.discard(control)
             reader.cancel()
             stop_watching()
             self.registry.disconnect(conn)
@@ -247,21 +286,20 @@ class AdsService:
                 control.close(e.code, e.message)
                 return
             for out in responses:
+                control.writing_since = time.monotonic()  # for `watch_writes`
                 try:
-                    # A timeout scope, not `wait_for`: no extra task per response written.
-                    async with asyncio.timeout(self.send_timeout_s):
-                        await context.write(out.payload)
-                except TimeoutError:
-                    message = (
-                        f"a response was not taken within {self.send_timeout_s:g}s; "
-                        "the client is not reading"
-                    )
-                    log.warning("proxy %s: closing its stream: %s", conn.key, message)
-                    control.close(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+                    await context.write(out.payload)
+                except asyncio.CancelledError:
+                    if not control.take_stall():
+                        raise
+                    assert control.status is not None
+                    log.warning("proxy %s: closing its stream: %s", conn.key, control.status[1])
                     return
                 except Exception as e:
                     log.debug("proxy %s: write failed: %s", conn.key, e)
                     return
+                finally:
+                    control.writing_since = 0.0
                 conn.record.responses_sent += 1
                 self.metrics.sent(out.type_url).inc()
                 log.debug(
