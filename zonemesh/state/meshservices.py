@@ -73,39 +73,97 @@ def index_inputs(dp: Resource) -> tuple[Any, ...]:
     return (dict(dp.labels), inbounds)
 
 
+class _Inbound(NamedTuple):
+    """What the index reads of one serving inbound, as plain values."""
+
+    service: str
+    tags: dict[str, str]
+    port: int  # the inbound port: health is per inbound port
+    service_port: int
+    protocol: str  # an app protocol, "tcp" for anything else
+    declared_not_ready: bool
+
+
+def _serving_inbounds(dp: Resource) -> tuple[_Inbound, ...]:
+    spec = dp.spec
+    assert isinstance(spec, DataplaneSpec)
+    return tuple(
+        _Inbound(
+            inbound.service,
+            inbound.tags,
+            inbound.port,
+            inbound.effective_service_port,
+            inbound.protocol if inbound.protocol in APP_PROTOCOLS else "tcp",
+            inbound.declared_not_ready,
+        )
+        for inbound in spec.networking.inbound
+        if not inbound.ignored and inbound.service
+    )
+
+
+class InboundsMemo:
+    """Per Dataplane object, whether it is local and its serving inbounds as plain tuples.
+    Stores hand out the same object until the Dataplane changes, so a pass over the zone
+    (every new or removed instance) reads tuples instead of walking pydantic models for
+    each of thousands of Dataplanes. Owned by the reconciler, which runs the passes."""
+
+    def __init__(self, zone: str) -> None:
+        self.zone = zone
+        self._items: dict[int, tuple[Resource, tuple[_Inbound, ...] | None]] = {}
+
+    def get(self, dp: Resource) -> tuple[_Inbound, ...] | None:
+        """None: not a Dataplane of this zone."""
+        hit = self._items.get(id(dp))
+        if hit is not None and hit[0] is dp:
+            return hit[1]
+        value = _serving_inbounds(dp) if is_local(dp, self.zone) else None
+        self._items[id(dp)] = (dp, value)  # holding dp keeps its id from being reused
+        return value
+
+    def limit(self, live: int) -> None:
+        if len(self._items) > 2 * live + 64:
+            self._items.clear()  # forget the objects gone or replaced
+
+
 class DataplaneIndex:
     """The inbounds of this zone's Dataplanes, with health, indexed for selector lookups."""
 
-    def __init__(self, dataplanes: Iterable[Resource], zone: str, health: InstanceHealth) -> None:
+    def __init__(
+        self,
+        dataplanes: Iterable[Resource],
+        zone: str,
+        health: InstanceHealth,
+        memo: InboundsMemo | None = None,
+    ) -> None:
         self.zone = zone
         self.services: dict[tuple[str, str], _ServiceGroup] = defaultdict(_ServiceGroup)
         self._by_mesh: dict[str, list[_InboundRef]] = defaultdict(list)
         self._by_dataplane: dict[ResourceKey, list[_InboundRef]] = defaultdict(list)
+        memo = memo if memo is not None and memo.zone == zone else InboundsMemo(zone)
         # (mesh, name) as `Store.list` returns them: timsort passes over sorted input once.
-        for dp in sorted(dataplanes, key=lambda r: (r.mesh, r.name)):
-            if is_local(dp, zone):
-                self._add(dp, health)
+        ordered = sorted(dataplanes, key=lambda r: (r.mesh, r.name))
+        memo.limit(len(ordered))
+        for dp in ordered:
+            inbounds = memo.get(dp)
+            if inbounds:
+                self._add(dp, inbounds, health)
 
-    def _add(self, dp: Resource, health: InstanceHealth) -> None:
-        spec = dp.spec
-        assert isinstance(spec, DataplaneSpec)
-        proxy = health.get(dp.key)  # once per Dataplane, not again per inbound
+    def _add(self, dp: Resource, inbounds: tuple[_Inbound, ...], health: InstanceHealth) -> None:
+        key, mesh = dp.key, dp.mesh
+        proxy = health.get(key)  # once per Dataplane, not again per inbound
         connected = proxy is not None and proxy.connected
-        for inbound in spec.networking.inbound:
-            if inbound.ignored or not inbound.service:
-                continue
+        for inbound in inbounds:
             healthy = not inbound.declared_not_ready and is_healthy(proxy, inbound.port)
-            ref = _InboundRef(dp.key, inbound.tags, connected, healthy)
-            self._by_mesh[dp.mesh].append(ref)
-            self._by_dataplane[dp.key].append(ref)
-            group = self.services[(dp.mesh, inbound.service)]
+            ref = _InboundRef(key, inbound.tags, connected, healthy)
+            self._by_mesh[mesh].append(ref)
+            self._by_dataplane[key].append(ref)
+            group = self.services[(mesh, inbound.service)]
             group.inbounds.append(ref)
-            port = inbound.effective_service_port
+            port = inbound.service_port
             known = group.ports.get(port)
             if known is None:
-                protocol = inbound.protocol if inbound.protocol in APP_PROTOCOLS else "tcp"
                 group.ports[port] = MeshServicePort.model_construct(
-                    port=port, target_port=inbound.port, app_protocol=protocol
+                    port=port, target_port=inbound.port, app_protocol=inbound.protocol
                 )
             elif known.target_port not in (None, inbound.port):
                 # Instances listen on different inbound ports: no single targetPort names

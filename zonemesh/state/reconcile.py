@@ -28,7 +28,12 @@ from zonemesh.resources.types.mmzs import MeshMultiZoneServiceStatus
 from zonemesh.runtime.kernel import Runtime
 from zonemesh.state.hostnames import Hostnames, compute_hostnames
 from zonemesh.state.ipam import Allocation, VipAllocator
-from zonemesh.state.meshservices import DataplaneIndex, generated_mesh_services, is_generated
+from zonemesh.state.meshservices import (
+    DataplaneIndex,
+    InboundsMemo,
+    generated_mesh_services,
+    is_generated,
+)
 from zonemesh.state.mmzs_status import match_mesh_services, matched_condition
 from zonemesh.state.zone_ingress_services import update_available_services
 from zonemesh.store.base import AlreadyExistsError, ConflictError, EventKind, NotFoundError
@@ -67,7 +72,8 @@ class PassResult:
 
 
 class Reconciler:
-    """Holds what must outlive a pass (the VIP allocators) and runs passes."""
+    """Holds what must outlive a pass (the VIP allocators, the Dataplanes' inbounds as
+    read last time) and runs passes."""
 
     def __init__(self, runtime: Runtime, on_write: Callable[[WriteRecord], None]) -> None:
         self.runtime = runtime
@@ -78,6 +84,7 @@ class Reconciler:
             ipam.mesh_multi_zone_service.cidr, self.store, "ipam.meshmultizoneservice"
         )
         self._on_write = on_write
+        self._inbounds = InboundsMemo(runtime.zone)
 
     async def load(self) -> None:
         await self.ms_vips.load()
@@ -92,7 +99,7 @@ class Reconciler:
         meshes = await store.list(MESH.name)
         ingresses = await store.list(ZONE_INGRESS.name)
 
-        index = DataplaneIndex(dataplanes, zone, self.runtime.health)
+        index = DataplaneIndex(dataplanes, zone, self.runtime.health, self._inbounds)
         wanted = generated_mesh_services(index, meshes)
 
         # The MeshServices as they will be after this pass (status not yet computed).
