@@ -1,10 +1,11 @@
-"""A Delta stream in step with a snapshot's parent diffs only the names the snapshot says
-changed; what it sends must be exactly what comparing every name would send."""
+"""A Delta or SotW stream in step with a snapshot's parent diffs only the names the snapshot
+says changed; what it sends must be exactly what comparing every name would send."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
+from typing import Any
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -18,7 +19,7 @@ from zonemesh.xds.cache import (
     changed_types,
     compose,
 )
-from zonemesh.xds.protocol import DeltaSession, Outgoing
+from zonemesh.xds.protocol import DeltaSession, Outgoing, SotwSession
 
 STEPS = 60
 
@@ -130,3 +131,73 @@ def test_snapshots_hold_their_parent_weakly() -> None:
     assert derived.derives_from(base)
     base = None
     assert derived.parent is not None and derived.parent() is None  # no chain kept alive
+
+
+def sotw_sent(out: list[Outgoing]) -> list[tuple[str, list[tuple[str, bytes]]]]:
+    result = []
+    for o in out:
+        response = discovery_pb2.DiscoveryResponse.FromString(o.payload)
+        cla_names = [
+            (endpoint_pb2.ClusterLoadAssignment.FromString(r.value).cluster_name, r.value)
+            for r in response.resources
+        ]
+        result.append((response.version_info, cla_names))
+    return result
+
+
+def test_sotw_incremental_diff_sends_what_a_full_comparison_sends() -> None:
+    """SotW's named types (EDS) too: the same responses, versions included, with the names
+    re-requested now and then (a subscription change compares everything again)."""
+    rng = random.Random(5)
+    interner = ResourceInterner()
+    clusters = {f"svc-{i}": 80 for i in range(20)}
+    own: Interned = {}
+    previous = [part(interner, clusters)]
+    snapshot = compose(own, previous)
+    wanted = [*clusters, "svc-late"]
+    incremental, full = SotwSession(), SotwSession()
+    compared_all = {id(incremental): 0, id(full): 0}  # pushes that compared every name
+    for session in (incremental, full):
+        whole = session._desired
+
+        def counted(type_url: str, ts: Any, whole: Any = whole, key: int = id(session)) -> Any:
+            compared_all[key] += 1
+            return whole(type_url, ts)
+
+        session._desired = counted  # type: ignore[method-assign]
+        session.on_request(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=wanted))
+        session.set_snapshot(snapshot)
+    used_delta = 0
+    for step in range(STEPS):
+        got, expected = incremental.pending(), full.pending()
+        assert sotw_sent(got) == sotw_sent(expected), f"step {step}"
+        for session, out in ((incremental, got), (full, expected)):
+            for o in out:
+                names = wanted if step % 9 != 4 else wanted[:-3]  # now and then fewer names
+                session.on_request(
+                    discovery_pb2.DiscoveryRequest(
+                        type_url=ENDPOINT,
+                        resource_names=names,
+                        response_nonce=o.nonce,
+                        version_info=o.version,
+                    )
+                )
+        for name in rng.sample(sorted(clusters), 3):
+            clusters[name] = rng.choice((80, 81, 82))
+        if step % 11 == 5:
+            clusters["svc-late"] = 90
+        current = [part(interner, clusters)]
+        types = changed_types(previous, current)
+        assert types is not None
+        derived = compose(
+            own, current, base=snapshot, types=types, delta=changed_names(previous, current, types)
+        )
+        plain = dataclasses.replace(derived, parent=None, delta=None)
+        incremental.set_snapshot(derived, types)
+        full.set_snapshot(plain, types)
+        if derived.derives_from(snapshot):
+            used_delta += 1
+        previous, snapshot = current, derived
+    assert used_delta == STEPS
+    # The in-step pushes skipped the full comparison; the re-requests did not.
+    assert 0 < compared_all[id(incremental)] < compared_all[id(full)] // 2, compared_all

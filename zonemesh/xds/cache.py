@@ -44,16 +44,22 @@ def item_hash(name: str, version: str) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=10).digest(), "big")
 
 
-def _format_version(total: int) -> str:
+def format_version(total: int) -> str:
+    """The version string of a sum of `item_hash`es (`versions_total`)."""
     return format(total & _VERSION_MASK, "020x")
+
+
+def versions_total(items: Iterable[tuple[str, str]]) -> int:
+    return sum(item_hash(name, version) for name, version in items)
 
 
 def versions_hash(items: Iterable[tuple[str, str]]) -> str:
     """A version for a set of (name, version) pairs, independent of their order.
 
     The sum of the pairs' hashes (a multiset hash): no sorting, and a snapshot computes it
-    from the hashes its shared resources already carry."""
-    return _format_version(sum(item_hash(name, version) for name, version in items))
+    from the hashes its shared resources already carry; a stream that changes a few pairs
+    adjusts its sum instead of adding them all up again."""
+    return format_version(versions_total(items))
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True, eq=False)
@@ -261,7 +267,7 @@ def compose(
     for piece in (*parts, own):
         for type_url, (interned, total) in piece.items():
             add(type_url, interned, total)
-    versions = {t: _format_version(totals[t]) for t in by_type}
+    versions = {t: format_version(totals[t]) for t in by_type}
     parent = weakref.ref(base) if base is not None and delta is not None else None
     if base is None or types is None:
         return Snapshot(resources=by_type, versions=versions, parent=parent, delta=delta)
@@ -295,7 +301,7 @@ class Snapshot:
     @classmethod
     def of(cls, resources: Mapping[str, Mapping[str, VersionedResource]]) -> Snapshot:
         versions = {
-            type_url: _format_version(
+            type_url: format_version(
                 sum(r.item_hash or item_hash(n, r.version) for n, r in by_name.items())
             )
             for type_url, by_name in resources.items()

@@ -32,7 +32,14 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from zonemesh.envoy_types import CLUSTER, ENDPOINT, LISTENER
 from zonemesh.xds import wire
-from zonemesh.xds.cache import Snapshot, VersionedResource, versions_hash
+from zonemesh.xds.cache import (
+    Snapshot,
+    VersionedResource,
+    format_version,
+    item_hash,
+    versions_hash,
+    versions_total,
+)
 from zonemesh.xds.types import TYPE_ORDER
 
 FULL_STATE_TYPES = frozenset({LISTENER, CLUSTER})
@@ -113,6 +120,11 @@ class _SotwType:
     awaiting: bool = False  # a response is out and not yet ACKed/NACKed
     dirty: bool = True
     force: set[str] = field(default_factory=set)
+    # Named types: the sum of `item_hash` over `sent` (None: recount), and, as in
+    # `_DeltaType`, the snapshot `sent` was last brought in step with.
+    sent_total: int | None = None
+    synced: Snapshot | None = None
+    requested: bool = True
 
 
 @dataclass
@@ -195,7 +207,7 @@ class SotwSession(_Session[_SotwType]):
         if self._subscribe(type_url, ts, req.resource_names) or info.kind is not RequestKind.ACK:
             # An ACK naming what was named before asks for nothing new: whatever changed
             # meanwhile already marked the type (`set_snapshot`), so it is not recomputed.
-            ts.dirty = True
+            ts.dirty = ts.requested = True
         return info
 
     @staticmethod
@@ -212,6 +224,7 @@ class SotwSession(_Session[_SotwType]):
         if ts.sent is not None and type_url not in FULL_STATE_TYPES and not ts.wildcard:
             # Envoy drops what it no longer names; asking again later must resend it.
             ts.sent = {n: v for n, v in ts.sent.items() if n in names}
+            ts.sent_total = None
         return True
 
     def _desired(self, type_url: str, ts: _SotwType) -> Mapping[str, VersionedResource]:
@@ -264,26 +277,60 @@ class SotwSession(_Session[_SotwType]):
     def _named(
         self, type_url: str, ts: _SotwType
     ) -> tuple[Outgoing | None, list[VersionedResource]]:
-        desired = self._desired(type_url, ts)
-        if ts.sent is None and ts.client_version:
-            current = {n: r.version for n, r in desired.items()}
-            if ts.client_version == versions_hash(current.items()):
-                ts.sent, ts.sent_version = current, ts.client_version
-                ts.force.clear()
-                return None, []
-        sent = ts.sent if ts.sent is not None else {}
-        # Only the changed names are sorted (a push usually carries a few of a hundred).
-        names = [n for n, r in desired.items() if sent.get(n) != r.version]
-        if ts.force:
-            names = list({*names, *(n for n in ts.force if n in desired)})
-        changed = [desired[n] for n in sorted(names)]
-        ts.force.clear()
+        snapshot = self._snapshot
+        assert snapshot is not None
+        available = snapshot.of_type(type_url)
+        delta = snapshot.delta.get(type_url) if snapshot.delta is not None else None
+        force = ts.force
+        if (
+            ts.sent is not None
+            and not ts.requested
+            and delta is not None
+            and snapshot.derives_from(ts.synced)
+        ):
+            # In step with the snapshot this one derives from (see `DeltaSession._diff`):
+            # only its changed names, and those forced, can differ from what was sent.
+            sent = ts.sent
+            names = [
+                n
+                for n in delta | force
+                if n in available
+                and (ts.wildcard or n in ts.names)
+                and (n in force or sent.get(n) != available[n].version)
+            ]
+        else:
+            desired = self._desired(type_url, ts)
+            if ts.sent is None and ts.client_version:
+                current = {n: r.version for n, r in desired.items()}
+                if ts.client_version == versions_hash(current.items()):
+                    ts.sent, ts.sent_version, ts.sent_total = current, ts.client_version, None
+                    ts.synced, ts.requested = snapshot, False
+                    force.clear()
+                    return None, []
+            sent = ts.sent if ts.sent is not None else {}
+            # Only the changed names are sorted (a push usually carries a few of a hundred).
+            names = [n for n, r in desired.items() if sent.get(n) != r.version]
+            if force:
+                names = list({*names, *(n for n in force if n in desired)})
+        ts.synced, ts.requested = snapshot, False
+        changed = [available[n] for n in sorted(names)]
+        force.clear()
         ts.sent = sent
         if not changed:
             return None, []
+        # The version is the sum of the sent pairs' hashes, kept up to date with `sent`
+        # rather than summed again over every name on each push.
+        total = ts.sent_total
+        if total is None:
+            total = versions_total(sent.items())
         for r in changed:
+            before = sent.get(r.name)
+            if before is not None:
+                total -= item_hash(r.name, before)
+            total += r.item_hash or item_hash(r.name, r.version)
             sent[r.name] = r.version
-        version = versions_hash(sent.items())
+        ts.sent_total = total
+        version = format_version(total)
         return self._emit(type_url, ts, version, [r.sotw_entry for r in changed]), changed
 
     def _follow_up(self, changed_clusters: list[VersionedResource]) -> None:
