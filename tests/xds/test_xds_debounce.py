@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from test_xds_harness import eventually, mesh_service_doc, running_xds
 
 from zonemesh.envoy_types import CLUSTER
 from zonemesh.resources.base import ResourceKey
-from zonemesh.runtime.debounce import Debouncer
+from zonemesh.runtime.debounce import DebouncedSignal, Debouncer
 
 
 def test_push_waits_for_quiet_but_not_longer_than_the_maximum() -> None:
@@ -35,3 +38,23 @@ async def test_a_burst_of_changes_is_one_generation_pass() -> None:
         assert len(update.resources) == 51  # all 50 services and the local cluster at once
         assert h.server.generations == passes + 1
         assert h.server.cache.get(key) is not None
+
+
+async def test_a_signal_wait_cancelled_as_it_is_woken_ends_cancelled() -> None:
+    """The CP's stop wakes the scheduler (proxies disconnect) and cancels it in the same
+    breath: a cancellation the task accepted must end it, or the stop waits for that task
+    forever (`asyncio.wait_for` on Python 3.11 lost it one loop step after the wake-up)."""
+    for steps in range(4):  # loop steps between the wake-up and the cancellation
+        signal = DebouncedSignal(quiet_s=10.0, max_s=10.0)
+        signal.mark()  # a burst pending: the wait has a deadline
+        task = asyncio.create_task(signal.wait())
+        for _ in range(3):
+            await asyncio.sleep(0)  # until it waits on the event
+        signal.poke()
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if task.cancel():  # still running: the cancellation must end it
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            assert task.done() and not task.cancelled()

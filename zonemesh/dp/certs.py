@@ -162,5 +162,8 @@ class WorkloadCertificates:
                 signed.not_after.isoformat(),
                 wait,
             )
+            # `asyncio.timeout`, not `wait_for`, which on Python 3.11 can lose a
+            # cancellation arriving as the event is set (and then `dp run` would not stop).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._resign.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._resign.wait()

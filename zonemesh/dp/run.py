@@ -314,8 +314,9 @@ class DataPlane:
                 result.detail,
                 delay,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see dp.certs
+                async with asyncio.timeout(delay):
+                    await stop.wait()
             delay = min(delay * 2, self.options.max_backoff_s)
         return False
 

@@ -65,8 +65,12 @@ class DebouncedSignal:
         timeout = self.debouncer.due_in(time.monotonic())
         if timeout is not None and timeout <= 0:
             return
+        # `asyncio.timeout`, not `wait_for`: on Python 3.11, `wait_for` loses a cancellation
+        # that arrives as the event is set (the CP's stop sets it as proxies disconnect, then
+        # cancels this task, which then waited forever and hung the shutdown).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     async def wait_due(self) -> None:
         """Until a marked burst is over (then reset)."""

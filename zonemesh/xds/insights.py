@@ -185,8 +185,9 @@ class InsightWriter:
         last_full = time.monotonic()
         while True:
             wait = max(0.0, self.counter_flush_s - (time.monotonic() - last_full))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see runtime.debounce
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self.quiet_s)
             full = time.monotonic() - last_full >= self.counter_flush_s
