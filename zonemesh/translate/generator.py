@@ -135,18 +135,6 @@ def own_output_is_local(generator: Generator) -> bool:
     return bool(getattr(generator, "OWN_OUTPUT_IS_LOCAL", False))
 
 
-def refreshed_through_parts(generator: Generator, proxy: Proxy) -> bool:
-    """Whether a change to part-only inputs (other Dataplanes, zone proxies, health) reaches
-    `proxy` through its shared parts alone: the engine then need not regenerate it. True
-    only for sidecars under the `own_output_is_local` promise; a generator with several
-    kinds of proxies says per proxy (`ProfileGenerator`). A builtin gateway's clusters and
-    endpoints are its own, read exactly those inputs, and so must be regenerated."""
-    per_proxy = getattr(generator, "refreshed_through_parts", None)
-    if per_proxy is not None:
-        return bool(per_proxy(proxy))
-    return own_output_is_local(generator) and proxy.proxy_type is ProxyType.DATAPLANE
-
-
 class CompositeGenerator:
     """Runs generators in order and merges their output (a name clash is an error)."""
 

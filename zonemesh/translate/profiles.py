@@ -60,12 +60,16 @@ class ProfileGenerator:
         sidecar = self.profiles.get(Profile.SIDECAR)
         self.OWN_OUTPUT_IS_LOCAL = sidecar is not None and own_output_is_local(sidecar)
 
-    def refreshed_through_parts(self, proxy: Proxy) -> bool:
-        """See `generator.refreshed_through_parts`: sidecars only."""
-        return self.OWN_OUTPUT_IS_LOCAL and profile_of(proxy) is Profile.SIDECAR
-
     def generate(self, state: MeshState, proxy: Proxy) -> ProxyResources:
         composite = self.profiles.get(profile_of(proxy))
         if composite is None:
             return ProxyResources()
         return composite.generate(state, proxy)
+
+
+def refreshed_through_parts(generator: Generator, proxy: Proxy) -> bool:
+    """Whether a change to part-only inputs (other Dataplanes, zone proxies, health) reaches
+    `proxy` through its shared parts alone, so that the engine need not regenerate it: only
+    sidecars, under their generator's `own_output_is_local` promise. A builtin gateway's
+    clusters and endpoints are its own and read exactly those inputs; zone proxies likewise."""
+    return profile_of(proxy) is Profile.SIDECAR and own_output_is_local(generator)

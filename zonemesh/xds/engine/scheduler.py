@@ -13,7 +13,7 @@ Inputs: store events and health changes (through `MeshStateTracker`) and proxy c
   - otherwise (Dataplanes, zone ingresses/egresses, health: inputs of the shared parts
     only) the proxies whose own resource or health changed are regenerated, so are those
     whose output is all their own (zone proxies, builtin gateways:
-    `translate.generator.refreshed_through_parts`), and every
+    `translate.profiles.refreshed_through_parts`), and every
     *group* of proxies holding the same shared parts is refreshed once: one member is
     regenerated, its new parts interned, and only when their content differs are the other
     members' snapshots recomposed from their unchanged own resources and the new parts — no
@@ -44,8 +44,8 @@ from zonemesh.translate.generator import (
     Proxy,
     ProxyResources,
     own_output_is_local,
-    refreshed_through_parts,
 )
+from zonemesh.translate.profiles import refreshed_through_parts
 from zonemesh.translate.state import MeshState
 from zonemesh.xds.cache import (
     Interned,
