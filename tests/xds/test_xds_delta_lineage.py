@@ -37,6 +37,19 @@ def part(interner: ResourceInterner, clusters: dict[str, int]) -> Interned:
     return {ENDPOINT: (interned, sum(r.item_hash for r in interned.values()))}
 
 
+def next_snapshots(
+    interner: ResourceInterner, previous: list[Interned], base: Snapshot, clusters: dict[str, int]
+) -> tuple[list[Interned], Snapshot, Snapshot, frozenset[str]]:
+    """The pieces of `clusters`, the snapshot derived from `base` with its changed names, the
+    same snapshot without them (what a full comparison sees), and the changed types."""
+    current = [part(interner, clusters)]
+    types = changed_types(previous, current)
+    assert types is not None
+    delta = changed_names(previous, current, types)
+    derived = compose({}, current, base=base, types=types, delta=delta)
+    return current, derived, dataclasses.replace(derived, parent=None, delta=None), types
+
+
 def subscribe(names: list[str], nonce: str = "") -> discovery_pb2.DeltaDiscoveryRequest:
     return discovery_pb2.DeltaDiscoveryRequest(
         type_url=ENDPOINT, resource_names_subscribe=names, response_nonce=nonce
@@ -63,9 +76,8 @@ def test_incremental_diff_sends_what_a_full_comparison_sends() -> None:
     rng = random.Random(11)
     interner = ResourceInterner()
     clusters = {f"svc-{i}": 80 for i in range(20)}
-    own: Interned = {}
     previous = [part(interner, clusters)]
-    snapshot = compose(own, previous)
+    snapshot = compose({}, previous)
     # Subscribed: every cluster, and two names that do not exist (yet).
     wanted = [*clusters, "svc-late", "svc-never"]
     incremental, full = DeltaSession(), DeltaSession()
@@ -82,12 +94,7 @@ def test_incremental_diff_sends_what_a_full_comparison_sends() -> None:
             clusters.pop(rng.choice(sorted(clusters)))  # gone: the stream is told
         if step % 11 == 5:
             clusters["svc-late"] = 90  # a subscribed name appears
-        current = [part(interner, clusters)]
-        types = changed_types(previous, current)
-        assert types is not None
-        delta = changed_names(previous, current, types)
-        derived = compose(own, current, base=snapshot, types=types, delta=delta)
-        plain = dataclasses.replace(derived, parent=None, delta=None)
+        current, derived, plain, types = next_snapshots(interner, previous, snapshot, clusters)
         incremental.set_snapshot(derived, types)
         full.set_snapshot(plain, types)
         if derived.derives_from(snapshot):
@@ -151,9 +158,8 @@ def test_sotw_incremental_diff_sends_what_a_full_comparison_sends() -> None:
     rng = random.Random(5)
     interner = ResourceInterner()
     clusters = {f"svc-{i}": 80 for i in range(20)}
-    own: Interned = {}
     previous = [part(interner, clusters)]
-    snapshot = compose(own, previous)
+    snapshot = compose({}, previous)
     wanted = [*clusters, "svc-late"]
     incremental, full = SotwSession(), SotwSession()
     compared_all = {id(incremental): 0, id(full): 0}  # pushes that compared every name
@@ -186,13 +192,7 @@ def test_sotw_incremental_diff_sends_what_a_full_comparison_sends() -> None:
             clusters[name] = rng.choice((80, 81, 82))
         if step % 11 == 5:
             clusters["svc-late"] = 90
-        current = [part(interner, clusters)]
-        types = changed_types(previous, current)
-        assert types is not None
-        derived = compose(
-            own, current, base=snapshot, types=types, delta=changed_names(previous, current, types)
-        )
-        plain = dataclasses.replace(derived, parent=None, delta=None)
+        current, derived, plain, types = next_snapshots(interner, previous, snapshot, clusters)
         incremental.set_snapshot(derived, types)
         full.set_snapshot(plain, types)
         if derived.derives_from(snapshot):

@@ -161,6 +161,16 @@ class _Session(Generic[_TypeState]):
             if changed is None or type_url in changed:
                 ts.dirty = True
 
+    def _in_step_names(self, type_url: str, ts: _TypeState) -> frozenset[str] | None:
+        """When the stream is in step with the snapshot the current one derives from (no
+        request changed what it wants since), the only names of `type_url` that can differ
+        from what it has; None: compare every name. One rule for both flavours."""
+        snapshot = self._snapshot
+        assert snapshot is not None
+        if ts.requested or snapshot.delta is None or not snapshot.derives_from(ts.synced):
+            return None
+        return snapshot.delta.get(type_url)
+
     def subscribed_types(self) -> list[str]:
         return list(self._types)
 
@@ -280,16 +290,10 @@ class SotwSession(_Session[_SotwType]):
         snapshot = self._snapshot
         assert snapshot is not None
         available = snapshot.of_type(type_url)
-        delta = snapshot.delta.get(type_url) if snapshot.delta is not None else None
         force = ts.force
-        if (
-            ts.sent is not None
-            and not ts.requested
-            and delta is not None
-            and snapshot.derives_from(ts.synced)
-        ):
-            # In step with the snapshot this one derives from (see `DeltaSession._diff`):
-            # only its changed names, and those forced, can differ from what was sent.
+        delta = self._in_step_names(type_url, ts)
+        if delta is not None and ts.sent is not None:
+            # Only the in-step names, and those forced, can differ from what was sent.
             sent = ts.sent
             names = [
                 n
@@ -446,10 +450,10 @@ class DeltaSession(_Session[_DeltaType]):
         assert snapshot is not None
         available = snapshot.of_type(type_url)
         known, force = ts.known, ts.force
-        delta = snapshot.delta.get(type_url) if snapshot.delta is not None else None
-        if not ts.requested and delta is not None and snapshot.derives_from(ts.synced):
-            # In step with the snapshot this one derives from: only its changed names can
-            # differ from what the client has (a push costs what it carries).
+        delta = self._in_step_names(type_url, ts)
+        if delta is not None:
+            # Only the in-step names can differ from what the client has (a push costs
+            # what it carries).
             candidates: Set[str] = delta | force
             held = {n for n in candidates if n in available and (ts.wildcard or n in ts.names)}
         elif ts.wildcard:
