@@ -207,7 +207,9 @@ async def test_an_instance_behind_the_pruned_change_log_reloads_and_publishes_th
 async def test_postgres_restarted_under_writes_both_instances_recover_and_lose_nothing(
     postgres_server: PostgresServer, pg_database: str, instances
 ) -> None:
-    a, b = await instances("a"), await instances("b")
+    # A write waits for a connection at most `connection_timeout`; at 1 s (the least) that
+    # is shorter than the outage below, so writes during it fail rather than wait it out.
+    a, b = await instances("a", connection_timeout=1), await instances("b", connection_timeout=1)
     on_a, on_b = Collector(a.subscribe()), Collector(b.subscribe())
     acknowledged: dict[str, Resource] = {}
     failures: Counter[str] = Counter()
